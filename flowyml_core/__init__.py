@@ -1,0 +1,58 @@
+"""flowyml-core: the pipeline model, plugin hooks and stack registry.
+
+Names are loaded on first use so that ``import flowyml_core`` stays cheap (the
+CLI and plugin modules import it on every start).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "step": "flowyml_core.step",
+    "Step": "flowyml_core.step",
+    "Pipeline": "flowyml_core.pipeline",
+    "Context": "flowyml_core.context",
+    "ExecutionResult": "flowyml_core.results",
+    "ExecutionStatus": "flowyml_core.results",
+    "RunResult": "flowyml_core.results",
+    "SubmissionResult": "flowyml_core.results",
+    "ResourceConfig": "flowyml_core.resources",
+    "DockerConfig": "flowyml_core.resources",
+    "StepGroup": "flowyml_core.grouping",
+    "get_execution_units": "flowyml_core.grouping",
+    "hookimpl": "flowyml_core.hookspecs",
+    "API_VERSION": "flowyml_core.plugins",
+    "FlowymlError": "flowyml_core.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'flowyml_core' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flowyml_core.context import Context
+    from flowyml_core.errors import FlowymlError
+    from flowyml_core.grouping import StepGroup, get_execution_units
+    from flowyml_core.hookspecs import hookimpl
+    from flowyml_core.pipeline import Pipeline
+    from flowyml_core.plugins import API_VERSION
+    from flowyml_core.resources import DockerConfig, ResourceConfig
+    from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult, SubmissionResult
+    from flowyml_core.step import Step, step

@@ -1,0 +1,59 @@
+"""Per-step capture of what a step prints, safe when steps run in threads.
+
+The seed swapped ``sys.stdout`` for the whole process while a step ran, so a
+step in another thread wrote into the wrong step's log. Here ``sys.stdout`` and
+``sys.stderr`` are wrapped once by a router that sends each write to the buffer
+of the step running in *that* thread (a context variable), or through to the
+real stream when no step is capturing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import io
+import sys
+import threading
+from typing import Any, Iterator, TextIO
+
+_current: contextvars.ContextVar[io.StringIO | None] = contextvars.ContextVar("flowyml_capture", default=None)
+_install_lock = threading.Lock()
+
+
+class _RoutedStream:
+    def __init__(self, target: TextIO) -> None:
+        self._target = target
+
+    def write(self, text: str) -> int:
+        buffer = _current.get()
+        if buffer is None:
+            return self._target.write(text)
+        return buffer.write(text)
+
+    def flush(self) -> None:
+        if _current.get() is None:
+            self._target.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+def _install() -> None:
+    with _install_lock:
+        if not isinstance(sys.stdout, _RoutedStream):
+            sys.stdout = _RoutedStream(sys.stdout)  # type: ignore[assignment]
+        if not isinstance(sys.stderr, _RoutedStream):
+            sys.stderr = _RoutedStream(sys.stderr)  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def capture_output() -> Iterator[io.StringIO]:
+    """Collect this thread's (and its copied context's) prints into a buffer."""
+    if not isinstance(sys.stdout, _RoutedStream) or not isinstance(sys.stderr, _RoutedStream):
+        _install()
+    buffer = io.StringIO()
+    token = _current.set(buffer)
+    try:
+        yield buffer
+    finally:
+        _current.reset(token)

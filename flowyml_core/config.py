@@ -1,0 +1,108 @@
+"""Helpers for component config classes (attrs) and secret values.
+
+Values written ``"${env:NAME}"`` in ``stacks.toml`` are read from the
+environment when a stack is resolved. They are secrets by construction: they are
+masked when shown, left out of reprs and error messages, and the reference (not
+the value) is what is ever written back.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import attrs
+
+from flowyml_core.errors import ConfigError
+
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+MASK = "****"
+
+
+def secret_field(**kwargs: Any) -> Any:
+    """An attrs field that holds a secret: hidden from repr, masked in ``stack show``."""
+    metadata = dict(kwargs.pop("metadata", {}) or {})
+    metadata["secret"] = True
+    kwargs.setdefault("default", None)
+    return attrs.field(repr=False, metadata=metadata, **kwargs)
+
+
+def has_env_ref(value: Any) -> bool:
+    if isinstance(value, str):
+        return ENV_REF.search(value) is not None
+    if isinstance(value, Mapping):
+        return any(has_env_ref(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_env_ref(v) for v in value)
+    return False
+
+
+def resolve_env_refs(value: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:
+    """Replace ``${env:NAME}`` references; a missing variable is a problem naming it."""
+    if isinstance(value, str):
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                problems.append(f"{where}: environment variable {name} is not set (referenced as ${{env:{name}}})")
+                return ""
+            return environ[name]
+
+        return ENV_REF.sub(substitute, value)
+    if isinstance(value, Mapping):
+        return {k: resolve_env_refs(v, environ, f"{where}.{k}", problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env_refs(v, environ, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    return value
+
+
+def mask_options(options: Mapping[str, Any], config_cls: type | None = None) -> dict[str, Any]:
+    """Options fit to show: env references kept as written, secret fields masked."""
+    secret_names = set()
+    if config_cls is not None and attrs.has(config_cls):
+        secret_names = {f.name for f in attrs.fields(config_cls) if f.metadata.get("secret")}
+    shown: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in secret_names and value not in (None, "") and not has_env_ref(value):
+            shown[key] = MASK
+        else:
+            shown[key] = value
+    return shown
+
+
+def describe_structure_error(exc: BaseException, where: str, secret_paths: set[str]) -> list[str]:
+    """Turn a cattrs error into one line per field, without secret values."""
+    from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+    lines: list[str] = []
+
+    def walk(error: BaseException, path: str) -> None:
+        if isinstance(error, ForbiddenExtraKeysError):
+            for key in sorted(error.extra_fields):
+                lines.append(f"{where}: unknown option {path + key!r}")
+            return
+        if isinstance(error, (ClassValidationError, IterableValidationError)):
+            with_notes, others = error.group_exceptions()
+            for sub, note in with_notes:
+                field = getattr(note, "name", getattr(note, "index", "?"))
+                walk(sub, f"{path}{field}.")
+            for sub in others:
+                walk(sub, path)
+            return
+        field = path.rstrip(".") or "?"
+        if field in secret_paths:
+            lines.append(f"{where}: option {field!r} is invalid ({type(error).__name__}; value hidden)")
+        else:
+            lines.append(f"{where}: option {field!r}: {_plain(error)}")
+
+    walk(exc, "")
+    return lines or [f"{where}: {_plain(exc)}"]
+
+
+def _plain(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def raise_problems(header: str, problems: list[str]) -> None:
+    if problems:
+        raise ConfigError(header + ("\n  " + "\n  ".join(problems) if len(problems) > 1 else " " + problems[0]))

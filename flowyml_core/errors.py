@@ -1,0 +1,36 @@
+"""Exceptions that reach people.
+
+Everything a user can cause (a broken ``stacks.toml``, an unknown flavor, a bad
+option) raises a :class:`FlowymlError`. The CLI prints its message as one line
+and exits 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class FlowymlError(Exception):
+    """A problem the user can fix; the message says what, where and how."""
+
+
+class PipelineDefinitionError(FlowymlError):
+    """The pipeline's steps do not form a valid DAG."""
+
+
+class ConfigError(FlowymlError):
+    """A ``stacks.toml`` file or a component's options are wrong."""
+
+
+class PluginError(FlowymlError):
+    """A plugin is missing, blocked, broken or conflicts with another."""
+
+
+class IntegrityError(FlowymlError):
+    """Stored bytes do not match what was written, or cannot be trusted."""
+
+
+class StepTimeoutError(TimeoutError):
+    """A step ran past its ``timeout``."""
+
+
+class StopExecution(Exception):
+    """Raised inside a step to stop the run on purpose (not retried)."""

@@ -1,0 +1,355 @@
+"""How a step runs: the seed executor's semantics, with its defects fixed.
+
+Order for one step: condition → cache lookup → call with retries and
+exponential backoff (each attempt bounded by ``timeout``) → materialize outputs
+→ route → cache write. Nothing is swallowed: a failed condition, materialize or
+route is a failed result with the reason, and is logged.
+
+These functions are public so that any executor (local, in a container, on a
+Dask worker) gives users the same behaviour.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+import traceback
+from typing import Any, Callable, Mapping
+
+import attrs
+
+from flowyml_core.capture import capture_output
+from flowyml_core.errors import StepTimeoutError, StopExecution
+from flowyml_core.fingerprint import combine, fingerprint
+from flowyml_core.grouping import StepGroup
+from flowyml_core.results import ExecutionResult
+from flowyml_core.step import Step
+
+logger = logging.getLogger("flowyml.execution")
+
+DEFAULT_OUTPUT_NAME = "output"
+
+
+@attrs.define
+class Run:
+    """What observer hooks learn about a run."""
+
+    run_id: str
+    pipeline_name: str
+    project_name: str = "default"
+    stack_name: str | None = None
+    params: dict[str, Any] = attrs.field(factory=dict, repr=False)
+
+
+def bind_inputs(
+    step: Step,
+    available: Mapping[str, Any],
+    fingerprints: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Map available assets onto the step's parameters.
+
+    Each declared input goes to the parameter of the same name, else to the
+    parameter at the same position; then any parameter named like an available
+    asset receives it. Returns the arguments and their known fingerprints.
+    """
+    params = step.param_names
+    kwargs: dict[str, Any] = {}
+    fps: dict[str, str] = {}
+    known = fingerprints or {}
+    for i, asset in enumerate(step.inputs):
+        if asset not in available:
+            continue
+        if asset in params or step.accepts_any_kwargs:
+            target = asset
+        elif i < len(params) and params[i] not in kwargs:
+            target = params[i]
+        else:
+            continue
+        kwargs[target] = available[asset]
+        if asset in known:
+            fps[target] = known[asset]
+    for name in params:
+        if name not in kwargs and name in available:
+            kwargs[name] = available[name]
+            if name in known:
+                fps[name] = known[name]
+    return kwargs, fps
+
+
+def split_outputs(step: Step, value: Any) -> dict[str, Any]:
+    """The named assets in a step's return value.
+
+    One declared output receives the value; several receive the items of a
+    tuple/list of the same length or the matching keys of a dict; otherwise the
+    first declared output receives the whole value (the seed's rule).
+    """
+    outputs = step.outputs
+    if not outputs:
+        return {}
+    if len(outputs) == 1:
+        return {outputs[0]: value}
+    if isinstance(value, (tuple, list)) and len(value) == len(outputs):
+        return dict(zip(outputs, value))
+    if isinstance(value, dict):
+        return {name: value[name] for name in outputs if name in value}
+    return {outputs[0]: value}
+
+
+def asset_fingerprints(step: Step, output_fingerprint: str | None, assets: Mapping[str, Any]) -> dict[str, str]:
+    """Fingerprints of each asset, derived from the output's (no re-hashing)."""
+    if output_fingerprint is None:
+        return {}
+    if len(assets) == 1 and len(step.outputs) == 1:
+        return {name: output_fingerprint for name in assets}
+    return {name: combine(output_fingerprint, name) for name in assets}
+
+
+def _condition_kwargs(
+    condition: Callable[..., Any],
+    context_params: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    all_outputs: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    from flowyml_core.step import signature_names
+
+    names, takes_all = signature_names(condition)
+    pool: dict[str, Any] = dict(context_params)
+    if all_outputs:
+        pool.update(all_outputs)
+        for value in all_outputs.values():
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if isinstance(k, str):
+                        pool.setdefault(k, v)
+    pool.update(inputs)
+    return pool if takes_all else {k: v for k, v in pool.items() if k in names}
+
+
+def _call_with_timeout(step: Step, kwargs: dict[str, Any]) -> Any:
+    """Call the step; past ``timeout`` seconds raise StepTimeoutError.
+
+    Python cannot kill a thread: a timed-out call keeps running in a daemon
+    thread and its result is discarded. Steps that must stop for real belong in
+    a subprocess-based executor.
+    """
+    if step.timeout is None:
+        return step.func(**kwargs)
+    box: dict[str, Any] = {}
+    ctx = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box["value"] = ctx.run(step.func, **kwargs)
+        except BaseException as exc:  # handed to the calling thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"flowyml-step-{step.name}", daemon=True)
+    worker.start()
+    worker.join(step.timeout)
+    if worker.is_alive():
+        raise StepTimeoutError(f"step {step.name!r} timed out after {step.timeout:g}s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _failure(step: Step, start: float, message: str, retries: int = 0, logs: str | None = None) -> ExecutionResult:
+    logger.error("step %s failed: %s", step.name, message.splitlines()[0] if message else message)
+    return ExecutionResult(
+        step_name=step.name,
+        success=False,
+        error=message,
+        duration_seconds=time.perf_counter() - start,
+        retries=retries,
+        logs=logs,
+    )
+
+
+def run_step(
+    step: Step,
+    inputs: Mapping[str, Any],
+    context_params: Mapping[str, Any],
+    cache_store: Any | None = None,
+    artifact_store: Any | None = None,
+    run_id: str | None = None,
+    project_name: str = "default",
+    all_outputs: Mapping[str, Any] | None = None,
+    router: Any | None = None,
+    input_fingerprints: Mapping[str, str] | None = None,
+) -> ExecutionResult:
+    """Run one step with the full semantics; never raises for a step's failure."""
+    start = time.perf_counter()
+
+    if step.condition is not None:
+        try:
+            should_run = step.condition(**_condition_kwargs(step.condition, context_params, inputs, all_outputs))
+        except Exception as exc:
+            return _failure(step, start, f"condition check failed: {exc!r}\n{traceback.format_exc()}")
+        if not should_run:
+            return ExecutionResult(
+                step_name=step.name, success=True, skipped=True, duration_seconds=time.perf_counter() - start
+            )
+
+    use_cache = cache_store is not None and step.cache
+    cache_key = None
+    if use_cache:
+        cache_key = step.get_cache_key(inputs, context_params, input_fingerprints)
+        entry = cache_store.get(cache_key)
+        if entry is not None:
+            return ExecutionResult(
+                step_name=step.name,
+                success=True,
+                output=entry.value,
+                duration_seconds=time.perf_counter() - start,
+                cached=True,
+                output_fingerprint=entry.fingerprint,
+            )
+
+    kwargs = {**inputs, **context_params}
+    if not step.accepts_any_kwargs:
+        kwargs = {k: kwargs[k] for k in step.param_names if k in kwargs}
+    attempt = 0
+    logs: str | None = None
+    while True:
+        try:
+            if run_id is not None:
+                with capture_output() as buffer:
+                    try:
+                        value = _call_with_timeout(step, kwargs)
+                    finally:
+                        logs = buffer.getvalue() or None
+            else:
+                value = _call_with_timeout(step, kwargs)
+            break
+        except StopExecution as exc:
+            return _failure(step, start, f"execution stopped: {exc}", retries=attempt, logs=logs)
+        except Exception as exc:
+            if attempt < step.retry:
+                delay = step.retry_delay * (2**attempt)
+                logger.warning(
+                    "step %s attempt %d/%d failed (%r); retrying in %.3gs",
+                    step.name, attempt + 1, step.retry + 1, exc, delay,
+                )
+                attempt += 1
+                if delay:
+                    time.sleep(delay)
+                continue
+            return _failure(step, start, f"{exc!r}\n{traceback.format_exc()}", retries=attempt, logs=logs)
+
+    output_fp = fingerprint(value) if use_cache else None
+    result = ExecutionResult(
+        step_name=step.name, success=True, output=value, retries=attempt, output_fingerprint=output_fp, logs=logs
+    )
+
+    if (artifact_store is not None or router is not None) and run_id is not None and value is not None:
+        problem = _store_outputs(step, value, result, artifact_store, router, run_id, project_name)
+        if problem is not None:
+            result.success = False
+            result.error = problem
+            logger.error("step %s: %s", step.name, problem.splitlines()[0])
+            result.duration_seconds = time.perf_counter() - start
+            return result
+
+    if use_cache:
+        try:
+            cache_store.set_value(cache_key, value, step.name, step.get_code_hash(), fingerprint=output_fp)
+        except Exception as exc:
+            # The step succeeded; a cache that cannot be written only costs a rerun.
+            logger.warning("step %s: could not write cache entry: %r", step.name, exc)
+    result.duration_seconds = time.perf_counter() - start
+    return result
+
+
+def _store_outputs(
+    step: Step,
+    value: Any,
+    result: ExecutionResult,
+    artifact_store: Any | None,
+    router: Any | None,
+    run_id: str,
+    project_name: str,
+) -> str | None:
+    """Materialize each output asset (or the whole value as ``output``), routing first.
+
+    Returns an error message, or None when everything was stored.
+    """
+    assets = split_outputs(step, value) or {DEFAULT_OUTPUT_NAME: value}
+    return_type = step.func.__annotations__.get("return") if hasattr(step.func, "__annotations__") else None
+    for name, obj in assets.items():
+        if obj is None:
+            continue
+        uri = None
+        stage = "routing"
+        try:
+            if router is not None:
+                uri = router.route(
+                    obj, name=name, step_name=step.name, run_id=run_id,
+                    project_name=project_name, return_type=return_type,
+                )
+            if uri is None and artifact_store is not None:
+                stage = "materializing"
+                uri = artifact_store.materialize(
+                    obj=obj, name=name, run_id=run_id, step_name=step.name, project_name=project_name
+                )
+        except Exception as exc:
+            return f"{stage} output {name!r} failed: {exc!r}\n{traceback.format_exc()}"
+        if uri is not None:
+            result.artifact_uris[name] = uri
+            if result.artifact_uri is None:
+                result.artifact_uri = uri
+    return None
+
+
+def run_step_group(
+    execute_step: Callable[..., ExecutionResult],
+    step_group: StepGroup,
+    inputs: Mapping[str, Any],
+    context: Any | None = None,
+    context_params: Mapping[str, Any] | None = None,
+    fingerprints: Mapping[str, str] | None = None,
+    **step_kwargs: Any,
+) -> list[ExecutionResult]:
+    """Run a group's steps in order in this process, with the seed's mapping rules.
+
+    ``execute_step`` is the executor's own method (wrapped by
+    :func:`flowyml_core.components.keyword_caller` so that arguments it does not
+    accept are dropped), so a third-party executor that implements only
+    ``execute_step`` gets group semantics for free. ``step_kwargs`` are passed
+    through to it (stores, run id, …).
+    """
+    available = dict(inputs)
+    known_fps = dict(fingerprints or {})
+    results: list[ExecutionResult] = []
+    by_name = {s.name: s for s in step_group.steps}
+    order = list(step_group.execution_order)
+    for index, name in enumerate(order):
+        step = by_name[name]
+        kwargs, fps = bind_inputs(step, available, known_fps)
+        if context is not None:
+            params = context.inject_params(step)
+        else:
+            params = dict(context_params or {})
+        call_kwargs = dict(step_kwargs, input_fingerprints=fps)
+        if step.condition is not None:
+            call_kwargs["all_outputs"] = available
+        result = execute_step(step=step, inputs=kwargs, context_params=params, **call_kwargs)
+        results.append(result)
+        if not result.success:
+            for remaining in order[index + 1:]:
+                results.append(
+                    ExecutionResult(
+                        step_name=remaining,
+                        success=True,
+                        skipped=True,
+                        error=f"skipped: step {name!r} failed earlier in group {step_group.group_name!r}",
+                    )
+                )
+            break
+        if result.skipped or result.output is None:
+            continue
+        assets = split_outputs(step, result.output)
+        available.update(assets)
+        known_fps.update(asset_fingerprints(step, result.output_fingerprint, assets))
+    return results

@@ -1,0 +1,147 @@
+"""Pipelines: steps wired by asset names, run on a stack chosen by name."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import uuid
+from typing import Any, Iterable, Mapping
+
+from flowyml_core.context import Context
+from flowyml_core.dag import DAG
+from flowyml_core.grouping import ExecutionUnit, get_execution_units
+from flowyml_core.results import ExecutionStatus, RunResult, SubmissionResult
+from flowyml_core.step import Step
+
+logger = logging.getLogger("flowyml.pipeline")
+
+
+class Pipeline:
+    """An ordered collection of steps. Edges come from asset names."""
+
+    def __init__(
+        self,
+        name: str,
+        steps: Iterable[Step] | None = None,
+        context: Context | Mapping[str, Any] | None = None,
+        project_name: str = "default",
+    ) -> None:
+        self.name = name
+        self.project_name = project_name
+        self.context = Context.coerce(context)
+        self.steps: list[Step] = []
+        self.dag: DAG | None = None
+        self._units: list[ExecutionUnit] | None = None
+        self._built = False
+        caller = inspect.currentframe()
+        self._module = caller.f_back.f_globals.get("__name__") if caller and caller.f_back else None
+        for s in steps or ():
+            self.add_step(s)
+
+    def add_step(self, step: Step | Any) -> Pipeline:
+        if not isinstance(step, Step):
+            if callable(step):
+                step = Step(func=step)
+            else:
+                raise TypeError(f"add_step takes a @step function, got {step!r}")
+        self.steps.append(step)
+        self._built = False
+        self.dag = None
+        self._units = None
+        return self
+
+    def build(self) -> Pipeline:
+        """Check the graph (cycles, unknown inputs, duplicate producers) and fix the order."""
+        if not self._built:
+            self.dag = DAG(self.steps)
+            self._units = get_execution_units(self.dag, self.steps)
+            self._built = True
+        return self
+
+    def execution_units(self) -> list[ExecutionUnit]:
+        self.build()
+        assert self._units is not None
+        return self._units
+
+    def source(self) -> str | None:
+        """``module:attribute`` (or ``file.py:attribute``) where this pipeline can be imported again.
+
+        Remote step runners re-import the pipeline from this reference.
+        """
+        module = sys.modules.get(self._module or "")
+        if module is None:
+            return None
+        for attr, value in vars(module).items():
+            if value is self:
+                if self._module == "__main__":
+                    path = getattr(module, "__file__", None)
+                    return f"{path}:{attr}" if path else None
+                return f"{self._module}:{attr}"
+        return None
+
+    def run(
+        self,
+        stack: str | None = None,
+        context: Context | Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> RunResult:
+        """Run on the named stack (or the active one); see ``stacks.toml``."""
+        from flowyml_core.stacks import StackRegistry
+
+        resolved = StackRegistry.load().resolve(stack)
+        return run_on_stack(self, resolved, context=context, run_id=run_id, wait=wait, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, steps={[s.name for s in self.steps]})"
+
+
+def new_run_id(pipeline_name: str) -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def run_on_stack(
+    pipeline: Pipeline,
+    stack: Any,
+    *,
+    context: Context | Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    wait: bool = True,
+    timeout: float | None = None,
+    source: str | None = None,
+    registry: Any | None = None,
+) -> RunResult:
+    """Run ``pipeline`` on a resolved stack, calling the observer hooks around it."""
+    from flowyml_core.components import keyword_caller
+    from flowyml_core.execution import Run
+    from flowyml_core.plugins import get_registry
+
+    pipeline.build()
+    hooks = (registry or get_registry()).hook
+    ctx = pipeline.context.with_updates(Context.coerce(context).params)
+    run_id = run_id or new_run_id(pipeline.name)
+    run = Run(run_id=run_id, pipeline_name=pipeline.name, project_name=pipeline.project_name,
+              stack_name=stack.name, params=ctx.params)
+    hooks.on_run_start(run=run)
+    outcome = keyword_caller(stack.executor.run_pipeline)(
+        pipeline=pipeline,
+        run_id=run_id,
+        context=ctx,
+        cache_store=stack.cache_store,
+        artifact_store=stack.artifact_store,
+        router=stack.router,
+        run=run,
+        hooks=hooks,
+        stack_name=stack.name,
+        pipeline_module=source or pipeline.source(),
+    )
+    if isinstance(outcome, SubmissionResult):
+        status = outcome.wait(timeout) if wait else ExecutionStatus.RUNNING
+        result = RunResult(run_id=run_id, status=status or ExecutionStatus.RUNNING, submission=outcome)
+    else:
+        result = outcome
+    hooks.on_run_end(run=run, result=result)
+    return result

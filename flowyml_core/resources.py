@@ -1,0 +1,107 @@
+"""Resource and container settings for steps and groups.
+
+Units are validated when the object is made, so a typo such as ``"4GB"`` fails
+where it was written rather than minutes later on a remote machine.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+_CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+_MEMORY = re.compile(r"^(\d+(\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+_MEMORY_FACTORS = {
+    None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}
+CPU_HELP = 'CPU is a number of cores ("2", "0.5") or millicores ("500m")'
+MEMORY_HELP = 'memory is bytes with a Kubernetes suffix: "512Mi", "4Gi", "1G" (not "4GB")'
+
+
+def parse_cpu(value: str | int | float) -> float:
+    """Cores as a float: ``"500m"`` → 0.5."""
+    text = str(value).strip()
+    if not _CPU.match(text):
+        raise ValueError(f"invalid cpu {value!r}: {CPU_HELP}")
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes as an int: ``"4Gi"`` → 4294967296."""
+    text = str(value).strip()
+    match = _MEMORY.match(text)
+    if not match:
+        raise ValueError(f"invalid memory {value!r}: {MEMORY_HELP}")
+    return int(float(match.group(1)) * _MEMORY_FACTORS[match.group(3)])
+
+
+def _check_cpu(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        parse_cpu(value)
+
+
+def _check_memory(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        parse_memory(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@attrs.define(frozen=True)
+class ResourceConfig:
+    """What one step (or one group, merged by maximum) needs to run."""
+
+    cpu: str | None = attrs.field(default=None, converter=_optional_str, validator=_check_cpu)
+    memory: str | None = attrs.field(default=None, converter=_optional_str, validator=_check_memory)
+    gpu: str | None = None
+    gpu_count: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    disk_size: str | None = attrs.field(default=None, converter=_optional_str, validator=_check_memory)
+    machine_type: str | None = None
+
+    @property
+    def cpu_cores(self) -> float | None:
+        return None if self.cpu is None else parse_cpu(self.cpu)
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else parse_memory(self.memory)
+
+    def merge(self, other: ResourceConfig | None) -> ResourceConfig:
+        """The smallest config that satisfies both: field by field maximum."""
+        if other is None:
+            return self
+
+        def bigger(a: str | None, b: str | None, parse: Any) -> str | None:
+            if a is None or b is None:
+                return a if b is None else b
+            return a if parse(a) >= parse(b) else b
+
+        return ResourceConfig(
+            cpu=bigger(self.cpu, other.cpu, parse_cpu),
+            memory=bigger(self.memory, other.memory, parse_memory),
+            gpu=self.gpu or other.gpu,
+            gpu_count=max(self.gpu_count, other.gpu_count),
+            disk_size=bigger(self.disk_size, other.disk_size, parse_memory),
+            machine_type=self.machine_type or other.machine_type,
+        )
+
+
+@attrs.define(frozen=True)
+class DockerConfig:
+    """How to get the image a remote step runs in: use ``image`` or build one."""
+
+    image: str | None = None
+    dockerfile: str | None = None
+    build_context: str = "."
+    base_image: str = "python:3.11-slim"
+    requirements: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    env_vars: dict[str, str] = attrs.field(factory=dict)
+    build_args: dict[str, str] = attrs.field(factory=dict)
+    platform: str = "linux/amd64"
+    command: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+    args: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))

@@ -1,0 +1,126 @@
+"""What running a step or a pipeline produced."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from typing import Any, Callable
+
+import attrs
+
+
+class ExecutionStatus(enum.Enum):
+    INITIALIZING = "initializing"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CACHED = "cached"
+    FAILED = "failed"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in _FINISHED
+
+    @property
+    def is_successful(self) -> bool:
+        return self in (ExecutionStatus.COMPLETED, ExecutionStatus.CACHED)
+
+    @property
+    def is_failed(self) -> bool:
+        return self in (ExecutionStatus.FAILED, ExecutionStatus.STOPPED, ExecutionStatus.CANCELLED)
+
+
+_FINISHED = frozenset(
+    {
+        ExecutionStatus.COMPLETED,
+        ExecutionStatus.CACHED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.STOPPED,
+        ExecutionStatus.CANCELLED,
+    }
+)
+
+
+@attrs.define
+class ExecutionResult:
+    """The outcome of one step.
+
+    ``logs`` holds what the step printed while it ran (captured per thread).
+    ``output_fingerprint`` identifies the output's value so that downstream
+    cache keys never re-hash it; ``artifact_uris`` maps each materialized asset
+    to where it was written (``artifact_uri`` is the first of them, as in the seed).
+    """
+
+    step_name: str
+    success: bool
+    output: Any = None
+    error: str | None = None
+    duration_seconds: float = 0.0
+    cached: bool = False
+    skipped: bool = False
+    artifact_uri: str | None = None
+    retries: int = 0
+    output_fingerprint: str | None = None
+    artifact_uris: dict[str, str] = attrs.field(factory=dict)
+    logs: str | None = None
+
+    @property
+    def status(self) -> ExecutionStatus:
+        if not self.success:
+            return ExecutionStatus.FAILED
+        return ExecutionStatus.CACHED if self.cached else ExecutionStatus.COMPLETED
+
+
+class SubmissionResult:
+    """A remote run that was submitted; ``wait`` blocks until it finishes.
+
+    ``wait_for_completion`` is called as ``fn(timeout)`` and must return the
+    final :class:`ExecutionStatus` (or raise :class:`TimeoutError`).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        wait_for_completion: Callable[[float | None], ExecutionStatus] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.metadata = dict(metadata or {})
+        self._wait = wait_for_completion
+        self._lock = threading.Lock()
+        self._status: ExecutionStatus | None = None
+
+    def wait(self, timeout: float | None = None) -> ExecutionStatus | None:
+        """Block until the run ends or ``timeout`` seconds pass (TimeoutError)."""
+        if self._wait is None:
+            return self._status
+        with self._lock:
+            if self._status is None:
+                self._status = self._wait(timeout)
+            return self._status
+
+    def __repr__(self) -> str:
+        return f"SubmissionResult(job_id={self.job_id!r}, metadata={self.metadata!r})"
+
+
+@attrs.define
+class RunResult:
+    """A finished pipeline run: per-step results and the produced assets."""
+
+    run_id: str
+    status: ExecutionStatus
+    steps: dict[str, ExecutionResult] = attrs.field(factory=dict)
+    outputs: dict[str, Any] = attrs.field(factory=dict)
+    submission: SubmissionResult | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.status.is_successful and not any(not r.success for r in self.steps.values())
+
+    @property
+    def failed_steps(self) -> list[ExecutionResult]:
+        return [r for r in self.steps.values() if not r.success]

@@ -1,0 +1,175 @@
+"""Changing ``stacks.toml`` without losing what a person wrote there.
+
+tomli-w cannot keep comments, so the file is never re-rendered: a new stack is
+appended as text (rendered by tomli-w), a removed stack's lines are cut out, and
+the result is parsed again and compared with what was intended. When the
+comparison fails (say the stack was written as an inline table) the edit is
+refused with a message, and the file is left untouched. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flowyml_core.errors import ConfigError
+from flowyml_core.stacks import StackRegistry, tomllib
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render_stack(name: str, components: dict[str, Any]) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({"stacks": {name: components}})
+
+
+def add_stack(registry: StackRegistry, name: str, components: dict[str, Any]) -> Path:
+    """Append ``[stacks.NAME]`` to the project file (created if missing)."""
+    target = registry.project_file
+    if name in registry.stacks and registry.stacks[name].origin != "built-in":
+        raise ConfigError(f"stack {name!r} already exists in {registry.stacks[name].origin}; remove it first")
+    old_text = target.text if target.exists else ""
+    old_data = target.data if target.exists else {}
+    separator = "" if not old_text or old_text.endswith("\n\n") else ("\n" if old_text.endswith("\n") else "\n\n")
+    new_text = old_text + separator + render_stack(name, components)
+    expected = dict(old_data)
+    expected["stacks"] = {**old_data.get("stacks", {}), name: components}
+    _verify_and_write(target.path, new_text, expected, f"add stack {name!r}")
+    return target.path
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*(?P<key>[^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _header_parts(key: str) -> list[str]:
+    parts = []
+    for match in re.finditer(r'\s*("(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_-]+)\s*(\.|$)', key):
+        token = match.group(1)
+        parts.append(token[1:-1] if token[0] in "\"'" else token)
+    return parts
+
+
+def remove_stack(registry: StackRegistry, name: str) -> Path:
+    """Cut ``[stacks.NAME]`` and its sub-tables out of the file that defines it."""
+    spec = registry.get(name)
+    if spec.origin == "built-in":
+        raise ConfigError(f"stack {name!r} is built in; there is nothing to remove")
+    stacks_file = next(f for f in registry.files if str(f.path) == spec.origin)
+    if stacks_file.data.get("default") == name:
+        raise ConfigError(f"stack {name!r} is the default in {stacks_file.path}; change 'default' first")
+    lines = stacks_file.text.splitlines(keepends=True)
+    keep: list[str] = []
+    inside = False
+    pending: list[str] = []  # comments/blank lines that may belong to the next header
+    for line in lines:
+        match = _HEADER.match(line)
+        if match:
+            parts = _header_parts(match.group("key"))
+            starts = parts[:2] == ["stacks", name]
+            if inside and not starts:
+                keep.extend(pending)
+            pending = []
+            inside = starts
+            if inside:
+                continue
+        if inside:
+            if line.strip() == "" or line.lstrip().startswith("#"):
+                pending.append(line)
+            else:
+                pending = []
+            continue
+        keep.append(line)
+    new_text = "".join(keep)
+    expected = dict(stacks_file.data)
+    expected["stacks"] = {k: v for k, v in stacks_file.data.get("stacks", {}).items() if k != name}
+    _verify_and_write(stacks_file.path, new_text, expected, f"remove stack {name!r}")
+    return stacks_file.path
+
+
+def _verify_and_write(path: Path, new_text: str, expected: dict[str, Any], action: str) -> None:
+    try:
+        got = tomllib.loads(new_text)
+    except tomllib.TOMLDecodeError:
+        got = None
+    if got != expected:
+        raise ConfigError(
+            f"cannot {action} in {path} without rewriting parts of it (the stacks are not written as "
+            f"[stacks.NAME] tables); edit the file by hand. The file was not changed."
+        )
+    atomic_write_text(path, new_text)
+
+
+def use_stack(registry: StackRegistry, name: str) -> Path:
+    registry.get(name)
+    atomic_write_text(registry.active_file, name + "\n")
+    return registry.active_file
+
+
+def parse_component_arg(kind: str, text: str) -> dict[str, Any] | str:
+    """``FLAVOR[:k=v,...]`` → a component value for stacks.toml.
+
+    Values are TOML literals when they parse as one (``n=2``, ``on=true``,
+    ``ref="${env:X}"``), else plain strings.
+    """
+    flavor, _, rest = text.partition(":")
+    flavor = flavor.strip()
+    if not flavor:
+        raise ConfigError(f"--{kind.replace('_', '-')} needs a flavor, e.g. --{kind.replace('_', '-')} local:path=/data")
+    if not rest:
+        return flavor
+    options: dict[str, Any] = {"flavor": flavor}
+    for item in _split_options(rest):
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"--{kind.replace('_', '-')}: option {item!r} is not key=value")
+        options[key] = _literal(raw.strip())
+    return options
+
+
+def _split_options(text: str) -> list[str]:
+    """Split on commas outside quotes and brackets."""
+    items, depth, quote, current = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    if current:
+        items.append("".join(current))
+    return [i for i in items if i.strip()]
+
+
+def _literal(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+

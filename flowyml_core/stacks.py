@@ -1,0 +1,343 @@
+"""``stacks.toml``: named sets of components, and how a name becomes live objects.
+
+Files: the project's ``./stacks.toml`` (or ``$FLOWYML_STACKS_FILE``) over the
+user's ``$XDG_CONFIG_HOME/flowyml/stacks.toml``; a stack named in both is the
+project's. Active stack: explicit name > ``$FLOWYML_STACK`` > ``flowyml stack
+use`` > ``default`` > ``local``. Every problem names the file, the stack, the
+component and the field; all problems of a stack are reported at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+
+from flowyml_core.config import describe_structure_error, has_env_ref, raise_problems, resolve_env_refs
+from flowyml_core.errors import ConfigError, PluginError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+COMPONENT_KINDS = ("executor", "artifact_store", "cache_store", "router")
+STACK_KEYS = frozenset(COMPONENT_KINDS) | {"description"}
+BUILTIN = "built-in"
+BUILTIN_STACKS: dict[str, dict[str, Any]] = {
+    "local": {
+        "description": "Run in this process; artifacts and cache under .flowyml/",
+        "executor": "local",
+        "artifact_store": {"flavor": "local", "path": ".flowyml/artifacts"},
+        "cache_store": {"flavor": "local", "path": ".flowyml/cache"},
+    }
+}
+ACTIVE_FILE = Path(".flowyml") / "active-stack"
+
+
+@attrs.define(frozen=True)
+class ComponentSpec:
+    kind: str
+    flavor: str
+    options: dict[str, Any]
+
+
+@attrs.define(frozen=True)
+class StackSpec:
+    name: str
+    origin: str  # a file path, or "built-in"
+    components: dict[str, ComponentSpec]
+    description: str = ""
+
+    def declared(self) -> dict[str, Any]:
+        """The stack as written (env references unresolved): safe to show."""
+        out: dict[str, Any] = {}
+        for kind, comp in self.components.items():
+            out[kind] = {"flavor": comp.flavor, **comp.options}
+        return out
+
+
+def project_stacks_path(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    explicit = env.get("FLOWYML_STACKS_FILE")
+    return Path(explicit) if explicit else (cwd or Path.cwd()) / "stacks.toml"
+
+
+def user_stacks_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".config")
+    return Path(base) / "flowyml" / "stacks.toml"
+
+
+def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    """Text and data of a TOML file; syntax errors say where (line and column)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def parse_component(kind: str, raw: Any, where: str, problems: list[str]) -> ComponentSpec | None:
+    if isinstance(raw, str):
+        if not raw:
+            problems.append(f"{where}: {kind} flavor is empty")
+            return None
+        return ComponentSpec(kind, raw, {})
+    if isinstance(raw, dict):
+        flavor = raw.get("flavor")
+        if not isinstance(flavor, str) or not flavor:
+            problems.append(f"{where}: {kind} needs a 'flavor' string, e.g. {kind} = {{ flavor = \"local\" }}")
+            return None
+        return ComponentSpec(kind, flavor, {k: v for k, v in raw.items() if k != "flavor"})
+    problems.append(f"{where}: {kind} must be a flavor name or a table with 'flavor', not {type(raw).__name__}")
+    return None
+
+
+def parse_stack(name: str, raw: Any, origin: str, problems: list[str]) -> StackSpec | None:
+    where = f"{origin}: stack {name!r}"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a table like [stacks.{name}], not {type(raw).__name__}")
+        return None
+    before = len(problems)
+    for key in sorted(set(raw) - STACK_KEYS):
+        problems.append(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(STACK_KEYS))})")
+    components: dict[str, ComponentSpec] = {}
+    for kind in COMPONENT_KINDS:
+        if kind in raw:
+            comp = parse_component(kind, raw[kind], where, problems)
+            if comp is not None:
+                components[kind] = comp
+    if "executor" not in raw:
+        problems.append(f"{where}: no executor; add e.g. executor = \"local\"")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        problems.append(f"{where}: description must be a string")
+    return StackSpec(name, origin, components, description if isinstance(description, str) else "") if len(problems) == before else None
+
+
+@attrs.define
+class StacksFile:
+    path: Path
+    origin: str  # "project" or "user"
+    text: str = ""
+    data: dict[str, Any] = attrs.field(factory=dict)
+    exists: bool = False
+
+    @classmethod
+    def load(cls, path: Path, origin: str) -> StacksFile:
+        if not path.is_file():
+            return cls(path, origin)
+        text, data = read_toml(path)
+        return cls(path, origin, text, data, True)
+
+    def stacks(self, problems: list[str]) -> dict[str, StackSpec]:
+        for key in sorted(set(self.data) - {"default", "stacks"}):
+            problems.append(f"{self.path}: unknown top-level key {key!r} (allowed: default, stacks)")
+        default = self.data.get("default")
+        if default is not None and not isinstance(default, str):
+            problems.append(f"{self.path}: default must be a stack name (a string)")
+        raw = self.data.get("stacks", {})
+        if not isinstance(raw, dict):
+            problems.append(f"{self.path}: 'stacks' must be a table of stacks")
+            return {}
+        specs = {}
+        for name, body in raw.items():
+            spec = parse_stack(name, body, str(self.path), problems)
+            if spec is not None:
+                specs[name] = spec
+        return specs
+
+
+@attrs.define
+class ResolvedStack:
+    """Live components of a stack. Holds resolved secrets: never print it."""
+
+    name: str
+    spec: StackSpec
+    components: dict[str, Any]
+
+    @property
+    def executor(self) -> Any:
+        return self.components["executor"]
+
+    @property
+    def artifact_store(self) -> Any:
+        return self.components.get("artifact_store")
+
+    @property
+    def cache_store(self) -> Any:
+        return self.components.get("cache_store")
+
+    @property
+    def router(self) -> Any:
+        return self.components.get("router")
+
+    def __repr__(self) -> str:
+        return f"ResolvedStack({self.name!r}, {sorted(self.components)})"
+
+    def validate(self) -> list[str]:
+        """Run each component's validate(); return the problems found."""
+        problems = []
+        for kind, component in self.components.items():
+            check = getattr(component, "validate", None)
+            if check is None:
+                continue
+            try:
+                check()
+            except Exception as exc:  # reported to the user, one line per component
+                flavor = self.spec.components[kind].flavor
+                problems.append(f"stack {self.name!r}, {kind} {flavor!r}: {exc}")
+        return problems
+
+
+class StackRegistry:
+    """The stacks visible from a project directory, and the active one."""
+
+    def __init__(self, files: list[StacksFile], environ: Mapping[str, str], project_dir: Path) -> None:
+        self.files = files
+        self.environ = environ
+        self.project_dir = project_dir
+        problems: list[str] = []
+        self.stacks: dict[str, StackSpec] = {}
+        for name, raw in BUILTIN_STACKS.items():
+            spec = parse_stack(name, raw, BUILTIN, problems)
+            assert spec is not None
+            self.stacks[name] = spec
+        self.default: str | None = None
+        self.default_origin: str | None = None
+        for stacks_file in reversed(files):  # user first, then project overrides
+            self.stacks.update(stacks_file.stacks(problems))
+            if isinstance(stacks_file.data.get("default"), str):
+                self.default = stacks_file.data["default"]
+                self.default_origin = str(stacks_file.path)
+        if self.default is not None and self.default not in self.stacks and not problems:
+            problems.append(
+                f"{self.default_origin}: default = {self.default!r} names no stack (known: {', '.join(sorted(self.stacks))})"
+            )
+        raise_problems("invalid stacks configuration:", problems)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> StackRegistry:
+        env = dict(os.environ if environ is None else environ)
+        project = project_stacks_path(env, cwd)
+        files = [StacksFile.load(project, "project"), StacksFile.load(user_stacks_path(env), "user")]
+        return cls(files, env, project.parent)
+
+    @property
+    def project_file(self) -> StacksFile:
+        return self.files[0]
+
+    @property
+    def active_file(self) -> Path:
+        return self.project_dir / ACTIVE_FILE
+
+    def saved_active(self) -> str | None:
+        try:
+            name = self.active_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return name or None
+
+    def active(self, explicit: str | None = None) -> tuple[str, str]:
+        """The active stack's name and why it is active."""
+        if explicit:
+            return explicit, "--stack"
+        if self.environ.get("FLOWYML_STACK"):
+            return self.environ["FLOWYML_STACK"], "FLOWYML_STACK"
+        saved = self.saved_active()
+        if saved:
+            return saved, f"flowyml stack use ({self.active_file})"
+        if self.default:
+            return self.default, f"default in {self.default_origin}"
+        return "local", "fallback"
+
+    def get(self, name: str) -> StackSpec:
+        try:
+            return self.stacks[name]
+        except KeyError:
+            files = ", ".join(str(f.path) for f in self.files if f.exists) or "no stacks.toml found"
+            raise ConfigError(
+                f"unknown stack {name!r} (known: {', '.join(sorted(self.stacks))}; read from: {files})"
+            ) from None
+
+    def resolve(self, name: str | None = None, registry: Any | None = None) -> ResolvedStack:
+        """Build the stack's components; all problems of the stack reported at once."""
+        from flowyml_core.plugins import get_registry
+
+        stack_name, _ = self.active(name)
+        spec = self.get(stack_name)
+        registry = registry or get_registry()
+        problems: list[str] = []
+        secrets: list[str] = []
+        built: dict[str, tuple[type, Any, str]] = {}
+        for kind, comp in spec.components.items():
+            where = f"{spec.origin}: stack {stack_name!r}, {kind} {comp.flavor!r}"
+            try:
+                impl, config_cls = registry.flavor(kind, comp.flavor).load()
+            except PluginError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            resolved = resolve_env_refs(comp.options, self.environ, where, problems)
+            secret_paths = {k for k, v in comp.options.items() if has_env_ref(v)}
+            secrets.extend(_strings(resolved[k]) for k in secret_paths)
+            config = structure_config(config_cls, resolved, where, secret_paths, problems)
+            built[kind] = (impl, config, where)
+        raise_problems(f"stack {stack_name!r} cannot be used:", [scrub(p, secrets) for p in problems])
+
+        components: dict[str, Any] = {}
+        for kind, (impl, config, where) in built.items():
+            try:
+                components[kind] = impl(config)
+            except Exception as exc:
+                problems.append(scrub(f"{where}: could not be created: {type(exc).__name__}: {exc}", secrets))
+        raise_problems(f"stack {stack_name!r} cannot be used:", problems)
+        return ResolvedStack(stack_name, spec, components)
+
+
+def _strings(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def scrub(message: str, secrets: list[str]) -> str:
+    """Remove secret values from a message (they may be echoed by a library)."""
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            message = message.replace(secret, "****")
+    return message
+
+
+def structure_config(
+    config_cls: type | None, options: dict[str, Any], where: str, secret_paths: set[str], problems: list[str]
+) -> Any:
+    """Options → the flavor's attrs config; unknown keys refused."""
+    if config_cls is None:
+        if options:
+            problems.append(f"{where}: this flavor takes no options, got {', '.join(sorted(options))}")
+        return None
+    converter = _converter()
+    try:
+        return converter.structure(options, config_cls)
+    except Exception as exc:  # cattrs raises grouped errors; each becomes one line
+        problems.extend(describe_structure_error(exc, where, secret_paths))
+        return None
+
+
+_CONVERTER: Any = None
+
+
+def _converter() -> Any:
+    global _CONVERTER
+    if _CONVERTER is None:
+        import cattrs
+
+        _CONVERTER = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    return _CONVERTER

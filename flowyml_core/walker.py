@@ -1,0 +1,233 @@
+"""The default ``Executor.run_pipeline``: walk execution units in dependency order.
+
+Units whose inputs are ready may run at once (``max_workers`` > 1, or any
+``concurrent.futures.Executor`` passed as ``pool``); results are recorded in the
+caller's thread in topological order, so a concurrent run reports exactly what
+a sequential one would.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import logging
+import time
+from typing import Any, Callable
+
+from flowyml_core.components import keyword_caller
+from flowyml_core.context import Context
+from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, split_outputs
+from flowyml_core.grouping import ExecutionUnit, StepGroup, unit_name, unit_steps
+from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult
+
+logger = logging.getLogger("flowyml.run")
+
+_STEP_ARGS = frozenset(
+    {
+        "step", "inputs", "context_params", "cache_store", "artifact_store", "run_id",
+        "project_name", "all_outputs", "router", "input_fingerprints",
+    }
+)
+
+
+def execute_unit(
+    executor: Any,
+    unit: ExecutionUnit,
+    available: dict[str, Any],
+    fingerprints: dict[str, str],
+    context: Context,
+    stores: dict[str, Any],
+) -> list[ExecutionResult]:
+    """Run one unit with ``executor``; module-level so pools can pickle it."""
+    if isinstance(unit, StepGroup):
+        group_call = keyword_caller(executor.execute_step_group)
+        return group_call(
+            step_group=unit, inputs=available, context=context, input_fingerprints=fingerprints, **stores
+        )
+    step = unit
+    kwargs, fps = bind_inputs(step, available, fingerprints)
+    call = keyword_caller(executor.execute_step, _STEP_ARGS)
+    return [
+        call(
+            step=step,
+            inputs=kwargs,
+            context_params=context.inject_params(step),
+            all_outputs=available if step.condition is not None else None,
+            input_fingerprints=fps,
+            **stores,
+        )
+    ]
+
+
+class PipelineWalker:
+    def __init__(
+        self,
+        executor: Any,
+        pipeline: Any,
+        run_id: str,
+        *,
+        context: Any | None = None,
+        cache_store: Any | None = None,
+        artifact_store: Any | None = None,
+        router: Any | None = None,
+        run: Run | None = None,
+        hooks: Any | None = None,
+        max_workers: int = 1,
+        pool: concurrent.futures.Executor | None = None,
+        unit_runner: Callable[..., list[ExecutionResult]] = execute_unit,
+    ) -> None:
+        self.executor = executor
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self.context = Context.coerce(context)
+        self.stores = {
+            "cache_store": cache_store,
+            "artifact_store": artifact_store,
+            "router": router,
+            "run_id": run_id,
+            "project_name": getattr(pipeline, "project_name", "default"),
+        }
+        self.run_info = run or Run(run_id=run_id, pipeline_name=pipeline.name)
+        self.max_workers = max(1, int(max_workers))
+        self.pool = pool
+        self.unit_runner = unit_runner
+        self._step_end = None
+        if hooks is not None and hooks.on_step_end.get_hookimpls():
+            self._step_end = hooks.on_step_end
+
+        self.assets: dict[str, Any] = {}
+        self.fingerprints: dict[str, str] = {}
+        self.blocked: dict[str, str] = {}  # asset -> why it will never exist
+        self.results: dict[str, ExecutionResult] = {}
+
+    # -- bookkeeping -------------------------------------------------------
+    def _inputs_of(self, unit: ExecutionUnit) -> tuple[dict[str, Any], dict[str, str], str | None]:
+        """The assets a unit needs from earlier units, or why it cannot run."""
+        steps = unit_steps(unit)
+        inside = {a for s in steps for a in s.outputs}
+        available: dict[str, Any] = {}
+        fps: dict[str, str] = {}
+        for s in steps:
+            for asset in s.inputs:
+                if asset in inside:
+                    continue
+                if asset in self.blocked:
+                    return {}, {}, self.blocked[asset]
+                if asset in self.assets:
+                    available[asset] = self.assets[asset]
+                    if asset in self.fingerprints:
+                        fps[asset] = self.fingerprints[asset]
+        if any(s.condition is not None for s in steps):
+            available = {**self.assets, **available}
+        return available, fps, None
+
+    def _skip_unit(self, unit: ExecutionUnit, reason: str) -> list[ExecutionResult]:
+        return [ExecutionResult(step_name=s.name, success=True, skipped=True, error=reason) for s in unit_steps(unit)]
+
+    def _record(self, unit: ExecutionUnit, results: list[ExecutionResult]) -> None:
+        steps = {s.name: s for s in unit_steps(unit)}
+        for result in results:
+            step = steps[result.step_name]
+            self.results[step.name] = result
+            if not result.success:
+                for asset in step.outputs:
+                    self.blocked[asset] = f"not run: upstream step {step.name!r} failed"
+            elif result.skipped:
+                for asset in step.outputs:
+                    self.blocked.setdefault(asset, f"skipped: upstream step {step.name!r} was skipped")
+            else:
+                assets = split_outputs(step, result.output)
+                self.assets.update(assets)
+                if result.output_fingerprint is not None:
+                    self.fingerprints.update(asset_fingerprints(step, result.output_fingerprint, assets))
+            if self._step_end is not None:
+                self._step_end(run=self.run_info, result=result)
+
+    def _execute(self, unit: ExecutionUnit) -> tuple[Callable[..., list[ExecutionResult]], tuple[Any, ...]] | list[ExecutionResult]:
+        available, fps, blocked = self._inputs_of(unit)
+        if blocked is not None:
+            logger.info("%s: %s", unit_name(unit), blocked)
+            return self._skip_unit(unit, blocked)
+        return self.unit_runner, (self.executor, unit, available, fps, self.context, self.stores)
+
+    # -- walking -------------------------------------------------------------
+    def run(self) -> RunResult:
+        started = time.perf_counter()
+        units = self.pipeline.execution_units()
+        if self.pool is None and self.max_workers == 1:
+            for unit in units:
+                work = self._execute(unit)
+                if isinstance(work, list):
+                    self._record(unit, work)
+                else:
+                    fn, args = work
+                    self._record(unit, fn(*args))
+        else:
+            self._run_concurrently(units)
+        order = self.pipeline.dag.order
+        steps = {name: self.results[name] for name in order if name in self.results}
+        failed = any(not r.success for r in steps.values())
+        if failed:
+            status = ExecutionStatus.FAILED
+        elif steps and all(r.cached for r in steps.values()):
+            status = ExecutionStatus.CACHED
+        else:
+            status = ExecutionStatus.COMPLETED
+        logger.debug("run %s walked %d units in %.6fs", self.run_id, len(units), time.perf_counter() - started)
+        return RunResult(run_id=self.run_id, status=status, steps=steps, outputs=dict(self.assets))
+
+    def _run_concurrently(self, units: list[ExecutionUnit]) -> None:
+        producer: dict[str, int] = {}
+        for i, unit in enumerate(units):
+            for s in unit_steps(unit):
+                for asset in s.outputs:
+                    producer[asset] = i
+        dependents: list[list[int]] = [[] for _ in units]
+        missing = [0] * len(units)
+        for i, unit in enumerate(units):
+            needed = {producer[a] for s in unit_steps(unit) for a in s.inputs if a in producer} - {i}
+            missing[i] = len(needed)
+            for d in needed:
+                dependents[d].append(i)
+        ready = [i for i in range(len(units)) if missing[i] == 0]
+        heapq.heapify(ready)
+
+        def complete(i: int, results: list[ExecutionResult]) -> None:
+            self._record(units[i], results)
+            for child in dependents[i]:
+                missing[child] -= 1
+                if missing[child] == 0:
+                    heapq.heappush(ready, child)
+
+        own_pool = self.pool is None
+        pool = self.pool or concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="flowyml-unit")
+        running: dict[concurrent.futures.Future[list[ExecutionResult]], int] = {}
+        try:
+            while ready or running:
+                while ready:
+                    i = heapq.heappop(ready)
+                    work = self._execute(units[i])
+                    if isinstance(work, list):
+                        complete(i, work)
+                    else:
+                        fn, args = work
+                        running[pool.submit(fn, *args)] = i
+                if running:
+                    done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in sorted(done, key=running.__getitem__):
+                        i = running.pop(future)
+                        complete(i, self._collect(units[i], future))
+        finally:
+            if own_pool:
+                pool.shutdown(wait=True)
+
+    def _collect(self, unit: ExecutionUnit, future: concurrent.futures.Future[list[ExecutionResult]]) -> list[ExecutionResult]:
+        """The unit's results; a unit whose worker failed (or vanished) fails each of its steps."""
+        try:
+            return future.result()
+        except Exception as exc:
+            logger.error("unit %s failed in its worker: %r", unit_name(unit), exc)
+            return [
+                ExecutionResult(step_name=s.name, success=False, error=f"worker failed: {exc!r}")
+                for s in unit_steps(unit)
+            ]
