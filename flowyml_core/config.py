@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-import attrs
-
 from flowyml_core.errors import ConfigError
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -21,6 +19,8 @@ MASK = "****"
 
 def secret_field(**kwargs: Any) -> Any:
     """An attrs field that holds a secret: hidden from repr, masked in ``stack show``."""
+    import attrs
+
     metadata = dict(kwargs.pop("metadata", {}) or {})
     metadata["secret"] = True
     kwargs.setdefault("default", None)
@@ -57,6 +57,8 @@ def resolve_env_refs(value: Any, environ: Mapping[str, str], where: str, problem
 
 def mask_options(options: Mapping[str, Any], config_cls: type | None = None) -> dict[str, Any]:
     """Options fit to show: env references kept as written, secret fields masked."""
+    import attrs
+
     secret_names = set()
     if config_cls is not None and attrs.has(config_cls):
         secret_names = {f.name for f in attrs.fields(config_cls) if f.metadata.get("secret")}

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-import attrs
-
 from flowyml_core.config import describe_structure_error, has_env_ref, raise_problems, resolve_env_refs
 from flowyml_core.errors import ConfigError, PluginError
 
@@ -38,19 +36,28 @@ BUILTIN_STACKS: dict[str, dict[str, Any]] = {
 ACTIVE_FILE = Path(".flowyml") / "active-stack"
 
 
-@attrs.define(frozen=True)
+# Plain classes, not attrs: ``flowyml stack list`` must start in milliseconds.
 class ComponentSpec:
-    kind: str
-    flavor: str
-    options: dict[str, Any]
+    __slots__ = ("kind", "flavor", "options")
+
+    def __init__(self, kind: str, flavor: str, options: dict[str, Any]) -> None:
+        self.kind, self.flavor, self.options = kind, flavor, options
+
+    def __repr__(self) -> str:
+        return f"ComponentSpec({self.kind!r}, {self.flavor!r})"
 
 
-@attrs.define(frozen=True)
 class StackSpec:
-    name: str
-    origin: str  # a file path, or "built-in"
-    components: dict[str, ComponentSpec]
-    description: str = ""
+    __slots__ = ("name", "origin", "components", "description")
+
+    def __init__(self, name: str, origin: str, components: dict[str, ComponentSpec], description: str = "") -> None:
+        self.name = name
+        self.origin = origin  # a file path, or "built-in"
+        self.components = components
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"StackSpec({self.name!r}, origin={self.origin!r})"
 
     def declared(self) -> dict[str, Any]:
         """The stack as written (env references unresolved): safe to show."""
@@ -124,13 +131,13 @@ def parse_stack(name: str, raw: Any, origin: str, problems: list[str]) -> StackS
     return StackSpec(name, origin, components, description if isinstance(description, str) else "") if len(problems) == before else None
 
 
-@attrs.define
 class StacksFile:
-    path: Path
-    origin: str  # "project" or "user"
-    text: str = ""
-    data: dict[str, Any] = attrs.field(factory=dict)
-    exists: bool = False
+    def __init__(self, path: Path, origin: str, text: str = "", data: dict[str, Any] | None = None, exists: bool = False) -> None:
+        self.path = path
+        self.origin = origin  # "project" or "user"
+        self.text = text
+        self.data = data or {}
+        self.exists = exists
 
     @classmethod
     def load(cls, path: Path, origin: str) -> StacksFile:
@@ -157,13 +164,13 @@ class StacksFile:
         return specs
 
 
-@attrs.define
 class ResolvedStack:
     """Live components of a stack. Holds resolved secrets: never print it."""
 
-    name: str
-    spec: StackSpec
-    components: dict[str, Any]
+    def __init__(self, name: str, spec: StackSpec, components: dict[str, Any]) -> None:
+        self.name = name
+        self.spec = spec
+        self.components = components
 
     @property
     def executor(self) -> Any:

@@ -1,0 +1,416 @@
+"""The ``flowyml`` command.
+
+Exit codes: 0 ok, 1 a problem the user can fix (one line on stderr, no
+traceback unless ``--debug``), 2 bad usage. Listing commands accept ``--json``.
+Only the modules a command needs are imported: ``flowyml stack list`` loads no
+plugin at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from flowyml_core.errors import FlowymlError
+
+logger = logging.getLogger("flowyml.cli")
+
+
+def _out(data: Any, as_json: bool, text: Callable[[], str]) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        print(text())
+
+
+# -- plugins ----------------------------------------------------------------
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from flowyml_core.plugins import API_VERSION, get_registry
+
+    registry = get_registry()
+    plugins = [info.as_dict() for info in registry.plugins.values()]
+    conflicts = [
+        {"kind": kind, "flavor": name, "plugins": owners} for (kind, name), owners in sorted(registry.conflicts.items())
+    ]
+    data = {"api_version": API_VERSION, "plugins": plugins, "conflicts": conflicts}
+
+    def text() -> str:
+        if not plugins:
+            return "no flowyml plugins installed (try: pip install flowyml-local)"
+        lines = []
+        for p in plugins:
+            version = f" {p['version']}" if p["version"] else ""
+            state = " [disabled by FLOWYML_DISABLE_PLUGINS]" if p["blocked"] else ""
+            lines.append(f"{p['name']}{version} ({p['distribution'] or 'in-process'}){state}")
+            for kind, names in sorted(p["flavors"].items()):
+                lines.append(f"  {kind}: {', '.join(names)}")
+            if p["error"]:
+                lines.append(f"  ERROR: {p['error']}")
+            if p["api_problem"]:
+                lines.append(f"  INCOMPATIBLE: {p['api_problem']}")
+        for c in conflicts:
+            lines.append(f"CONFLICT: {c['kind']} flavor {c['flavor']!r} is registered by {' and '.join(c['plugins'])}")
+        return "\n".join(lines)
+
+    _out(data, args.json, text)
+    return 0
+
+
+# -- stacks -------------------------------------------------------------------
+def _registry() -> Any:
+    from flowyml_core.stacks import StackRegistry
+
+    return StackRegistry.load()
+
+
+def cmd_stack_list(args: argparse.Namespace) -> int:
+    registry = _registry()
+    active, why = registry.active(getattr(args, "stack", None))
+    rows = [
+        {
+            "name": name,
+            "origin": spec.origin,
+            "active": name == active,
+            "default": name == registry.default,
+            "executor": spec.components["executor"].flavor,
+            "description": spec.description,
+        }
+        for name, spec in sorted(registry.stacks.items())
+    ]
+    data = {"active": active, "active_because": why, "stacks": rows}
+
+    def text() -> str:
+        width = max(len(r["name"]) for r in rows)
+        lines = [
+            f"{'*' if r['active'] else ' '} {r['name']:<{width}}  {r['executor']:<10} {r['origin']}"
+            for r in rows
+        ]
+        if active not in registry.stacks:
+            lines.append(f"active stack {active!r} ({why}) is not defined")
+        else:
+            lines.append(f"(* active: {active}, from {why})")
+        return "\n".join(lines)
+
+    _out(data, args.json, text)
+    return 0
+
+
+def cmd_stack_show(args: argparse.Namespace) -> int:
+    from flowyml_core.config import mask_options
+    from flowyml_core.errors import PluginError
+    from flowyml_core.plugins import get_registry
+
+    registry = _registry()
+    name, why = registry.active(args.name)
+    spec = registry.get(name)
+    plugins = get_registry()
+    components = {}
+    for kind, comp in spec.components.items():
+        entry: dict[str, Any] = {"flavor": comp.flavor}
+        try:
+            flavor = plugins.flavor(kind, comp.flavor)
+            entry["plugin"] = flavor.plugin
+            config_cls = flavor.load()[1]
+        except PluginError as exc:
+            entry["problem"] = str(exc)
+            config_cls = None
+        entry["options"] = mask_options(comp.options, config_cls)
+        components[kind] = entry
+    data = {"name": name, "origin": spec.origin, "active_because": why if not args.name else "named", "components": components}
+
+    def text() -> str:
+        lines = [f"stack {name} ({spec.origin})"]
+        for kind, entry in components.items():
+            plugin = f" [plugin {entry['plugin']}]" if "plugin" in entry else ""
+            lines.append(f"  {kind}: {entry['flavor']}{plugin}")
+            for key, value in entry["options"].items():
+                lines.append(f"    {key} = {value!r}")
+            if "problem" in entry:
+                lines.append(f"    PROBLEM: {entry['problem']}")
+        return "\n".join(lines)
+
+    _out(data, args.json, text)
+    return 0
+
+
+def cmd_stack_use(args: argparse.Namespace) -> int:
+    from flowyml_core.stack_edit import use_stack
+
+    path = use_stack(_registry(), args.name)
+    print(f"active stack: {args.name} (saved in {path})")
+    return 0
+
+
+def cmd_stack_add(args: argparse.Namespace) -> int:
+    from flowyml_core.stack_edit import add_stack, parse_component_arg
+    from flowyml_core.stacks import COMPONENT_KINDS, parse_stack
+
+    components: dict[str, Any] = {}
+    for kind in COMPONENT_KINDS:
+        value = getattr(args, kind)
+        if value is not None:
+            components[kind] = parse_component_arg(kind, value)
+    registry = _registry()
+    problems: list[str] = []
+    spec = parse_stack(args.name, components, "command line", problems)
+    if spec is not None:
+        _check_flavors(spec, problems)
+    if problems:
+        raise FlowymlError("stack not added:\n  " + "\n  ".join(problems))
+    path = add_stack(registry, args.name, components)
+    print(f"added stack {args.name} to {path}")
+    return 0
+
+
+def _check_flavors(spec: Any, problems: list[str]) -> None:
+    """Structure each component's options without resolving env references."""
+    from flowyml_core.config import has_env_ref
+    from flowyml_core.errors import PluginError
+    from flowyml_core.plugins import get_registry
+    from flowyml_core.stacks import structure_config
+
+    plugins = get_registry()
+    for kind, comp in spec.components.items():
+        where = f"{kind} {comp.flavor!r}"
+        try:
+            _, config_cls = plugins.flavor(kind, comp.flavor).load()
+        except PluginError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        plain = {k: v for k, v in comp.options.items() if not has_env_ref(v)}
+        if config_cls is not None:
+            import attrs
+
+            required = {f.name for f in attrs.fields(config_cls) if f.default is attrs.NOTHING}
+            plain.update({k: "" for k, v in comp.options.items() if has_env_ref(v) and k in required})
+        local: list[str] = []
+        structure_config(config_cls, plain, where, set(), local)
+        problems.extend(local)
+
+
+def cmd_stack_remove(args: argparse.Namespace) -> int:
+    from flowyml_core.stack_edit import remove_stack
+
+    path = remove_stack(_registry(), args.name)
+    print(f"removed stack {args.name} from {path}")
+    return 0
+
+
+def cmd_stack_validate(args: argparse.Namespace) -> int:
+    registry = _registry()
+    name, _ = registry.active(args.name)
+    stack = registry.resolve(name)
+    problems = stack.validate()
+    if args.json:
+        _out({"name": name, "valid": not problems, "problems": problems}, True, str)
+        return 1 if problems else 0
+    if problems:
+        raise FlowymlError(f"stack {name!r} failed validation:\n  " + "\n  ".join(problems))
+    print(f"stack {name} is valid")
+    return 0
+
+
+# -- run ------------------------------------------------------------------------
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    from flowyml_core.stack_edit import _literal
+
+    params: dict[str, Any] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise FlowymlError(f"--param {item!r} is not key=value")
+        params[key.strip()] = _literal(raw.strip())
+    return params
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flowyml_core.loader import load_pipeline
+    from flowyml_core.pipeline import run_on_stack
+    from flowyml_core.plugins import get_registry
+    from flowyml_core.progress import Progress
+    from flowyml_core.stacks import StackRegistry
+
+    params = _parse_params(args.param)
+    pipeline = load_pipeline(args.target)
+    pipeline.build()
+    stack = StackRegistry.load().resolve(args.stack)
+    plugins = get_registry()
+    progress = Progress(pipeline, stack.name, sys.stdout)
+    plugins.pm.register(progress, name="flowyml-cli-progress")
+    started = time.perf_counter()
+    try:
+        result = run_on_stack(
+            pipeline, stack, context=params, run_id=args.run_id, wait=not (args.no_wait or args.follow),
+            timeout=args.timeout, source=args.target, registry=plugins,
+        )
+    finally:
+        plugins.pm.unregister(name="flowyml-cli-progress")
+    if args.follow and result.submission is not None:
+        print(f"following {result.submission.job_id}", flush=True)
+        _print_log_entries(stack.executor.stream_logs(result.submission.job_id), as_json=False)
+        result.status = result.submission.wait(args.timeout) or result.status
+    return progress.summary(result, stack, time.perf_counter() - started)
+
+
+def _print_log_entries(entries: Any, as_json: bool) -> None:
+    for entry in entries:
+        if as_json:
+            print(json.dumps(entry, default=str), flush=True)
+        else:
+            stamp = entry.get("timestamp") or "-"
+            print(f"[{stamp}] [{entry.get('severity', 'INFO')}] {entry.get('message', '')}", flush=True)
+
+
+# -- runs -------------------------------------------------------------------------
+def _orchestrator(stack_name: str | None) -> Any:
+    from flowyml_core.components import RemoteOrchestrator
+    from flowyml_core.stacks import StackRegistry
+
+    stack = StackRegistry.load().resolve(stack_name)
+    if not isinstance(stack.executor, RemoteOrchestrator):
+        flavor = stack.spec.components["executor"].flavor
+        raise FlowymlError(
+            f"stack {stack.name!r} runs on executor {flavor!r}, which does not track remote runs; "
+            "pass --stack with a remote stack (e.g. a vertex one)"
+        )
+    return stack.executor
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    orchestrator = _orchestrator(args.stack)
+    if args.action == "status":
+        status = orchestrator.get_run_status(args.job_id)
+        details = orchestrator.get_run_details(args.job_id) if args.json else {}
+        _out({"job_id": args.job_id, "status": status.value, **details}, args.json, lambda: status.value)
+        return 0 if not status.is_failed else 1
+    if args.action == "logs":
+        if args.follow:
+            _print_log_entries(orchestrator.stream_logs(args.job_id), as_json=args.json)
+            return 0
+        print(orchestrator.get_run_logs(args.job_id))
+        return 0
+    orchestrator.stop_run(args.job_id)
+    print(f"cancellation requested for {args.job_id}")
+    return 0
+
+
+def cmd_step_runner(args: argparse.Namespace) -> int:
+    from flowyml_core.step_runner import main as step_runner_main
+
+    return step_runner_main(os.environ)
+
+
+def cmd_plugin_new(args: argparse.Namespace) -> int:
+    from flowyml_core.scaffold import new_plugin
+
+    path = new_plugin(args.name, kind=args.kind, directory=Path(args.directory))
+    print(f"created plugin package in {path}")
+    print(f"next: pip install -e {path} && flowyml plugins")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowyml", description="Run ML pipelines on named stacks.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--version", action="version", version="flowyml-core 0.1.0")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="installed plugins, versions, flavors and load errors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    stack = sub.add_parser("stack", help="list, show, switch and edit stacks").add_subparsers(
+        dest="stack_command", required=True, metavar="ACTION"
+    )
+    p = stack.add_parser("list", help="stacks, their file, the active one marked")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stack_list)
+    p = stack.add_parser("show", help="components and options (secrets masked)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stack_show)
+    p = stack.add_parser("use", help="make a stack the active one")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_stack_use)
+    p = stack.add_parser("add", help="add a stack to ./stacks.toml")
+    p.add_argument("name")
+    p.add_argument("--executor", required=True, metavar="FLAVOR[:k=v,...]")
+    p.add_argument("--artifact-store", dest="artifact_store", metavar="FLAVOR[:k=v,...]")
+    p.add_argument("--cache-store", dest="cache_store", metavar="FLAVOR[:k=v,...]")
+    p.add_argument("--router", metavar="FLAVOR[:k=v,...]")
+    p.set_defaults(func=cmd_stack_add)
+    p = stack.add_parser("remove", help="remove a stack from its stacks.toml")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_stack_remove)
+    p = stack.add_parser("validate", help="build the stack and run each component's validate()")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stack_validate)
+
+    p = sub.add_parser("run", help="run a pipeline: flowyml run MODULE_OR_FILE:PIPELINE")
+    p.add_argument("target", metavar="MODULE_OR_FILE:PIPELINE")
+    p.add_argument("--stack")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--run-id", dest="run_id")
+    p.add_argument("--no-wait", dest="no_wait", action="store_true", help="remote stacks: return after submitting")
+    p.add_argument("--follow", action="store_true", help="remote stacks: stream logs while waiting")
+    p.add_argument("--timeout", type=float, help="remote stacks: give up waiting after this many seconds")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="status, logs or stop of a remote run")
+    p.add_argument("action", choices=["status", "logs", "stop"])
+    p.add_argument("job_id")
+    p.add_argument("--stack")
+    p.add_argument("--follow", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("step-runner", help="run steps inside a container (reads FLOWYML_* variables)")
+    p.set_defaults(func=cmd_step_runner)
+
+    plugin = sub.add_parser("plugin", help="plugin authoring tools").add_subparsers(
+        dest="plugin_command", required=True, metavar="ACTION"
+    )
+    p = plugin.add_parser("new", help="generate a plugin package that passes the conformance kit")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=["executor", "cache_store", "artifact_store", "router"], default="executor")
+    p.add_argument("--directory", default=".")
+    p.set_defaults(func=cmd_plugin_new)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except FlowymlError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

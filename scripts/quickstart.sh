@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Fresh machine → a real pipeline on the default local stack.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/flowyml plugins
+.venv/bin/flowyml stack list
+.venv/bin/flowyml run examples/quickstart.py:pipeline "$@"
