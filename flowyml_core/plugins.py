@@ -59,7 +59,7 @@ def import_object(path: str | type | Callable[..., Any]) -> Any:
         return path
     module_name, _, attr = path.partition(":")
     obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
+    for part in filter(None, attr.split(".")):
         obj = getattr(obj, part)
     return obj
 
