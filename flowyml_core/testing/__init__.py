@@ -1,0 +1,1 @@
+"""Conformance kit for plugin authors: abstract pytest classes per component kind."""

@@ -1,0 +1,1 @@
+"""pytest11 entry point: fixtures of the flowyml conformance kit."""
