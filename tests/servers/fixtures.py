@@ -1,0 +1,129 @@
+"""pytest fixtures that start real servers for the test suite and stop them afterwards.
+
+Load with ``pytest_plugins = ["tests.servers.fixtures"]`` in the root
+``tests/conftest.py`` (or ``from tests.servers.fixtures import *``).
+
+Fixtures
+--------
+session scope:
+    ``gcs_emulator``     a started ``GcsEmulator`` (fake-gcs-server, in memory)
+    ``docker_engine``    a started ``DockerEngine`` (private dockerd, no bridge)
+    ``docker_registry``  a started ``LocalRegistry`` (``.address`` = "127.0.0.1:PORT")
+    ``busybox_image``    tag of a busybox image built FROM scratch on ``docker_engine``
+function scope:
+    ``gcs_bucket``       name of a fresh bucket in the emulator (deleted afterwards)
+    ``gcs_fs``           a fresh ``gcsfs.GCSFileSystem`` on the emulator (no listings cache)
+    ``fault_proxy``      a ``FaultProxy`` in front of the emulator, faults cleared
+
+A service that cannot run here (binary missing, not root, wrong arch) makes the
+tests that need it skip, with the reason (shown by ``pytest -rs``).  Set
+``FLOWYML_REQUIRE_SERVERS=1`` (e.g. in CI, where the packages are installed by
+``.ci/system-packages.sh``) to turn those skips into failures, so a missing
+install step cannot pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from tests.servers.docker_engine import (
+    DockerEngine,
+    EngineUnavailable,
+    LocalRegistry,
+    build_busybox_image,
+)
+from tests.servers.fault_proxy import FaultProxy
+from tests.servers.gcs_emulator import EmulatorUnavailable, GcsEmulator
+
+__all__ = [
+    "busybox_image",
+    "docker_engine",
+    "docker_registry",
+    "fault_proxy",
+    "gcs_bucket",
+    "gcs_emulator",
+    "gcs_fs",
+]
+
+REQUIRE_ENV = "FLOWYML_REQUIRE_SERVERS"
+
+
+def _unavailable(what: str, exc: Exception):
+    reason = f"{what} unavailable: {exc}"
+    if os.environ.get(REQUIRE_ENV, "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} ({REQUIRE_ENV} is set)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    emulator = GcsEmulator()
+    try:
+        emulator.start()
+    except EmulatorUnavailable as exc:
+        _unavailable("GCS emulator (fake-gcs-server)", exc)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator):
+    name = gcs_emulator.make_bucket(f"test-{uuid.uuid4().hex[:16]}")
+    yield name
+    if gcs_emulator.running:  # frees the emulator's memory; a dead emulator is reported elsewhere
+        gcs_emulator.delete_bucket(name, force=True)
+
+
+@pytest.fixture
+def gcs_fs(gcs_emulator):
+    return gcs_emulator.filesystem()
+
+
+@pytest.fixture
+def fault_proxy(gcs_emulator):
+    proxy = FaultProxy(gcs_emulator.url)
+    proxy.start()
+    try:
+        proxy.clear_faults()
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    engine = DockerEngine()
+    try:
+        engine.start()
+    except EngineUnavailable as exc:
+        _unavailable("docker engine (dockerd)", exc)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_registry():
+    registry = LocalRegistry()
+    try:
+        registry.start()
+    except EngineUnavailable as exc:
+        _unavailable("docker registry (docker-registry)", exc)
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_engine):
+    try:
+        return build_busybox_image(docker_engine.client())
+    except EngineUnavailable as exc:  # busybox-static missing
+        _unavailable("busybox base image", exc)
