@@ -6,6 +6,8 @@ CLI and plugin modules import it on every start).
 
 from __future__ import annotations
 
+import sys as _sys
+import types as _types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -44,6 +46,25 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(_types.ModuleType):
+    """``flowyml_core.step`` is the public decorator, not the submodule of the same name.
+
+    Importing a submodule sets it as an attribute of its package, so once
+    anything imported ``flowyml_core.step`` (the module), ``from flowyml_core
+    import step`` returned the module instead of the decorator. The package
+    keeps the decorator; the module stays importable as ``from
+    flowyml_core.step import Step``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "step" and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # pragma: no cover
