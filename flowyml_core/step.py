@@ -96,6 +96,9 @@ class Step:
     ) -> str:
         """Key over this step's code, its input values and the parameters it receives.
 
+        ``context_params`` may hold every parameter of the run; those the
+        function does not accept are left out of the key.
+
         ``input_fingerprints`` supplies digests already computed when the inputs
         were produced; any input without one is hashed here.
         """
@@ -103,8 +106,11 @@ class Step:
         parts = [self.name, self.get_code_hash()]
         for key in sorted(inputs):
             parts.append(f"i:{key}={known.get(key) or fingerprint(inputs[key])}")
-        for key in sorted(context_params or ()):
-            parts.append(f"p:{key}={fingerprint(context_params[key])}")  # type: ignore[index]
+        # Only the parameters the function receives: a run-wide parameter the
+        # step does not take cannot change its result, so it must not be a miss.
+        received = self.filter_kwargs(context_params or {})
+        for key in sorted(received):
+            parts.append(f"p:{key}={fingerprint(received[key])}")
         return combine(*parts)
 
 
