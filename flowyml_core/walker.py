@@ -98,6 +98,7 @@ class PipelineWalker:
         self.assets: dict[str, Any] = {}
         self.fingerprints: dict[str, str] = {}
         self.blocked: dict[str, str] = {}  # asset -> why it will never exist
+        self.not_run: dict[str, str] = {}  # step -> why it was not run (blocked input)
         self.results: dict[str, ExecutionResult] = {}
 
     # -- bookkeeping -------------------------------------------------------
@@ -122,6 +123,8 @@ class PipelineWalker:
         return available, fps, None
 
     def _skip_unit(self, unit: ExecutionUnit, reason: str) -> list[ExecutionResult]:
+        for s in unit_steps(unit):
+            self.not_run[s.name] = reason
         return [ExecutionResult(step_name=s.name, success=True, skipped=True, error=reason) for s in unit_steps(unit)]
 
     def _record(self, unit: ExecutionUnit, results: list[ExecutionResult]) -> None:
@@ -133,8 +136,16 @@ class PipelineWalker:
                 for asset in step.outputs:
                     self.blocked[asset] = f"not run: upstream step {step.name!r} failed"
             elif result.skipped:
+                # Name the cause, not the nearest victim: a chain below a failed
+                # step reports that step all the way down.
+                if step.name in self.not_run:
+                    reason = self.not_run[step.name]
+                elif result.error:
+                    reason = f"not run: upstream step {step.name!r} was not run ({result.error})"
+                else:
+                    reason = f"skipped: upstream step {step.name!r} was skipped"
                 for asset in step.outputs:
-                    self.blocked.setdefault(asset, f"skipped: upstream step {step.name!r} was skipped")
+                    self.blocked.setdefault(asset, reason)
             else:
                 assets = split_outputs(step, result.output)
                 self.assets.update(assets)
