@@ -2,7 +2,8 @@
 
 Steps that share an ``execution_group`` run together (one container remotely).
 A group is split where keeping it whole would be impossible: when a step
-outside the group depends on one member and is needed by a later member.
+outside the group depends on one member and is needed by a later member,
+directly or through a unit of another group.
 """
 
 from __future__ import annotations
@@ -53,54 +54,75 @@ def unit_steps(unit: ExecutionUnit) -> list[Step]:
 
 
 def get_execution_units(dag: DAG, steps: Sequence[Step] | None = None) -> list[ExecutionUnit]:
-    """The pipeline's units in a deterministic topological order."""
+    """The pipeline's units in a deterministic topological order.
+
+    Steps are visited in topological order. A grouped step joins the latest
+    chunk of its group unless that chunk is already an ancestor of one of the
+    step's dependencies' units: then something outside the chunk sits between
+    them (a plain step, or a unit of another group) and keeping them together
+    would make the units depend on each other, so a new chunk starts. Ancestry
+    is tracked between units, not steps, because two interleaved groups can
+    each look fine on their own and still wait for each other once contracted.
+    """
     order = dag.order
     if not any(dag.steps[n].execution_group for n in order):
         return [dag.steps[n] for n in order]
 
-    ancestors = dag.ancestors()
-    position = dag.position
-    # Chunks of each group, built in topological order.
-    chunks: dict[str, list[list[str]]] = {}
+    members: list[list[str]] = []  # unit index -> its steps, in execution order
+    unit_group: list[str | None] = []
+    ancestors: list[int] = []  # unit index -> bitset of the units it waits for
+    unit_of: dict[str, int] = {}
+    open_chunk: dict[str, int] = {}  # group -> index of its latest chunk
     for name in order:
-        group = dag.steps[name].execution_group
-        if not group:
-            continue
-        group_chunks = chunks.setdefault(group, [])
-        if group_chunks and not _needs_outside_step(name, group_chunks[-1], group, dag, ancestors):
-            group_chunks[-1].append(name)
+        dep_units = {unit_of[d] for d in dag.get_dependencies(name)}
+        group = dag.steps[name].execution_group or None
+        chunk = open_chunk.get(group) if group else None
+        if chunk is not None:
+            bit = 1 << chunk
+            if any(ancestors[u] & bit for u in dep_units if u != chunk):
+                chunk = None
+        inherited = 0
+        for u in dep_units:
+            if u != chunk:
+                inherited |= ancestors[u] | (1 << u)
+        if chunk is None:
+            chunk = len(members)
+            members.append([])
+            unit_group.append(group)
+            ancestors.append(inherited)
+            if group:
+                open_chunk[group] = chunk
         else:
-            group_chunks.append([name])
+            new = inherited & ~ancestors[chunk]
+            if new:
+                # Everything already waiting for this chunk now waits for ``new`` too.
+                bit = 1 << chunk
+                ancestors[chunk] |= new
+                for u, anc in enumerate(ancestors):
+                    if anc & bit:
+                        ancestors[u] = anc | new
+        members[chunk].append(name)
+        unit_of[name] = chunk
 
+    chunk_count: dict[str, int] = {}
+    for group in unit_group:
+        if group:
+            chunk_count[group] = chunk_count.get(group, 0) + 1
+    seen: dict[str, int] = {}
     units: list[tuple[list[str], ExecutionUnit]] = []
-    for name in order:
-        if not dag.steps[name].execution_group:
-            units.append(([name], dag.steps[name]))
-    for group, group_chunks in chunks.items():
-        for i, members in enumerate(group_chunks):
-            label = group if len(group_chunks) == 1 else f"{group}-{i + 1}"
-            member_steps = [dag.steps[n] for n in members]
-            resources: ResourceConfig | None = None
-            for s in member_steps:
-                if s.resources is not None:
-                    resources = s.resources if resources is None else resources.merge(s.resources)
-            units.append((members, StepGroup(label, member_steps, list(members), resources)))
-    return _order_units(units, dag, position)
-
-
-def _needs_outside_step(name: str, chunk: list[str], group: str, dag: DAG, ancestors: dict[str, int]) -> bool:
-    """Whether ``name`` depends on a non-member that itself depends on the chunk."""
-    chunk_bits = 0
-    for member in chunk:
-        chunk_bits |= 1 << dag.position[member]
-    mine = ancestors[name]
-    for other in dag.order:
-        bit = 1 << dag.position[other]
-        if not mine & bit or dag.steps[other].execution_group == group:
+    for names, group in zip(members, unit_group):
+        if not group:
+            units.append((names, dag.steps[names[0]]))
             continue
-        if ancestors[other] & chunk_bits:
-            return True
-    return False
+        seen[group] = seen.get(group, 0) + 1
+        label = group if chunk_count[group] == 1 else f"{group}-{seen[group]}"
+        member_steps = [dag.steps[n] for n in names]
+        resources: ResourceConfig | None = None
+        for s in member_steps:
+            if s.resources is not None:
+                resources = s.resources if resources is None else resources.merge(s.resources)
+        units.append((names, StepGroup(label, member_steps, list(names), resources)))
+    return _order_units(units, dag, dag.position)
 
 
 def _order_units(
