@@ -155,8 +155,31 @@ def _call_with_timeout(step: Step, kwargs: dict[str, Any]) -> Any:
     return box.get("value")
 
 
+#: Marks log records of step failures, which are also in the result (a CLI
+#: that shows results may filter them to avoid saying it twice).
+_FAILURE_EXTRA = {"flowyml_step_failure": True}
+
+
+def _describe_error(exc: BaseException) -> str:
+    """``repr(exc)`` and its traceback, without this module's frames.
+
+    The user's frames are what explain a failure; the executor's own
+    (run_step, the timeout thread) are the same for every step and only push
+    them off the screen. An error raised by the executor itself (a timeout)
+    keeps no traceback at all.
+    """
+    te = traceback.TracebackException.from_exception(exc)
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != _THIS_FILE])
+    return f"{exc!r}\n" + "".join(te.format())
+
+
+_THIS_FILE = _describe_error.__code__.co_filename  # what tracebacks call this module
+
+
 def _failure(step: Step, start: float, message: str, retries: int = 0, logs: str | None = None) -> ExecutionResult:
-    logger.error("step %s failed: %s", step.name, message.splitlines()[0] if message else message)
+    logger.error(
+        "step %s failed: %s", step.name, message.splitlines()[0] if message else message, extra=_FAILURE_EXTRA
+    )
     return ExecutionResult(
         step_name=step.name,
         success=False,
@@ -186,7 +209,7 @@ def run_step(
         try:
             should_run = step.condition(**_condition_kwargs(step.condition, context_params, inputs, all_outputs))
         except Exception as exc:
-            return _failure(step, start, f"condition check failed: {exc!r}\n{traceback.format_exc()}")
+            return _failure(step, start, f"condition check failed: {_describe_error(exc)}")
         if not should_run:
             return ExecutionResult(
                 step_name=step.name, success=True, skipped=True, duration_seconds=time.perf_counter() - start
@@ -236,7 +259,7 @@ def run_step(
                 if delay:
                     time.sleep(delay)
                 continue
-            return _failure(step, start, f"{exc!r}\n{traceback.format_exc()}", retries=attempt, logs=logs)
+            return _failure(step, start, _describe_error(exc), retries=attempt, logs=logs)
 
     output_fp = fingerprint(value) if use_cache else None
     result = ExecutionResult(
@@ -248,7 +271,7 @@ def run_step(
         if problem is not None:
             result.success = False
             result.error = problem
-            logger.error("step %s: %s", step.name, problem.splitlines()[0])
+            logger.error("step %s: %s", step.name, problem.splitlines()[0], extra=_FAILURE_EXTRA)
             result.duration_seconds = time.perf_counter() - start
             return result
 

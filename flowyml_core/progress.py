@@ -1,14 +1,24 @@
 """What ``flowyml run`` shows while a pipeline runs, through the observer hooks.
 
-On a terminal one status line is redrawn; otherwise each step is one plain
-line, so CI logs stay readable.
+On a terminal one status line is redrawn in place (steps done/total, the last
+step, counts so far); failures and what steps printed stay on screen above it.
+Anywhere else (CI logs, pipes, files) each step is one plain line, so logs stay
+readable and greppable. The run ends with a summary: counts, time, where the
+outputs are, the pipeline's final results, and for a failure the step's error.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any, TextIO
 
 from flowyml_core.hookspecs import hookimpl
+
+#: A step's captured output longer than this many lines is shortened on screen.
+MAX_LOG_LINES = 40
+#: A final result's repr longer than this is shortened in the summary.
+MAX_VALUE_CHARS = 100
 
 
 def _describe(result: Any) -> str:
@@ -21,67 +31,180 @@ def _describe(result: Any) -> str:
     return "done"
 
 
+def format_duration(seconds: float) -> str:
+    """``0.012s``, ``3.40s``, ``2m05s``, ``1h02m``: short, and precise where it matters."""
+    if seconds < 10:
+        return f"{seconds:.3f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a user's __repr__ must not break the summary
+        text = f"<{type(value).__name__}: repr failed: {exc!r}>"
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
+
+
+def _location(component: Any) -> str | None:
+    """Where a store keeps things, from its config (``path``, ``url`` or ``root``)."""
+    config = getattr(component, "config", None)
+    for attr in ("path", "url", "root"):
+        value = getattr(config, attr, None) or getattr(component, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+class _ReportedByProgress(logging.Filter):
+    """Drop the executor's step-failure log records: the progress output shows them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "flowyml_step_failure", False)
+
+
 class Progress:
-    def __init__(self, pipeline: Any, stack_name: str, stream: TextIO) -> None:
+    """Observer-hook plugin registered by ``flowyml run`` for the duration of a run."""
+
+    def __init__(self, pipeline: Any, stack_name: str, stream: TextIO, tty: bool | None = None) -> None:
         self.total = len(pipeline.steps)
         self.pipeline = pipeline
         self.stack_name = stack_name
         self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.tty = bool(getattr(stream, "isatty", lambda: False)()) if tty is None else tty
         self.done = 0
+        self.counts = {"done": 0, "cached": 0, "skipped": 0, "FAILED": 0}
         self.width = max((len(s.name) for s in pipeline.steps), default=4)
+        self._status_shown = False
+        self._filter = _ReportedByProgress()
+        self._filtered_logger = logging.getLogger("flowyml.execution")
 
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
 
+    def _clear_status(self) -> None:
+        if self.tty and self._status_shown:
+            self._write("\r\033[K")
+            self._status_shown = False
+
     @hookimpl
     def on_run_start(self, run: Any) -> None:
-        self._write(f"running {run.pipeline_name} ({self.total} steps) on stack {run.stack_name}, run {run.run_id}\n")
+        self._filtered_logger.addFilter(self._filter)
+        self._write(
+            f"running {run.pipeline_name} on stack {run.stack_name} ({self.total} steps, run {run.run_id})\n"
+        )
 
     @hookimpl
     def on_step_end(self, run: Any, result: Any) -> None:
         self.done += 1
-        line = (
-            f"[{self.done:>{len(str(self.total))}}/{self.total}] {result.step_name:<{self.width}} "
-            f"{_describe(result):<7} {result.duration_seconds:8.3f}s"
-        )
-        if self.tty:
-            end = "\n" if not result.success or self.done == self.total else ""
-            self._write("\r\033[K" + line + end)
-        else:
-            self._write(line + "\n")
+        state = _describe(result)
+        self.counts[state] += 1
+        counter = f"[{self.done:>{len(str(self.total))}}/{self.total}]"
+        line = f"{counter} {result.step_name:<{self.width}}  {state:<7} {format_duration(result.duration_seconds):>8}"
+        if result.retries:
+            line += f"  (after {result.retries} retr{'y' if result.retries == 1 else 'ies'})"
+        if not result.success and result.error:
+            line += f"  {result.error.splitlines()[0]}"
+        elif result.skipped and result.error:
+            line += f"  ({result.error})"
+        detail = self._log_lines(result.logs, " " * (len(counter) + 1) + "| ")
+        if not self.tty:
+            self._write(line + "\n" + detail)
+            return
+        self._clear_status()
+        if not result.success or detail:
+            self._write(line + "\n" + detail)
+        tally = ", ".join(f"{n} {k.lower()}" for k, n in self.counts.items() if n)
+        self._write(f"{line}  [{tally}]"[: self._columns()])
+        self._status_shown = True
 
+    @hookimpl
+    def on_run_end(self, run: Any, result: Any) -> None:
+        self._filtered_logger.removeFilter(self._filter)
+
+    def _columns(self) -> int:
+        import shutil
+
+        return max(40, shutil.get_terminal_size((100, 24)).columns - 1)
+
+    @staticmethod
+    def _log_lines(logs: str | None, prefix: str) -> str:
+        if not logs:
+            return ""
+        lines = logs.rstrip("\n").splitlines()
+        more = len(lines) - MAX_LOG_LINES
+        if more > 0:
+            lines = lines[:MAX_LOG_LINES] + [f"... {more} more lines (in RunResult.steps[...].logs)"]
+        return "".join(f"{prefix}{text}\n" for text in lines)
+
+    # -- the end ---------------------------------------------------------------
     def summary(self, result: Any, stack: Any, elapsed: float) -> int:
-        """Print the closing lines; the exit code of ``flowyml run``."""
+        """Print the closing lines; return the exit code of ``flowyml run``."""
+        self._filtered_logger.removeFilter(self._filter)
+        self._clear_status()
         if result.submission is not None:
             return self._remote_summary(result, stack)
-        steps = result.steps.values()
-        counts = {
-            "ran": sum(1 for r in steps if r.success and not r.cached and not r.skipped),
-            "cached": sum(1 for r in steps if r.cached),
-            "skipped": sum(1 for r in steps if r.skipped),
-            "failed": sum(1 for r in steps if not r.success),
-        }
-        if self.tty and self.done and self.done < self.total:
-            self._write("\n")
-        state = "failed" if counts["failed"] else "completed"
-        note = " (fully cached)" if counts["cached"] == len(result.steps) and result.steps else ""
-        self._write(
-            f"run {result.run_id} {state}{note}: {len(result.steps)} steps, "
-            + ", ".join(f"{n} {k}" for k, n in counts.items())
-            + f" in {elapsed:.2f}s\n"
-        )
+        steps = list(result.steps.values())
+        ran = sum(1 for r in steps if r.success and not r.cached and not r.skipped)
+        cached = sum(1 for r in steps if r.cached)
+        skipped = sum(1 for r in steps if r.skipped)
+        failed = [r for r in steps if not r.success]
+        counts = f"{ran} ran, {cached} cached, {skipped} skipped, {len(failed)} failed"
+        if failed:
+            head = f"run {result.run_id} FAILED in {format_duration(elapsed)}: {counts}"
+        elif steps and cached == len(steps):
+            head = f"run {result.run_id} completed in {format_duration(elapsed)}, fully cached: all {cached} steps came from the cache"
+        else:
+            head = f"run {result.run_id} completed in {format_duration(elapsed)}: {counts}"
+        self._write(head + "\n")
+        self._write_locations(result, stack, steps, cached)
+        if not failed:
+            self._write_results(result)
+        for bad in failed:
+            self._report_failure(bad)
+        return 1 if failed else 0
+
+    def _write_locations(self, result: Any, stack: Any, steps: list[Any], cached: int) -> None:
         uris = [uri for r in steps for uri in r.artifact_uris.values()]
         if uris:
-            root = _common_root(uris)
-            self._write(f"outputs: {root}\n")
-        for failed in result.failed_steps:
-            self.stream.flush()
-            import sys
+            self._write(f"outputs: {_common_root(uris)}\n")
+        store = getattr(stack, "artifact_store", None)
+        if not uris and store is not None and _location(store):
+            reason = "nothing new was written (cached steps reuse earlier runs' outputs)" if cached else "nothing was written"
+            self._write(f"outputs: {reason}; artifact store at {_location(store)}\n")
+        cache = getattr(stack, "cache_store", None)
+        if cached and cache is not None and _location(cache):
+            self._write(f"cache: {_location(cache)}\n")
 
-            print(f"error: step {failed.step_name!r} failed: {failed.error}", file=sys.stderr)
-        return 1 if counts["failed"] else 0
+    def _write_results(self, result: Any) -> None:
+        """The pipeline's final assets (produced, consumed by no step): what the user came for."""
+        consumed = {a for s in self.pipeline.steps for a in s.inputs}
+        finals = [(name, value) for name, value in result.outputs.items() if name not in consumed]
+        if not finals:
+            return
+        width = max(len(name) for name, _ in finals)
+        self._write("results:\n")
+        for name, value in finals:
+            self._write(f"  {name:<{width}} = {_short(value)}\n")
+
+    def _report_failure(self, failed: Any) -> None:
+        self.stream.flush()
+        error = (failed.error or "failed").rstrip("\n")
+        first, _, rest = error.partition("\n")
+        print(f"error: step {failed.step_name!r} failed: {first}", file=sys.stderr)
+        if rest:
+            print(rest, file=sys.stderr)
+        if failed.logs:
+            print(f"output of step {failed.step_name!r} before it failed:", file=sys.stderr)
+            print(self._log_lines(failed.logs, "  | ").rstrip("\n"), file=sys.stderr)
 
     def _remote_summary(self, result: Any, stack: Any) -> int:
         sub = result.submission
@@ -93,7 +216,10 @@ class Progress:
 
 
 def _common_root(uris: list[str]) -> str:
+    """The longest common directory of the URIs (the run's directory, usually)."""
     parts = [u.rstrip("/").split("/") for u in uris]
+    if len(parts) == 1:
+        parts[0] = parts[0][:-1] or parts[0]
     prefix = []
     for column in zip(*parts):
         if all(c == column[0] for c in column):
@@ -101,4 +227,6 @@ def _common_root(uris: list[str]) -> str:
         else:
             break
     root = "/".join(prefix)
+    if root.endswith(":/"):  # "gs://bucket" split on "/" keeps an empty part
+        root += "/"
     return root or uris[0]
