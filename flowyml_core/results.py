@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from typing import Any, Callable
 
 import attrs
@@ -95,13 +96,27 @@ class SubmissionResult:
         self._status: ExecutionStatus | None = None
 
     def wait(self, timeout: float | None = None) -> ExecutionStatus | None:
-        """Block until the run ends or ``timeout`` seconds pass (TimeoutError)."""
+        """Block until the run ends or ``timeout`` seconds pass (TimeoutError).
+
+        Several threads may wait at once: one polls, the others wait for it,
+        and every caller still gives up after its own ``timeout``. Only a
+        finished status is remembered, so a wait that timed out can be retried.
+        """
         if self._wait is None:
             return self._status
-        with self._lock:
-            if self._status is None:
-                self._status = self._wait(timeout)
-            return self._status
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        if not self._lock.acquire(timeout=-1 if deadline is None else max(0.0, timeout or 0.0)):
+            raise TimeoutError(f"run {self.job_id} did not finish within {timeout:g}s")
+        try:
+            if self._status is not None:
+                return self._status
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            status = self._wait(remaining)
+            if not isinstance(status, ExecutionStatus) or status.is_finished:
+                self._status = status
+            return status
+        finally:
+            self._lock.release()
 
     def __repr__(self) -> str:
         return f"SubmissionResult(job_id={self.job_id!r}, metadata={self.metadata!r})"
