@@ -52,6 +52,13 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    """A sequence of strings; a single string is one item, not its characters."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
 @attrs.define(frozen=True)
 class ResourceConfig:
     """What one step (or one group, merged by maximum) needs to run."""
@@ -99,9 +106,9 @@ class DockerConfig:
     dockerfile: str | None = None
     build_context: str = "."
     base_image: str = "python:3.11-slim"
-    requirements: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    requirements: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     env_vars: dict[str, str] = attrs.field(factory=dict)
     build_args: dict[str, str] = attrs.field(factory=dict)
     platform: str = "linux/amd64"
-    command: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
-    args: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+    command: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(_str_tuple))
+    args: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(_str_tuple))
