@@ -78,6 +78,19 @@ def bind_inputs(
     return kwargs, fps
 
 
+def step_params(context: Any, step: Step) -> dict[str, Any]:
+    """The run parameters handed to a step's executor.
+
+    Those its function takes; for a step with a ``condition``, every run
+    parameter, because the condition may test one the step itself does not
+    take (``condition=lambda deploy: deploy``). The call and the cache key
+    still see only the function's own parameters.
+    """
+    if step.condition is not None:
+        return context.params
+    return context.inject_params(step)
+
+
 def split_outputs(step: Step, value: Any) -> dict[str, Any]:
     """The named assets in a step's return value.
 
@@ -351,7 +364,7 @@ def run_step_group(
         step = by_name[name]
         kwargs, fps = bind_inputs(step, available, known_fps)
         if context is not None:
-            params = context.inject_params(step)
+            params = step_params(context, step)
         else:
             params = dict(context_params or {})
         call_kwargs = dict(step_kwargs, input_fingerprints=fps)

@@ -108,10 +108,10 @@ def run_unit(environ: Mapping[str, str], names: list[str], run_id: str, group: s
     logger.info("running %s (%s) of run %s on stack %s", group, ", ".join(names), run_id, stack.name)
     if len(steps) == 1:
         step = steps[0]
-        from flowyml_core.execution import bind_inputs
+        from flowyml_core.execution import bind_inputs, step_params
 
         kwargs, fps = bind_inputs(step, inputs)
-        results = [run_step(step, kwargs, Context.coerce(context).inject_params(step), all_outputs=inputs,
+        results = [run_step(step, kwargs, step_params(Context.coerce(context), step), all_outputs=inputs,
                             input_fingerprints=fps, **common)]
     else:
         unit = StepGroup(group, steps, names)

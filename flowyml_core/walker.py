@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from flowyml_core.components import keyword_caller
 from flowyml_core.context import Context
-from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, split_outputs
+from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, split_outputs, step_params
 from flowyml_core.grouping import ExecutionUnit, StepGroup, unit_name, unit_steps
 from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult
 
@@ -51,7 +51,7 @@ def execute_unit(
         call(
             step=step,
             inputs=kwargs,
-            context_params=context.inject_params(step),
+            context_params=step_params(context, step),
             all_outputs=available if step.condition is not None else None,
             input_fingerprints=fps,
             **stores,

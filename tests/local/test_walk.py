@@ -213,3 +213,28 @@ def test_unknown_input_names_the_step_and_the_asset() -> None:
 def test_two_producers_of_one_asset_name_both_steps() -> None:
     with pytest.raises(PipelineDefinitionError, match="asset 'model' is produced by both step 'fit_a' and step 'fit_b'"):
         Pipeline("p", [_s("fit_a", (), ("model",)), _s("fit_b", (), ("model",))]).build()
+
+
+def test_condition_may_test_a_run_parameter_the_step_does_not_take() -> None:
+    ran: list[str] = []
+
+    @step(outputs=["model"])
+    def fit() -> str:
+        return "m"
+
+    @step(inputs=["model"], outputs=["url"], condition=lambda deploy: deploy)
+    def publish(model: str) -> str:
+        ran.append("publish")
+        return f"https://models/{model}"
+
+    @step(inputs=["model"], outputs=["card"], condition=lambda deploy: deploy, execution_group="docs")
+    def model_card(model: str) -> str:
+        ran.append("model_card")
+        return f"card of {model}"
+
+    pipeline = Pipeline("p", [fit, publish, model_card])
+    off = LocalExecutor().run_pipeline(pipeline, "r", context=Context(deploy=False))
+    assert off.success and off.steps["publish"].skipped and off.steps["model_card"].skipped and ran == []
+    on = LocalExecutor().run_pipeline(pipeline, "r", context=Context(deploy=True))
+    assert on.outputs["url"] == "https://models/m" and on.outputs["card"] == "card of m"
+    assert ran == ["publish", "model_card"]
