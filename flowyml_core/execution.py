@@ -360,8 +360,15 @@ def run_step_group(
     results: list[ExecutionResult] = []
     by_name = {s.name: s for s in step_group.steps}
     order = list(step_group.execution_order)
+    blocked: dict[str, str] = {}  # asset -> why it will not exist (as the walker does between units)
     for index, name in enumerate(order):
         step = by_name[name]
+        why = next((blocked[a] for a in step.inputs if a in blocked), None)
+        if why is not None:
+            results.append(ExecutionResult(step_name=name, success=True, skipped=True, error=why))
+            for asset in step.outputs:
+                blocked.setdefault(asset, why)
+            continue
         kwargs, fps = bind_inputs(step, available, known_fps)
         if context is not None:
             params = step_params(context, step)
@@ -383,8 +390,11 @@ def run_step_group(
                     )
                 )
             break
-        if result.skipped or result.output is None:
+        if result.skipped:
+            for asset in step.outputs:
+                blocked.setdefault(asset, f"skipped: upstream step {name!r} was skipped")
             continue
+        # A None output is an asset like any other (as between units).
         assets = split_outputs(step, result.output)
         available.update(assets)
         known_fps.update(asset_fingerprints(step, result.output_fingerprint, assets))
