@@ -9,12 +9,11 @@ real stream when no step is capturing.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import io
 import sys
 import threading
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 _current: contextvars.ContextVar[io.StringIO | None] = contextvars.ContextVar("flowyml_capture", default=None)
 _install_lock = threading.Lock()
@@ -46,14 +45,22 @@ def _install() -> None:
             sys.stderr = _RoutedStream(sys.stderr)  # type: ignore[assignment]
 
 
-@contextlib.contextmanager
-def capture_output() -> Iterator[io.StringIO]:
-    """Collect this thread's (and its copied context's) prints into a buffer."""
-    if not isinstance(sys.stdout, _RoutedStream) or not isinstance(sys.stderr, _RoutedStream):
-        _install()
-    buffer = io.StringIO()
-    token = _current.set(buffer)
-    try:
-        yield buffer
-    finally:
-        _current.reset(token)
+class capture_output:  # noqa: N801 - used like the function it replaced
+    """Collect this thread's (and its copied context's) prints into a buffer.
+
+    ``with capture_output() as buffer: ...``. A class rather than a
+    ``@contextmanager`` generator: it is entered once per step, and the
+    generator machinery cost more than the capture itself.
+    """
+
+    __slots__ = ("buffer", "_token")
+
+    def __enter__(self) -> io.StringIO:
+        if not isinstance(sys.stdout, _RoutedStream) or not isinstance(sys.stderr, _RoutedStream):
+            _install()
+        self.buffer = io.StringIO()
+        self._token = _current.set(self.buffer)
+        return self.buffer
+
+    def __exit__(self, *exc: Any) -> None:
+        _current.reset(self._token)

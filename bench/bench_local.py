@@ -1,0 +1,321 @@
+"""Overhead of the local executor against a plain-Python floor measured in the same run.
+
+    .venv/bin/python bench/bench_local.py            # the table
+    .venv/bin/python bench/bench_local.py --profile chain   # cProfile of one case
+
+Each case runs a pipeline of trivial steps, so what is timed is flowyml's own
+work. The floor is what a person would write by hand for the same job, in the
+same process, so the ratio does not depend on the machine:
+
+* no cache: a topological sort of the steps (Kahn, from the declared
+  inputs/outputs) and, per step, a call with the available values filtered by
+  the function's signature (signatures computed beforehand, as ``@step`` does
+  at import time);
+* fully cached: the same walk, but per step the inputs are hashed (sha256 of
+  their pickle) and the result is read from a file and unpickled;
+* cold with cache writes: the walk with calls, hashing inputs, and the result
+  pickled and written to a file.
+
+flowyml's time is ``run_on_stack`` on a pre-resolved stack (plugin loading and
+``stacks.toml`` parsing happen once per process and are not counted), and it
+includes building the pipeline (graph checks, topological order, units).
+Times are the best of several repetitions; this is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import inspect
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+
+from flowyml_core import Context, Pipeline  # noqa: E402
+from flowyml_core.pipeline import run_on_stack  # noqa: E402
+from flowyml_core.plugins import get_registry  # noqa: E402
+from flowyml_core.step import Step  # noqa: E402
+from flowyml_local.executor import LocalExecutor  # noqa: E402
+
+CHAIN = 1000
+FANOUT = 100
+
+
+# -- workloads ------------------------------------------------------------------------
+def chain_steps(n: int = CHAIN) -> list[Step]:
+    """``s0(seed) -> a0``, then ``s{i}(x) -> a{i}`` consuming ``a{i-1}`` by position."""
+
+    def first(seed: int) -> int:
+        return seed
+
+    def nxt(x: int) -> int:
+        return x + 1
+
+    steps = [Step(func=first, name="s0", outputs=("a0",))]
+    steps += [Step(func=nxt, name=f"s{i}", inputs=(f"a{i - 1}",), outputs=(f"a{i}",)) for i in range(1, n)]
+    return steps
+
+
+def fanout_steps(n: int = FANOUT) -> list[Step]:
+    """One source, ``n`` independent consumers of its output."""
+
+    def source(seed: int) -> int:
+        return seed
+
+    def leaf(x: int) -> int:
+        return x * 2
+
+    steps = [Step(func=source, name="source", outputs=("x",))]
+    steps += [Step(func=leaf, name=f"leaf{i}", inputs=("x",), outputs=(f"y{i}",)) for i in range(n)]
+    return steps
+
+
+# -- the plain-Python floor -----------------------------------------------------------
+class Plain:
+    """A hand-written runner: what any orchestration costs at the very least."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        # Plain functions and declarations, signatures computed ahead (as @step does).
+        self.steps = [
+            (s.name, s.func, list(s.inputs), list(s.outputs), [p for p in inspect.signature(s.func).parameters])
+            for s in steps
+        ]
+
+    def order(self) -> list[tuple[Any, ...]]:
+        producer = {o: i for i, (_, _, _, outs, _) in enumerate(self.steps) for o in outs}
+        deps = [{producer[a] for a in ins} for (_, _, ins, _, _) in self.steps]
+        children: list[list[int]] = [[] for _ in self.steps]
+        for i, ds in enumerate(deps):
+            for d in ds:
+                children[d].append(i)
+        missing = [len(d) for d in deps]
+        ready = [i for i, m in enumerate(missing) if m == 0]
+        out = []
+        while ready:
+            i = ready.pop()
+            out.append(self.steps[i])
+            for c in children[i]:
+                missing[c] -= 1
+                if missing[c] == 0:
+                    ready.append(c)
+        return out
+
+    @staticmethod
+    def _args(ins: list[str], params: list[str], values: dict[str, Any], params_in: dict[str, Any]) -> dict[str, Any]:
+        kwargs = {}
+        for pos, asset in enumerate(ins):  # declared inputs by name, else by position
+            kwargs[asset if asset in params else params[pos]] = values[asset]
+        for p in params:
+            if p not in kwargs and p in params_in:
+                kwargs[p] = params_in[p]
+        return kwargs
+
+    def run(self, params: dict[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for _, func, ins, outs, sig in self.order():
+            values[outs[0]] = func(**self._args(ins, sig, values, params))
+        return values
+
+    def run_writing(self, params: dict[str, Any], directory: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, func, ins, outs, sig in self.order():
+            kwargs = self._args(ins, sig, values, params)
+            key = hashlib.sha256(pickle.dumps((name, kwargs))).hexdigest()
+            values[outs[0]] = value = func(**kwargs)
+            with open(os.path.join(directory, key), "wb") as fh:
+                fh.write(pickle.dumps(value))
+        return values
+
+    def run_cached(self, params: dict[str, Any], directory: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, _, ins, outs, sig in self.order():
+            kwargs = self._args(ins, sig, values, params)
+            key = hashlib.sha256(pickle.dumps((name, kwargs))).hexdigest()
+            with open(os.path.join(directory, key), "rb") as fh:
+                values[outs[0]] = pickle.loads(fh.read())
+        return values
+
+
+# -- flowyml ------------------------------------------------------------------------------
+def stack(cache_path: str | None = None, artifact_path: str | None = None) -> Any:
+    components: dict[str, Any] = {"executor": LocalExecutor(), "cache_store": None, "artifact_store": None, "router": None}
+    if cache_path is not None:
+        from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
+
+        components["cache_store"] = LocalCacheStore(LocalCacheStoreConfig(path=cache_path))
+    if artifact_path is not None:
+        from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
+
+        components["artifact_store"] = LocalArtifactStore(LocalArtifactStoreConfig(path=artifact_path))
+    return SimpleNamespace(name="bench", **components)
+
+
+def flowyml_run(steps: list[Step], the_stack: Any, run_id: str = "bench") -> Any:
+    pipeline = Pipeline("bench", steps)  # built inside run_on_stack: counted
+    result = run_on_stack(pipeline, the_stack, context=Context(seed=1), run_id=run_id, registry=REGISTRY)
+    if not result.success:
+        raise SystemExit(f"benchmark pipeline failed: {result.failed_steps[0].error}")
+    return result
+
+
+REGISTRY: Any = None
+
+
+# -- timing -------------------------------------------------------------------------------------
+def best(fn: Callable[[], Any], repeat: int, setup: Callable[[], Any] | None = None) -> float:
+    """Best wall time of ``repeat`` calls (``setup`` runs untimed before each)."""
+    times = []
+    for _ in range(repeat):
+        if setup is not None:
+            setup()
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        finally:
+            gc.enable()
+    return min(times)
+
+
+def fresh_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+
+
+def cases(tmp: str, repeat: int) -> list[tuple[str, float, float, float | None, str]]:
+    """(case, flowyml seconds, floor seconds, target seconds, note)."""
+    rows = []
+    chain, fan = chain_steps(), fanout_steps()
+    plain_chain, plain_fan = Plain(chain), Plain(fan)
+    params = {"seed": 1}
+
+    # sanity: same answers as the floor
+    assert flowyml_run(chain, stack()).outputs[f"a{CHAIN - 1}"] == plain_chain.run(params)[f"a{CHAIN - 1}"]
+
+    rows.append((f"{CHAIN}-step chain, no cache", best(lambda: flowyml_run(chain, stack()), repeat),
+                 best(lambda: plain_chain.run(params), repeat), 0.05, ""))
+    rows.append((f"{FANOUT}-step fan-out, no cache", best(lambda: flowyml_run(fan, stack()), repeat * 3),
+                 best(lambda: plain_fan.run(params), repeat * 3), 0.01, ""))
+
+    try:
+        import flowyml_local.cache_store  # noqa: F401
+    except ImportError as exc:
+        rows.append((f"{CHAIN}-step chain, cold cache / fully cached", float("nan"), float("nan"), None, f"skipped: {exc}"))
+        return rows
+
+    cache_dir, floor_dir = os.path.join(tmp, "cache"), os.path.join(tmp, "floor")
+    cold_stack = {}
+
+    def cold_setup() -> None:
+        fresh_dir(cache_dir)
+        cold_stack["s"] = stack(cache_dir)
+
+    cold = best(lambda: flowyml_run(chain, cold_stack["s"]), repeat, setup=cold_setup)
+    cold_floor = best(lambda: plain_chain.run_writing(params, floor_dir), repeat, setup=lambda: fresh_dir(floor_dir))
+    rows.append((f"{CHAIN}-step chain, cold, cache writes", cold, cold_floor, 0.5, "floor: + hash inputs + file write"))
+
+    warm_stack = stack(cache_dir)  # the cache written by the last cold run
+    result = flowyml_run(chain, warm_stack)
+    if not all(r.cached for r in result.steps.values()):
+        raise SystemExit("second run was not fully cached")
+    warm = best(lambda: flowyml_run(chain, warm_stack), repeat)
+    warm_floor = best(lambda: plain_chain.run_cached(params, floor_dir), repeat)
+    rows.append((f"{CHAIN}-step chain, fully cached", warm, warm_floor, 0.1, "floor: + hash inputs + file read"))
+
+    try:
+        import flowyml_local.artifact_store  # noqa: F401
+    except ImportError:
+        return rows
+    art_dir = os.path.join(tmp, "artifacts")
+    full = {}
+
+    def full_setup() -> None:
+        fresh_dir(cache_dir)
+        fresh_dir(art_dir)
+        full["s"] = stack(cache_dir, art_dir)
+
+    cold_full = best(lambda: flowyml_run(chain, full["s"]), max(1, repeat // 2), setup=full_setup)
+    rows.append((f"{CHAIN}-step chain, cold, cache + artifacts", cold_full, cold_floor, None,
+                 "info: the local stack's default (floor writes one file per step, not two)"))
+    return rows
+
+
+def table(rows: list[tuple[str, float, float, float | None, str]]) -> str:
+    head = f"{'case':<42} {'flowyml':>9} {'floor':>9} {'ratio':>7} {'target':>8}  verdict"
+    lines = [head, "-" * len(head)]
+    for case, ours, floor, target, note in rows:
+        if ours != ours:  # nan: not measured
+            lines.append(f"{case:<42} {'-':>9} {'-':>9} {'-':>7} {'-':>8}  {note}")
+            continue
+        verdict = "" if target is None else ("ok" if ours <= target else "OVER TARGET")
+        target_text = "-" if target is None else f"{target:.3f}s"
+        line = f"{case:<42} {ours:>8.4f}s {floor:>8.4f}s {ours / floor:>6.1f}x {target_text:>8}  {verdict}"
+        lines.append(line + (f"  ({note})" if note else ""))
+    return "\n".join(lines)
+
+
+def profile(case: str, tmp: str) -> None:
+    import cProfile
+    import pstats
+
+    steps = chain_steps() if case != "fanout" else fanout_steps()
+    if case == "cached":
+        the_stack = stack(os.path.join(tmp, "pcache"))
+        flowyml_run(steps, the_stack)
+    elif case == "cold":
+        the_stack = None
+    else:
+        the_stack = stack()
+    prof = cProfile.Profile()
+    for i in range(5):
+        s = the_stack or stack(os.path.join(tmp, f"pcold{i}"))
+        prof.enable()
+        flowyml_run(steps, s)
+        prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+def main() -> int:
+    global REGISTRY
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7, help="repetitions per case (best is reported)")
+    parser.add_argument("--profile", choices=["chain", "fanout", "cold", "cached"], help="cProfile one case instead")
+    args = parser.parse_args()
+    # Only flowyml-local: other installed plugins (test plugins, observers) would
+    # add their own per-step hook costs to what is measured here.
+    from flowyml_core.plugins import iter_entry_points
+
+    others = sorted({ep.name for ep in iter_entry_points()} - {"local"})
+    if others:
+        os.environ["FLOWYML_DISABLE_PLUGINS"] = ",".join(others)
+    REGISTRY = get_registry()
+    tmp = tempfile.mkdtemp(prefix="flowyml-bench-")
+    try:
+        if args.profile:
+            profile(args.profile, tmp)
+            return 0
+        rows = cases(tmp, args.repeat)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"flowyml local executor overhead (python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
+        f"best of {args.repeat}; plugins: local{' only, disabled: ' + ', '.join(others) if others else ''})"
+    )
+    print(table(rows))
+    over = [r for r in rows if r[3] is not None and r[1] == r[1] and r[1] > r[3]]
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
