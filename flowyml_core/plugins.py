@@ -301,13 +301,17 @@ class Registry:
             try:
                 impl.function(**{arg: callback for arg in impl.argnames})
             except Exception as exc:
-                message = f"{hook_name} failed: {type(exc).__name__}: {exc}"
-                info.error = f"{info.error}; {message}" if info.error else message
-                logger.warning("plugin %r: %s", info.name, message)
+                _report(info, f"{hook_name} failed: {type(exc).__name__}: {exc}")
 
     def _flavor_callback(self, kind: str, info: PluginInfo) -> Callable[..., None]:
         def register(name: str, implementation: Any, *, config: Any = None, summary: str = "") -> None:
-            _check_registration(kind, name, implementation, config)
+            # A bad registration is reported, not raised: raising would abort the
+            # plugin's hook and lose the valid registrations after it.
+            try:
+                _check_registration(kind, name, implementation, config)
+            except PluginError as exc:
+                _report(info, f"{HOOK_FOR_KIND[kind]}: {exc}")
+                return
             flavor = Flavor(kind=kind, name=name, implementation=implementation, config=config, summary=summary, plugin=info.name)
             existing = self.flavors[kind].get(name)
             if existing is not None and existing.plugin != info.name:
@@ -322,7 +326,11 @@ class Registry:
 
     def _materializer_callback(self, info: PluginInfo) -> Callable[..., None]:
         def register(name: str, implementation: Any, *, types: Iterable[str] = (), priority: int = 0) -> None:
-            _check_object_path("materializer", name, implementation)
+            try:
+                _check_object_path("materializer", name, implementation)
+            except PluginError as exc:
+                _report(info, f"register_materializers: {exc}")
+                return
             self.materializers.append(MaterializerSpec(name, implementation, tuple(types), priority, info.name))
             info.flavors.append(("materializer", name))
 
@@ -345,7 +353,7 @@ class Registry:
                 raise PluginError(f"plugin {flavor.plugin!r} providing {label} flavor {name!r} is {problem}")
             return flavor
         package = KNOWN_FLAVORS.get((kind, name))
-        blocked = [p for p in self.plugins.values() if p.blocked and (package is None or p.distribution == package or p.name == name)]
+        blocked = [p for p in self.plugins.values() if p.blocked and package and p.distribution == package]
         if blocked:
             raise PluginError(
                 f"{label} flavor {name!r} comes from plugin {blocked[0].name!r}, which FLOWYML_DISABLE_PLUGINS disables"
@@ -355,10 +363,21 @@ class Registry:
             raise PluginError(f"{label} flavor {name!r}: plugin {broken[0].name!r} failed to load: {broken[0].error}")
         available = ", ".join(sorted(self.flavors.get(kind, {}))) or "none"
         hint = f"install it with: pip install {package}" if package else "install the plugin that provides it"
+        # A disabled plugin was never imported, so what it provides is unknown:
+        # name it as a possible source rather than claim it is the source.
+        maybe = sorted(p.name for p in self.plugins.values() if p.blocked and not package)
+        if maybe:
+            hint = f"FLOWYML_DISABLE_PLUGINS disables {', '.join(maybe)}, which may provide it; otherwise {hint}"
         raise PluginError(f"unknown {label} flavor {name!r} (installed: {available}); {hint}")
 
     def materializer_specs(self) -> list[MaterializerSpec]:
         return sorted(self.materializers, key=lambda m: -m.priority)
+
+
+def _report(info: PluginInfo, message: str) -> None:
+    """Add a problem to what ``flowyml plugins`` shows for this plugin."""
+    info.error = f"{info.error}; {message}" if info.error else message
+    logger.warning("plugin %r: %s", info.name, message)
 
 
 def _check_object_path(kind: str, name: str, value: Any) -> None:
