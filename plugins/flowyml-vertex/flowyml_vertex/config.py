@@ -1,0 +1,156 @@
+"""Options of the ``vertex`` executor, as written in ``stacks.toml``.
+
+This module is imported whenever a vertex stack is shown or resolved, so it
+imports nothing but attrs: the Google, KFP and Docker SDKs load only when a run
+is submitted or inspected.
+
+.. code-block:: toml
+
+    [stacks.gcp-prod]
+    executor = { flavor = "vertex", project_id = "acme-ml", region = "europe-west1",
+                 registry = "europe-west1-docker.pkg.dev/acme-ml/flowyml",
+                 staging_bucket = "gs://acme-ml-artifacts/vertex" }
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+
+
+def _check_poll_interval(value: float) -> str | None:
+    return None if value > 0 else f"must be > 0 seconds, got {value!r}"
+
+
+def _check_region(value: str) -> str | None:
+    return None if _REGION.match(value) else f"{value!r} is not a Google Cloud region such as 'europe-west1'"
+
+
+def _check_gs_url(value: str | None) -> str | None:
+    if value is None or value.startswith("gs://"):
+        return None
+    return f"must be a gs:// URL (Vertex AI writes pipeline outputs there), got {value!r}"
+
+
+def _check_endpoint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value if "://" in value else f"https://{value}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{value!r} is not a host or an http(s) URL"
+    return None
+
+
+_CHECKS = {
+    "region": _check_region,
+    "staging_bucket": _check_gs_url,
+    "api_endpoint": _check_endpoint,
+    "logging_endpoint": _check_endpoint,
+    "poll_interval": _check_poll_interval,
+}
+
+
+def is_loopback_url(url: str | None) -> bool:
+    """Whether ``url`` is plain HTTP to this machine: an emulator, never Google.
+
+    Such endpoints get anonymous credentials, so tests and local fakes never
+    look for (or send) real Google credentials.
+    """
+    if not url or not url.startswith("http://"):
+        return False
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _field_error(name: str, problem: str) -> ValueError:
+    from cattrs.errors import AttributeValidationNote
+
+    error = ValueError(f"{name} {problem}" if not problem.startswith(name) else problem)
+    error.__notes__ = [AttributeValidationNote(f"Structuring class VertexConfig @ attribute {name}", name, object)]
+    return error
+
+
+@attrs.define(frozen=True)
+class VertexConfig:
+    """Where and how runs are submitted to Vertex AI, and how their image is made.
+
+    Image: ``image`` is used as is when set. Otherwise an image is built from
+    the project directory (``build_context``) with a Dockerfile generated from
+    ``base_image`` and ``requirements`` (or ``dockerfile`` when given), tagged
+    with a hash of its content and pushed to ``registry``/``image_name``.
+    """
+
+    project_id: str | None = None
+    region: str = "europe-west1"
+    service_account: str | None = None
+    network: str | None = None
+    #: Cloud KMS key (``projects/…/cryptoKeys/…``) for customer-managed encryption.
+    encryption_key: str | None = None
+    #: Pipeline root: where Vertex AI writes pipeline outputs (defaults to the artifact store's gs:// URL).
+    staging_bucket: str | None = None
+    image: str | None = None
+    registry: str | None = None
+    #: Vertex AI endpoint (private endpoints, emulators); default ``{region}-aiplatform.googleapis.com``.
+    api_endpoint: str | None = None
+    #: Cloud Logging endpoint; defaults to Google's, or to ``api_endpoint`` when that is a loopback emulator.
+    logging_endpoint: str | None = None
+    poll_interval: float = attrs.field(default=10.0, converter=float)
+    # -- image building -------------------------------------------------------------
+    image_name: str = "flowyml"
+    base_image: str = "python:3.11-slim"
+    requirements: list[str] = attrs.field(factory=list)
+    dockerfile: str | None = None
+    build_context: str = "."
+    platform: str = "linux/amd64"
+    docker_host: str | None = None
+    env_vars: dict[str, str] = attrs.field(factory=dict)
+    # -- jobs -------------------------------------------------------------------------
+    #: Machine type of the single-CustomJob fallback; chosen from CPU/memory/GPU when unset.
+    machine_type: str | None = None
+    labels: dict[str, str] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        """Check every option and report all problems at once, each under its field name.
+
+        Raised as cattrs' ``ClassValidationError`` with per-attribute notes, so
+        ``stacks.toml`` errors name each field (``option 'region': …``).
+        """
+        errors = []
+        for name, check in _CHECKS.items():
+            problem = check(getattr(self, name))
+            if problem:
+                errors.append(_field_error(name, problem))
+        if errors:
+            from cattrs.errors import ClassValidationError
+
+            raise ClassValidationError("invalid vertex executor options", errors, type(self))
+
+    @property
+    def uses_emulator(self) -> bool:
+        return is_loopback_url(self.api_endpoint)
+
+    def endpoint_for(self, region: str | None = None) -> str:
+        """The Vertex AI API endpoint for ``region`` (the configured one by default)."""
+        if self.api_endpoint:
+            return self.api_endpoint
+        return f"{region or self.region}-aiplatform.googleapis.com"
+
+    @property
+    def effective_logging_endpoint(self) -> str | None:
+        """None means the client library's default (logging.googleapis.com)."""
+        if self.logging_endpoint:
+            return self.logging_endpoint
+        if self.uses_emulator:
+            return self.api_endpoint
+        return None
