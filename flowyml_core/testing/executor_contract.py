@@ -1,0 +1,403 @@
+"""``ExecutorContract``: the behaviour every flowyml executor owes its users.
+
+Subclass it in your plugin's tests and provide an ``executor`` fixture::
+
+    import pytest
+    from flowyml_core.testing import ExecutorContract
+    from flowyml_myexec.executor import MyExecutor, MyExecutorConfig
+
+    class TestMyExecutor(ExecutorContract):
+        flavor = "myexec"                      # the name your plugin registers
+
+        @pytest.fixture
+        def executor(self):
+            return MyExecutor(MyExecutorConfig())
+
+What is checked (the seed's semantics, see ``docs/reference/executor.md``):
+condition → cache → retry with exponential backoff → materialize → cache write
+for one step; step groups (inputs by name then position, outputs fanned out
+from tuples and dicts, the rest skipped after a failure); whole pipelines
+(dependency order, failures skip only what depends on them, a second run is
+cached, observer hooks see every step); and a pipeline run end to end through
+a ``stacks.toml`` that names your flavor.
+
+Optional knobs: ``flavor_options`` (a fixture: options written under your
+executor in stacks.toml), ``plugin`` (your plugin module, registered in
+process when the package is not installed), and the ``cache_store`` /
+``artifact_store`` fixtures (the kit's directory stores by default). Steps are
+module-level functions of :mod:`flowyml_core.testing.samples`; they count
+their calls in a file, so an executor that runs them in other processes is
+checked just the same. If the executor has a ``close()`` method, the kit calls
+it on executors it builds from stacks.toml.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from flowyml_core.components import keyword_caller
+from flowyml_core.context import Context
+from flowyml_core.errors import StopExecution  # noqa: F401  (documented: steps may raise it)
+from flowyml_core.execution import Run
+from flowyml_core.grouping import StepGroup
+from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult
+from flowyml_core.testing import samples
+from flowyml_core.testing.project import KitProject, close_component
+from flowyml_core.testing.samples import CallLog, SamplePipelines, make_step
+from flowyml_core.testing.stores import DirArtifactStore, DirCacheStore, DirStoreConfig
+
+
+def _failures(result: RunResult) -> str:
+    return "; ".join(f"{r.step_name}: {(r.error or '').splitlines()[0] if r.error else '?'}" for r in result.failed_steps)
+
+
+class ExecutorContract:
+    """Abstract test class: subclass it and provide an ``executor`` fixture."""
+
+    #: The flavor your plugin registers; the kit runs a pipeline through a stacks.toml naming it.
+    flavor: ClassVar[str | None] = None
+    #: Your plugin module ("pkg.plugin" or the module itself), registered in process when
+    #: no installed plugin provides ``flavor`` (before ``pip install -e``).
+    plugin: ClassVar[Any] = None
+
+    # -- fixtures an author may override ------------------------------------------------
+    @pytest.fixture
+    def executor(self) -> Any:
+        raise NotImplementedError("provide an `executor` fixture that returns your executor")
+
+    @pytest.fixture
+    def flavor_options(self) -> dict[str, Any]:
+        """Options written under ``executor = { flavor = ..., ... }`` in the kit's stacks.toml."""
+        return {}
+
+    @pytest.fixture
+    def cache_store(self, tmp_path: Path) -> Any:
+        return DirCacheStore(DirStoreConfig(path=str(tmp_path / "kit-cache")))
+
+    @pytest.fixture
+    def artifact_store(self, tmp_path: Path) -> Any:
+        return DirArtifactStore(DirStoreConfig(path=str(tmp_path / "kit-artifacts")))
+
+    @pytest.fixture
+    def calls(self, tmp_path: Path) -> CallLog:
+        return CallLog(tmp_path / "kit-calls.jsonl")
+
+    @pytest.fixture
+    def pipelines(self, calls: CallLog) -> SamplePipelines:
+        return SamplePipelines(calls)
+
+    # -- helpers ------------------------------------------------------------------------
+    @staticmethod
+    def execute(executor: Any, step: Any, inputs: dict[str, Any] | None = None, **kwargs: Any) -> ExecutionResult:
+        """Call ``executor.execute_step`` as flowyml does (arguments it does not declare are dropped)."""
+        kwargs.setdefault("context_params", {})
+        result = keyword_caller(executor.execute_step)(step=step, inputs=dict(inputs or {}), **kwargs)
+        assert isinstance(result, ExecutionResult), f"execute_step returned {result!r}, not an ExecutionResult"
+        assert result.step_name == step.name
+        return result
+
+    @staticmethod
+    def execute_group(executor: Any, group: StepGroup, inputs: dict[str, Any] | None = None, **kwargs: Any) -> list[ExecutionResult]:
+        results = keyword_caller(executor.execute_step_group)(step_group=group, inputs=dict(inputs or {}), **kwargs)
+        assert [r.step_name for r in results] == list(group.execution_order), (
+            f"execute_step_group must return one result per step in execution order, got {[r.step_name for r in results]}"
+        )
+        return list(results)
+
+    @staticmethod
+    def run_pipeline(executor: Any, pipeline: Any, context: dict[str, Any], hooks: Any = None, **stores: Any) -> RunResult:
+        run_id = f"kit-{time.monotonic_ns()}"
+        result = keyword_caller(executor.run_pipeline)(
+            pipeline=pipeline,
+            run_id=run_id,
+            context=Context(**context),
+            run=Run(run_id=run_id, pipeline_name=pipeline.name),
+            hooks=hooks,
+            **{"cache_store": None, "artifact_store": None, "router": None, **stores},
+        )
+        assert isinstance(result, RunResult), f"run_pipeline returned {result!r}, not a RunResult"
+        assert result.run_id == run_id
+        return result
+
+    # -- one step -------------------------------------------------------------------------
+    def test_step_output_is_reported(self, executor: Any, calls: CallLog) -> None:
+        result = self.execute(executor, make_step(samples.double), {"x": 21}, context_params={"calls": calls})
+        assert result.success, result.error
+        assert result.output == 42
+        assert (result.cached, result.skipped, result.error, result.retries) == (False, False, None, 0)
+        assert result.duration_seconds >= 0
+        assert calls.count("double") == 1
+
+    def test_context_params_reach_the_step_by_name(self, executor: Any, calls: CallLog) -> None:
+        step = make_step(samples.echo_params)
+        result = self.execute(executor, step, context_params={"calls": calls, "alpha": 7, "beta": "set"})
+        assert result.success, result.error
+        assert result.output == {"alpha": 7, "beta": "set"}
+
+    def test_a_failing_step_is_a_result_not_an_exception(self, executor: Any, calls: CallLog) -> None:
+        result = self.execute(executor, make_step(samples.boom), context_params={"calls": calls})
+        assert not result.success
+        assert "ValueError" in result.error and "boom: intentional failure" in result.error
+        assert result.output is None
+
+    def test_retries_with_backoff_then_success(self, executor: Any, calls: CallLog) -> None:
+        step = make_step(samples.flaky, retry=2, retry_delay=0.05)
+        result = self.execute(executor, step, context_params={"calls": calls, "failures": 2})
+        assert result.success, result.error
+        assert result.output == "recovered"
+        assert result.retries == 2
+        assert calls.count("flaky") == 3
+        # Exponential backoff: 0.05 s, then 0.1 s.
+        times = [r["time"] for r in calls.records("flaky")]
+        assert times[1] - times[0] >= 0.045 and times[2] - times[1] >= 0.095, times
+
+    def test_retries_exhausted_report_the_last_error(self, executor: Any, calls: CallLog) -> None:
+        step = make_step(samples.flaky, retry=1, retry_delay=0)
+        result = self.execute(executor, step, context_params={"calls": calls, "failures": 5})
+        assert not result.success
+        assert "flaky failure 2 of 5" in result.error
+        assert result.retries == 1
+        assert calls.count("flaky") == 2
+
+    def test_stop_execution_is_not_retried(self, executor: Any, calls: CallLog) -> None:
+        step = make_step(samples.stops, retry=3, retry_delay=0)
+        result = self.execute(executor, step, context_params={"calls": calls})
+        assert not result.success
+        assert "stopped on purpose" in result.error
+        assert calls.count("stops") == 1
+
+    def test_timeout_fails_the_step(self, executor: Any, calls: CallLog) -> None:
+        step = make_step(samples.sleeper, timeout=0.3, cache=False)
+        started = time.perf_counter()
+        result = self.execute(executor, step, context_params={"calls": calls, "seconds": 3})
+        assert not result.success
+        assert "timed out" in result.error
+        assert time.perf_counter() - started < 2.5
+
+    def test_prints_are_captured_in_the_result(self, executor: Any, calls: CallLog) -> None:
+        result = self.execute(executor, make_step(samples.printer), context_params={"calls": calls}, run_id="kit-logs")
+        assert result.success, result.error
+        assert "hello from a flowyml kit step" in (result.logs or "")
+
+    # -- conditions -----------------------------------------------------------------------
+    def test_false_condition_skips_without_running(self, executor: Any, calls: CallLog) -> None:
+        step = make_step(samples.returns_none, condition=samples.never)
+        result = self.execute(executor, step, context_params={"calls": calls})
+        assert result.success and result.skipped, result
+        assert result.output is None
+        assert calls.count() == 0
+
+    def test_condition_sees_params_and_dict_outputs(self, executor: Any, calls: CallLog) -> None:
+        flagged = make_step(samples.source, condition=samples.when_flag)
+        assert self.execute(executor, flagged, context_params={"calls": calls, "flag": True}).output == 1
+        assert self.execute(executor, flagged, context_params={"calls": calls, "flag": False}).skipped
+        gated = make_step(samples.deploy, inputs=["m"], condition=samples.quality_ok)
+        good = self.execute(executor, gated, {"m": {"quality_score": 0.9}}, context_params={"calls": calls},
+                            all_outputs={"m": {"quality_score": 0.9}})
+        assert good.success and not good.skipped and good.output == "deployed", good
+        bad = self.execute(executor, gated, {"m": {"quality_score": 0.1}}, context_params={"calls": calls},
+                           all_outputs={"m": {"quality_score": 0.1}})
+        assert bad.success and bad.skipped, bad
+        assert calls.count("deploy") == 1
+
+    def test_a_failing_condition_fails_the_step(self, executor: Any, calls: CallLog) -> None:
+        step = make_step(samples.source, condition=samples.broken_condition)
+        result = self.execute(executor, step, context_params={"calls": calls})
+        assert not result.success
+        assert "condition" in result.error and "exploded on purpose" in result.error
+        assert calls.count() == 0
+
+    # -- caching --------------------------------------------------------------------------
+    def test_second_call_is_a_cache_hit(self, executor: Any, calls: CallLog, cache_store: Any) -> None:
+        step = make_step(samples.double)
+        first = self.execute(executor, step, {"x": 5}, context_params={"calls": calls}, cache_store=cache_store)
+        second = self.execute(executor, step, {"x": 5}, context_params={"calls": calls}, cache_store=cache_store)
+        assert first.success and not first.cached
+        assert second.success and second.cached and second.output == 10
+        assert calls.count("double") == 1
+
+    def test_cache_key_covers_inputs_and_params(self, executor: Any, calls: CallLog, cache_store: Any) -> None:
+        step = make_step(samples.echo_params)
+        for alpha in (1, 2, 1):
+            self.execute(executor, step, context_params={"calls": calls, "alpha": alpha}, cache_store=cache_store)
+        assert calls.count("echo_params") == 2
+        doubler = make_step(samples.double)
+        for x in (1, 2, 2):
+            self.execute(executor, doubler, {"x": x}, context_params={"calls": calls}, cache_store=cache_store)
+        assert calls.count("double") == 2
+
+    def test_none_output_is_cached(self, executor: Any, calls: CallLog, cache_store: Any) -> None:
+        step = make_step(samples.returns_none)
+        first = self.execute(executor, step, context_params={"calls": calls}, cache_store=cache_store)
+        second = self.execute(executor, step, context_params={"calls": calls}, cache_store=cache_store)
+        assert first.success and first.output is None and not first.cached
+        assert second.success and second.cached and second.output is None
+        assert calls.count("returns_none") == 1
+
+    def test_cache_false_always_runs(self, executor: Any, calls: CallLog, cache_store: Any) -> None:
+        step = make_step(samples.double, cache=False)
+        for _ in range(2):
+            result = self.execute(executor, step, {"x": 1}, context_params={"calls": calls}, cache_store=cache_store)
+            assert result.success and not result.cached
+        assert calls.count("double") == 2
+
+    def test_failures_are_not_cached(self, executor: Any, calls: CallLog, cache_store: Any) -> None:
+        step = make_step(samples.boom)
+        for _ in range(2):
+            assert not self.execute(executor, step, context_params={"calls": calls}, cache_store=cache_store).success
+        assert calls.count("boom") == 2
+
+    # -- artifacts --------------------------------------------------------------------------
+    def test_outputs_are_materialized(self, executor: Any, calls: CallLog, artifact_store: Any) -> None:
+        single = self.execute(executor, make_step(samples.double, outputs=["doubled"]), {"x": 4},
+                              context_params={"calls": calls}, artifact_store=artifact_store, run_id="kit-art")
+        assert single.success, single.error
+        assert single.artifact_uri and artifact_store.load(single.artifact_uri) == 8
+        assert single.artifact_uris == {"doubled": single.artifact_uri}
+        both = self.execute(executor, make_step(samples.pair, outputs=["left", "right"]),
+                            context_params={"calls": calls}, artifact_store=artifact_store, run_id="kit-art")
+        assert both.success, both.error
+        assert sorted(both.artifact_uris) == ["left", "right"]
+        assert artifact_store.load(both.artifact_uris["left"]) == 3
+        assert artifact_store.load(both.artifact_uris["right"]) == 4
+        assert artifact_store.load_artifact("kit-art", "pair", "right") == 4
+
+    # -- step groups ------------------------------------------------------------------------------
+    def test_group_maps_inputs_and_fans_out_outputs(self, executor: Any, calls: CallLog) -> None:
+        steps = [
+            make_step(samples.pair, outputs=["left", "right"]),          # tuple → two assets
+            make_step(samples.add, inputs=["left", "right"], outputs=["total"]),  # by position: a, b
+            make_step(samples.double, inputs=["total"], outputs=["doubled"]),
+            make_step(samples.as_dict, name="as_dict", outputs=["left", "right"]),  # dict → matching keys
+            make_step(samples.add, name="add_again", inputs=["left", "right"], outputs=["again"]),
+        ]
+        group = StepGroup("kit-group", steps, [s.name for s in steps])
+        results = self.execute_group(executor, group, context=Context(calls=calls))
+        assert all(r.success and not r.skipped for r in results), [(r.step_name, r.error) for r in results]
+        outputs = {r.step_name: r.output for r in results}
+        assert outputs == {"pair": (3, 4), "add": 7, "double": 14, "as_dict": {"left": 10, "right": 20, "extra": 99},
+                           "add_again": 30}
+
+    def test_group_takes_inputs_from_outside(self, executor: Any, calls: CallLog) -> None:
+        steps = [make_step(samples.double, inputs=["x"], outputs=["y"]), make_step(samples.triple, inputs=["y"], outputs=["z"])]
+        group = StepGroup("kit-group", steps, ["double", "triple"])
+        results = self.execute_group(executor, group, {"x": 2}, context=Context(calls=calls))
+        assert [r.output for r in results] == [4, 12]
+
+    def test_group_failure_skips_the_rest(self, executor: Any, calls: CallLog) -> None:
+        steps = [make_step(samples.source, outputs=["x"]), make_step(samples.boom, inputs=["x"], outputs=["y"]),
+                 make_step(samples.double, inputs=["y"], outputs=["z"])]
+        group = StepGroup("kit-group", steps, ["source", "boom", "double"])
+        results = self.execute_group(executor, group, context=Context(calls=calls))
+        assert results[0].success and not results[0].skipped
+        assert not results[1].success and "boom" in results[1].error
+        assert results[2].success and results[2].skipped and "boom" in (results[2].error or "")
+        assert calls.names() == ["source", "boom"]
+
+    def test_group_injects_each_steps_own_params(self, executor: Any, calls: CallLog, cache_store: Any) -> None:
+        steps = [make_step(samples.source, outputs=["x"]), make_step(samples.echo_params, outputs=["echo"])]
+        group = StepGroup("kit-group", steps, ["source", "echo_params"])
+        context = Context(calls=calls, seed=9, alpha=3)
+        results = self.execute_group(executor, group, context=context, cache_store=cache_store)
+        assert [r.output for r in results] == [9, {"alpha": 3, "beta": "unset"}]
+        # source does not receive alpha, so changing alpha keeps it cached.
+        again = self.execute_group(executor, group, context=Context(calls=calls, seed=9, alpha=4), cache_store=cache_store)
+        assert again[0].cached and not again[1].cached
+
+    # -- pipelines ----------------------------------------------------------------------------
+    def test_pipeline_runs_in_dependency_order(self, executor: Any, pipelines: SamplePipelines) -> None:
+        result = self.run_pipeline(executor, pipelines.diamond(), pipelines.context())
+        assert result.success and result.status is ExecutionStatus.COMPLETED, _failures(result)
+        assert list(result.steps) == ["source", "double", "triple", "add"]
+        assert result.outputs["total"] == 5 and result.outputs["a"] == 2 and result.outputs["b"] == 3
+        order = pipelines.calls.names()
+        assert order[0] == "source" and order[-1] == "add" and sorted(order) == ["add", "double", "source", "triple"]
+        source_end = pipelines.calls.records("source")[0]["time"]
+        assert all(r["time"] >= source_end for r in pipelines.calls.records() if r["name"] != "source")
+
+    def test_pipeline_failure_skips_only_dependents(self, executor: Any, pipelines: SamplePipelines) -> None:
+        result = self.run_pipeline(executor, pipelines.with_failure(), pipelines.context())
+        assert not result.success and result.status is ExecutionStatus.FAILED
+        assert [r.step_name for r in result.failed_steps] == ["boom"]
+        assert "boom: intentional failure" in result.steps["boom"].error
+        assert result.steps["double"].skipped and "boom" in (result.steps["double"].error or "")
+        assert result.steps["pair"].success and result.outputs["left"] == 3
+        assert pipelines.calls.count("double") == 0
+
+    def test_second_pipeline_run_is_cached(self, executor: Any, pipelines: SamplePipelines, cache_store: Any,
+                                           artifact_store: Any) -> None:
+        stores = {"cache_store": cache_store, "artifact_store": artifact_store}
+        first = self.run_pipeline(executor, pipelines.linear(), pipelines.context(seed=2), **stores)
+        assert first.success, _failures(first)
+        assert first.outputs["tripled"] == 12
+        second = self.run_pipeline(executor, pipelines.linear(), pipelines.context(seed=2), **stores)
+        assert second.status is ExecutionStatus.CACHED and all(r.cached for r in second.steps.values())
+        assert second.outputs["tripled"] == 12
+        assert pipelines.calls.count() == 3
+        changed = self.run_pipeline(executor, pipelines.linear(), pipelines.context(seed=3), **stores)
+        assert changed.outputs["tripled"] == 18 and not any(r.cached for r in changed.steps.values())
+
+    def test_pipeline_with_group_and_conditions(self, executor: Any, pipelines: SamplePipelines) -> None:
+        grouped = self.run_pipeline(executor, pipelines.grouped(), pipelines.context())
+        assert grouped.success, _failures(grouped)
+        assert grouped.outputs["tripled"] == 42
+        conditional = self.run_pipeline(executor, pipelines.conditional(), pipelines.context())
+        assert conditional.success, _failures(conditional)
+        assert conditional.outputs["deployment"] == "deployed"
+        assert conditional.steps["returns_none"].skipped
+        low = self.run_pipeline(executor, pipelines.conditional(), pipelines.context(quality=0.2))
+        assert low.steps["deploy"].skipped and "deployment" not in low.outputs
+
+    def test_observer_hooks_see_every_step(self, executor: Any, pipelines: SamplePipelines, tmp_path: Path) -> None:
+        project = KitProject(tmp_path / "hooks-project")
+        hooks = project.registry().hook
+        result = self.run_pipeline(executor, pipelines.with_failure(), pipelines.context(), hooks=hooks)
+        assert sorted(project.recorder.steps()) == sorted(result.steps) == ["boom", "double", "pair", "source"]
+
+    # -- through stacks.toml ------------------------------------------------------------------------
+    def test_pipeline_runs_through_a_stack_naming_the_flavor(
+        self, executor: Any, flavor_options: dict[str, Any], pipelines: SamplePipelines, tmp_path: Path
+    ) -> None:
+        if self.flavor is None:
+            pytest.skip('set `flavor = "<your flavor>"` on the test class to run a pipeline through stacks.toml')
+        plugins = {}
+        if self.plugin is not None:
+            from flowyml_core.plugins import import_object
+
+            module = import_object(self.plugin)
+            plugins[getattr(module, "__name__", "kit-author-plugin")] = module
+        project = KitProject(tmp_path / "stack-project")
+        registry = project.registry()
+        if self.flavor not in registry.flavors["executor"]:
+            for name, plugin in plugins.items():
+                registry.register(plugin, name=name)
+        assert self.flavor in registry.flavors["executor"], (
+            f"no installed plugin registers executor flavor {self.flavor!r}: `pip install -e` your package "
+            "(its [project.entry-points.\"flowyml.plugins\"] must point at your plugin module), "
+            "or set `plugin = \"yourpackage.plugin\"` on the test class"
+        )
+        project.add_stack("kit", self.flavor, flavor_options)
+        stack = project.resolve("kit")
+        try:
+            assert isinstance(stack.executor, type(executor)), (
+                f"stacks.toml flavor {self.flavor!r} built a {type(stack.executor).__name__}, "
+                f"but the `executor` fixture is a {type(executor).__name__}"
+            )
+            first = project.run(pipelines.diamond(), stack, context=pipelines.context())
+            assert first.success, _failures(first)
+            assert first.outputs["total"] == 5
+            for result in first.steps.values():
+                for uri in result.artifact_uris.values():
+                    assert stack.artifact_store.exists(uri), uri
+            assert stack.artifact_store.load(first.steps["add"].artifact_uri) == 5
+            kinds = project.recorder.kinds()
+            assert kinds[0] == "run_start" and kinds[-1] == "run_end" and kinds.count("step_end") == 4, kinds
+            second = project.run(pipelines.diamond(), stack, context=pipelines.context())
+            assert second.status is ExecutionStatus.CACHED, [(r.step_name, r.cached) for r in second.steps.values()]
+            assert pipelines.calls.count() == 4
+        finally:
+            close_component(stack.executor)
