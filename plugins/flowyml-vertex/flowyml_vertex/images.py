@@ -57,7 +57,7 @@ def generate_dockerfile(spec: BuildSpec, has_requirements: bool) -> str:
     Requirements come first so that a code change reuses the cached pip layer.
     """
     lines = [f"FROM {spec.base_image}", "WORKDIR /app"]
-    env = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **spec.env_vars}
+    env = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": "/app", **spec.env_vars}
     lines.append("ENV " + " ".join(f"{k}={_quote_env(v)}" for k, v in sorted(env.items())))
     if has_requirements:
         lines.append(f"COPY {GENERATED_DIR}/requirements.txt /tmp/flowyml-requirements.txt")
