@@ -1,0 +1,75 @@
+"""Listing plugins and stacks with a vertex stack defined imports no Google, KFP or Docker code.
+
+Each command runs in a fresh interpreter through the real CLI entry point
+(``runpy`` on ``flowyml_core.cli``), then reports which modules it imported
+(beyond the empty namespace packages some ``*-nspkg.pth`` files load at start-up).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("google", "kfp", "docker", "gcsfs", "grpc", "proto", "yaml")
+
+PROBE = """
+import json, runpy, sys
+before = set(sys.modules)  # site-packages' *-nspkg.pth files pre-import empty namespace packages (google, google.cloud)
+args, heavy_roots = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+sys.argv = ["flowyml", *args]
+code = 0
+try:
+    runpy.run_module("flowyml_core.cli", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in heavy_roots)
+print("\\n@@" + json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+def probe(args, cwd):
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
+                         cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert "@@" in out.stdout, out.stderr
+    text, _, report = out.stdout.rpartition("\n@@")
+    return text, json.loads(report), out.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["stack", "list"], ["plugins"], ["stack", "show", "gcp-prod"], ["stack", "list", "--json"]],
+)
+def test_cli_listing_imports_no_cloud_sdk(project, args):
+    (project / "stacks.toml").write_text(
+        "[stacks.gcp-prod]\n"
+        'executor = { flavor = "vertex", project_id = "acme-ml", region = "europe-west1", '
+        'registry = "europe-west1-docker.pkg.dev/acme-ml/flowyml" }\n'
+    )
+    text, report, stderr = probe(args, project)
+    assert report["code"] in (0, None), stderr
+    assert report["heavy"] == [], f"flowyml {' '.join(args)} imported {report['heavy']}"
+    if args[0] == "plugins":
+        assert "vertex" in text and "executor: vertex" in text
+    elif args[:2] == ["stack", "show"]:
+        assert "acme-ml" in text
+    else:
+        assert "gcp-prod" in text
+
+
+def test_resolving_a_vertex_stack_imports_no_sdk_until_used(project):
+    (project / "stacks.toml").write_text(
+        "[stacks.v]\nexecutor = { flavor = \"vertex\", project_id = \"acme-ml\", image = \"img\" }\n")
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "from flowyml_core.stacks import StackRegistry\n"
+        "stack = StackRegistry.load().resolve('v')\n"
+        "stack.executor.to_dict()\n"
+        f"print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in {HEAVY!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
