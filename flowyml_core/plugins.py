@@ -87,17 +87,21 @@ class Flavor:
     config: Any = None
     summary: str = ""
     plugin: str = ""
+    distribution: str | None = None
 
     def load(self) -> tuple[type, type | None]:
         """Import the implementation and its config class."""
+        label = f"{self.kind.replace('_', ' ')} flavor {self.name!r} (plugin {self.plugin!r})"
         try:
             impl = import_object(self.implementation)
             config = import_object(self.config) if self.config is not None else None
         except ImportError as exc:
-            package = KNOWN_FLAVORS.get((self.kind, self.name), self.plugin)
+            package = KNOWN_FLAVORS.get((self.kind, self.name)) or self.distribution or self.plugin
+            raise PluginError(f"{label} cannot be imported: {exc}. Reinstall it with: pip install {package}") from exc
+        except Exception as exc:  # a wrong "module:Name", or a module that fails while importing
             raise PluginError(
-                f"{self.kind.replace('_', ' ')} flavor {self.name!r} (plugin {self.plugin!r}) cannot be imported: {exc}. "
-                f"Reinstall it with: pip install {package}"
+                f"{label} cannot be imported: {type(exc).__name__}: {exc}. This is a bug in the plugin; "
+                "report it to its authors"
             ) from exc
         return impl, config
 
@@ -312,7 +316,10 @@ class Registry:
             except PluginError as exc:
                 _report(info, f"{HOOK_FOR_KIND[kind]}: {exc}")
                 return
-            flavor = Flavor(kind=kind, name=name, implementation=implementation, config=config, summary=summary, plugin=info.name)
+            flavor = Flavor(
+                kind=kind, name=name, implementation=implementation, config=config, summary=summary,
+                plugin=info.name, distribution=info.distribution,
+            )
             existing = self.flavors[kind].get(name)
             if existing is not None and existing.plugin != info.name:
                 owners = self.conflicts.setdefault((kind, name), [existing.plugin])
