@@ -55,6 +55,28 @@ def resolve_env_refs(value: Any, environ: Mapping[str, str], where: str, problem
     return value
 
 
+def referenced_env_values(value: Any, environ: Mapping[str, str]) -> list[str]:
+    """The values of the environment variables ``value`` refers to (to scrub them from messages)."""
+    if isinstance(value, str):
+        return [environ[name] for name in ENV_REF.findall(value) if environ.get(name)]
+    if isinstance(value, Mapping):
+        return [v for item in value.values() for v in referenced_env_values(item, environ)]
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in referenced_env_values(item, environ)]
+    return []
+
+
+def secret_field_names(config_cls: type | None) -> set[str]:
+    """Fields of an attrs config declared with :func:`secret_field`."""
+    if config_cls is None:
+        return set()
+    import attrs
+
+    if not attrs.has(config_cls):
+        return set()
+    return {f.name for f in attrs.fields(config_cls) if f.metadata.get("secret")}
+
+
 def mask_options(options: Mapping[str, Any], config_cls: type | None = None) -> dict[str, Any]:
     """Options fit to show: env references kept as written, secret fields masked."""
     import attrs
@@ -90,8 +112,11 @@ def describe_structure_error(exc: BaseException, where: str, secret_paths: set[s
             for sub in others:
                 walk(sub, path)
             return
-        field = path.rstrip(".") or "?"
-        if field in secret_paths:
+        field = path.rstrip(".")
+        if not field:
+            # Raised by the config class itself (an attrs validator): its message names the field.
+            lines.append(f"{where}: {_plain(error)}")
+        elif field.split(".")[0] in secret_paths:
             lines.append(f"{where}: option {field!r} is invalid ({type(error).__name__}; value hidden)")
         else:
             lines.append(f"{where}: option {field!r}: {_plain(error)}")

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from flowyml_core.config import describe_structure_error, has_env_ref, raise_problems, resolve_env_refs
+from flowyml_core.config import (
+    describe_structure_error,
+    has_env_ref,
+    raise_problems,
+    referenced_env_values,
+    resolve_env_refs,
+    secret_field_names,
+)
 from flowyml_core.errors import ConfigError, PluginError
 
 if sys.version_info >= (3, 11):
@@ -167,10 +174,11 @@ class StacksFile:
 class ResolvedStack:
     """Live components of a stack. Holds resolved secrets: never print it."""
 
-    def __init__(self, name: str, spec: StackSpec, components: dict[str, Any]) -> None:
+    def __init__(self, name: str, spec: StackSpec, components: dict[str, Any], secrets: list[str] | None = None) -> None:
         self.name = name
         self.spec = spec
         self.components = components
+        self._secrets = list(secrets or ())  # scrubbed from the problems validate() reports
 
     @property
     def executor(self) -> Any:
@@ -202,7 +210,7 @@ class ResolvedStack:
                 check()
             except Exception as exc:  # reported to the user, one line per component
                 flavor = self.spec.components[kind].flavor
-                problems.append(f"stack {self.name!r}, {kind} {flavor!r}: {exc}")
+                problems.append(scrub(f"stack {self.name!r}, {kind} {flavor!r}: {exc}", self._secrets))
         return problems
 
 
@@ -293,9 +301,16 @@ class StackRegistry:
             except PluginError as exc:
                 problems.append(f"{where}: {exc}")
                 continue
-            resolved = resolve_env_refs(comp.options, self.environ, where, problems)
-            secret_paths = {k for k, v in comp.options.items() if has_env_ref(v)}
-            secrets.extend(_strings(resolved[k]) for k in secret_paths)
+            resolved = {
+                key: resolve_env_refs(value, self.environ, f"{where}: option {key!r}", problems)
+                for key, value in comp.options.items()
+            }
+            # Secrets: every value read from the environment, and whatever is
+            # written in a field the config declares with secret_field().
+            secret_names = secret_field_names(config_cls)
+            secrets.extend(referenced_env_values(comp.options, self.environ))
+            secrets.extend(_strings(resolved[k]) for k in secret_names if resolved.get(k) not in (None, ""))
+            secret_paths = {k for k, v in comp.options.items() if has_env_ref(v)} | secret_names
             config = structure_config(config_cls, resolved, where, secret_paths, problems)
             built[kind] = (impl, config, where)
         raise_problems(f"stack {stack_name!r} cannot be used:", [scrub(p, secrets) for p in problems])
@@ -307,7 +322,7 @@ class StackRegistry:
             except Exception as exc:
                 problems.append(scrub(f"{where}: could not be created: {type(exc).__name__}: {exc}", secrets))
         raise_problems(f"stack {stack_name!r} cannot be used:", problems)
-        return ResolvedStack(stack_name, spec, components)
+        return ResolvedStack(stack_name, spec, components, secrets)
 
 
 def _strings(value: Any) -> str:
