@@ -104,12 +104,19 @@ def remove_stack(registry: StackRegistry, name: str) -> Path:
     return stacks_file.path
 
 
+def _without_empty_stacks(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Removing the last stack leaves no ``stacks`` table at all, which means the same."""
+    if data is None or data.get("stacks") != {}:
+        return data
+    return {k: v for k, v in data.items() if k != "stacks"}
+
+
 def _verify_and_write(path: Path, new_text: str, expected: dict[str, Any], action: str) -> None:
     try:
         got = tomllib.loads(new_text)
     except tomllib.TOMLDecodeError:
         got = None
-    if got != expected:
+    if _without_empty_stacks(got) != _without_empty_stacks(expected):
         raise ConfigError(
             f"cannot {action} in {path} without rewriting parts of it (the stacks are not written as "
             f"[stacks.NAME] tables); edit the file by hand. The file was not changed."
