@@ -46,6 +46,10 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
 
 
+def _sort_time(value: Any) -> float:
+    return value.timestamp() if value else float("inf")
+
+
 def _rfc3339(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -350,8 +354,8 @@ class VertexAIOrchestrator(RemoteOrchestrator):
                 if remaining <= 0:
                     state = status.value if status is not None else "unknown"
                     raise TimeoutError(
-                        f"Vertex AI job {job_id} is still {state} after {timeout:g}s; "
-                        f"it keeps running: `flowyml runs status {job_id}` or `flowyml runs stop {job_id}`"
+                        f"Vertex AI job {job_id} is still {state} after {timeout:.1f}s; it keeps running "
+                        f"(check it with `flowyml runs status {job_id}`, stop it with `flowyml runs stop {job_id}`)"
                     )
                 time.sleep(min(interval, remaining))
             else:
@@ -394,9 +398,12 @@ class VertexAIOrchestrator(RemoteOrchestrator):
         }
         if kind == "pipeline":
             tasks = []
-            for task in job.job_detail.task_details:
-                if not task.parent_task_id:  # the root DAG, named after the pipeline
-                    continue
+            # In the order they ran (Vertex lists them in no particular order).
+            ordered = sorted(
+                (t for t in job.job_detail.task_details if t.parent_task_id),  # skip the root DAG's own detail
+                key=lambda t: (_sort_time(t.start_time or t.create_time), t.task_name),
+            )
+            for task in ordered:
                 tasks.append({
                     "name": task.task_name,
                     "key": task.task_unique_name or task.task_name,
@@ -406,8 +413,15 @@ class VertexAIOrchestrator(RemoteOrchestrator):
                     "start_time": _iso(task.start_time),
                     "end_time": _iso(task.end_time),
                 })
+            failed = [t for t in tasks if t["state"] == "FAILED"]
+            if failed:
+                reasons = self._error_logs(kind, project, job)
+                for task in failed:
+                    task["log_errors"] = reasons.get(task["name"], [])
             details["tasks"] = tasks
-            details["failed_tasks"] = {t["name"]: t["error"] for t in tasks if t["state"] == "FAILED"}
+            details["failed_tasks"] = {
+                t["name"]: "\n".join(filter(None, [t["error"], *t.get("log_errors", [])[-3:]])) for t in failed
+            }
             details["service_account"] = job.service_account or None
             details["network"] = job.network or None
             details["pipeline_root"] = job.runtime_config.gcs_output_directory or None
@@ -420,6 +434,20 @@ class VertexAIOrchestrator(RemoteOrchestrator):
             details["network"] = job.job_spec.network or None
         details["encryption_key"] = job.encryption_spec.kms_key_name or None
         return details
+
+    def _error_logs(self, kind: JobKind, project: str, job: Any) -> dict[str, list[str]]:
+        """ERROR-or-worse log messages of a job, by task.
+
+        Vertex's task error only says that the container exited non-zero; why
+        (the step's exception, logged by ``flowyml step-runner``) is in the logs.
+        """
+        since = job.create_time - timedelta(minutes=5) if job.create_time else None
+        filter_ = self.log_filter(kind, job.name, since) + " AND severity>=ERROR"
+        by_task: dict[str, list[str]] = {}
+        for entry in self._entries(project, filter_, max_results=200):
+            record = _entry_dict(entry)
+            by_task.setdefault(record["task"] or "", []).append(record["message"])
+        return by_task
 
     def _console_url(self, kind: JobKind, name: str) -> str:
         parts = name.split("/")
