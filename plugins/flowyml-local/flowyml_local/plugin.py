@@ -51,8 +51,14 @@ def register_routers(register):
 
 @hookimpl
 def register_materializers(register):
-    register("json", "flowyml_local.materializers:JsonMaterializer", types=("builtins.dict", "builtins.list", "builtins.str", "builtins.int", "builtins.float", "builtins.bool"), priority=10)
+    # Safe formats first (priority 10); pickle is the fallback for any object.
+    # Stores pick by type, then by can_save(): e.g. a tuple or a dict with
+    # non-string keys is not exact JSON and falls through to pickle.
+    # See flowyml_local/materializers.py for the protocol.
+    register("json", "flowyml_local.materializers:JsonMaterializer",
+             types=("builtins.dict", "builtins.list", "builtins.str", "builtins.int", "builtins.float",
+                    "builtins.bool", "builtins.NoneType"), priority=10)
     register("bytes", "flowyml_local.materializers:BytesMaterializer", types=("builtins.bytes", "builtins.bytearray"), priority=10)
-    register("numpy", "flowyml_local.materializers:NumpyMaterializer", types=("numpy.ndarray",), priority=10)
+    register("npy", "flowyml_local.materializers:NumpyMaterializer", types=("numpy.ndarray",), priority=10)
     register("parquet", "flowyml_local.materializers:ParquetMaterializer", types=("pandas.DataFrame", "pandas.core.frame.DataFrame"), priority=10)
     register("pickle", "flowyml_local.materializers:PickleMaterializer", types=("builtins.object",), priority=-100)

@@ -1,0 +1,42 @@
+"""The ``local`` artifact store: step outputs on a filesystem path or any fsspec URL.
+
+``LocalArtifactStore(LocalArtifactStoreConfig(path=...))`` takes a local path
+(relative paths are resolved against the current directory when the store is
+created) or any fsspec URL (``memory://…``, ``s3://…``); the implementation is
+:class:`flowyml_local.fsstore.FsArtifactStore` — layout, sidecars, atomicity and
+trust rules are described there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from flowyml_local.fsstore import FsArtifactStore, StoreBackend, StoreTrustOptions, backend_for
+from flowyml_local.materializers import MaterializerSet
+
+
+@attrs.define(kw_only=True)
+class LocalArtifactStoreConfig(StoreTrustOptions):
+    """Options of ``artifact_store = { flavor = "local", ... }``."""
+
+    #: Root directory (or fsspec URL) of the artifacts.
+    path: str = ".flowyml/artifacts"
+    #: Extra fsspec options for URL roots (ignored for local paths).
+    storage_options: dict[str, Any] = attrs.field(factory=dict)
+
+
+class LocalArtifactStore(FsArtifactStore):
+    """Artifacts under ``<path>/<project>/<run_id>/<step>/<name>/`` (data file + ``meta.json``)."""
+
+    def __init__(self, config: LocalArtifactStoreConfig | None = None, *, backend: StoreBackend | None = None,
+                 materializers: MaterializerSet | None = None) -> None:
+        config = config if config is not None else LocalArtifactStoreConfig()
+        super().__init__(config, backend=backend, materializers=materializers)
+        if self._backend is None and "://" not in config.path:
+            # Resolve a relative path now, against the directory the stack was built in.
+            self._backend = self._make_backend()
+
+    def _make_backend(self) -> StoreBackend:
+        return backend_for(self.config.path, self.config.storage_options)
