@@ -197,6 +197,22 @@ class TypeRouter(Router):
                     self._stores[url] = store
         return store
 
+    def load(self, uri: str) -> Any:
+        """Read back an output this router stored (checked like any artifact)."""
+        return self.store_containing(uri).load(uri)
+
+    def store_containing(self, uri: str) -> Any:
+        """The rule store under whose root ``uri`` lies (the deepest, if roots nest)."""
+        best, best_len = None, -1
+        for url in dict.fromkeys(rule.store for rule in self.rules):
+            store = self.store_for(url)
+            root = str(store.root).rstrip("/")
+            if (uri == root or uri.startswith(root + "/") or uri.startswith(root + "\\")) and len(root) > best_len:
+                best, best_len = store, len(root)
+        if best is None:
+            raise ValueError(f"{uri} is not inside any store of this router's rules")
+        return best
+
     def validate(self) -> None:
         """Check that each rule's materializer is registered and its store can be created."""
         from flowyml_core.errors import ConfigError
@@ -217,5 +233,5 @@ class TypeRouter(Router):
 
 
 def _write(store: Any, obj: Any, relpath: str, materializer: str | None, **names: str) -> str:
-    """Write ``obj`` at ``relpath`` inside ``store`` with the named materializer."""
-    return store.write(obj, relpath, materializer=materializer)
+    """Write ``obj`` at ``relpath`` inside ``store`` with the named materializer (or by type)."""
+    return store.materialize_at(obj, relpath, materializer=materializer)
