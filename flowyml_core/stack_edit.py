@@ -75,7 +75,9 @@ def remove_stack(registry: StackRegistry, name: str) -> Path:
     stacks_file = next(f for f in registry.files if str(f.path) == spec.origin)
     if stacks_file.data.get("default") == name:
         raise ConfigError(f"stack {name!r} is the default in {stacks_file.path}; change 'default' first")
-    lines = stacks_file.text.splitlines(keepends=True)
+    # TOML lines end at "\n" only; str.splitlines() would also split inside strings at \x85, \u2028, \x0c...
+    lines = stacks_file.text.split("\n")
+    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
     keep: list[str] = []
     inside = False
     pending: list[str] = []  # comments/blank lines that may belong to the next header
@@ -97,6 +99,9 @@ def remove_stack(registry: StackRegistry, name: str) -> Path:
                 pending = []
             continue
         keep.append(line)
+    # Comments after the stack's last key are kept at the end of the file too,
+    # as they are before a following header: they may not be the stack's.
+    keep.extend(pending)
     new_text = "".join(keep)
     expected = dict(stacks_file.data)
     expected["stacks"] = {k: v for k, v in stacks_file.data.get("stacks", {}).items() if k != name}
