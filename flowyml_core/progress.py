@@ -19,6 +19,10 @@ from flowyml_core.hookspecs import hookimpl
 MAX_LOG_LINES = 40
 #: A final result's repr longer than this is shortened in the summary.
 MAX_VALUE_CHARS = 100
+#: A final result that is text is shown up to this length.
+MAX_TEXT_CHARS = 300
+
+logger = logging.getLogger("flowyml.progress")
 
 
 def _describe(result: Any) -> str:
@@ -45,6 +49,11 @@ def format_duration(seconds: float) -> str:
 
 
 def _short(value: Any) -> str:
+    """One line for a final result: text as it is (it is meant to be read), anything else as repr."""
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        limit = MAX_TEXT_CHARS
+        return text if len(text) <= limit else text[: limit - 3] + "..."
     try:
         text = repr(value)
     except Exception as exc:  # a user's __repr__ must not break the summary
@@ -54,10 +63,17 @@ def _short(value: Any) -> str:
 
 
 def _location(component: Any) -> str | None:
-    """Where a store keeps things, from its config (``path``, ``url`` or ``root``)."""
+    """Where a store keeps things: its ``root`` (absolute), else its config's ``path``/``url``/``root``."""
+    try:
+        root = getattr(component, "root", None)
+    except Exception as exc:  # a store that cannot say where it is must not break the summary
+        logger.debug("cannot read root of %r: %r", component, exc)
+        root = None
+    if isinstance(root, str) and root:
+        return root
     config = getattr(component, "config", None)
     for attr in ("path", "url", "root"):
-        value = getattr(config, attr, None) or getattr(component, attr, None)
+        value = getattr(config, attr, None)
         if isinstance(value, str) and value:
             return value
     return None
