@@ -762,7 +762,6 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
         b = self.backend
         m, buffers, info = self._encode(obj, materializer)
         sidecar = b.join(directory, SIDECAR)
-        previous = self._read_sidecar(sidecar, quiet=True)
         data_name = f"data-{secrets.token_hex(8)}{m.extension}"
         b.mkdirs(directory)
         size, digest = b.put_new(b.join(directory, data_name), buffers)
@@ -780,6 +779,11 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
         signature = self._signature_for(m, digest, size)
         if signature:
             meta["signature"] = signature
+        # The data this write supersedes, read just before publishing. Writers
+        # racing on one artifact may each leave an unreferenced data file
+        # (never read: only the sidecar's file is); deleting files we did not
+        # see referenced could delete a racing writer's data before it publishes.
+        previous = self._read_sidecar(sidecar, quiet=True)
         b.put_atomic(sidecar, [json.dumps(meta, indent=1).encode()])
         old = previous.get("data") if previous else None
         if isinstance(old, str) and old != data_name and _plain_name(old):

@@ -1,0 +1,23 @@
+"""Fixtures for the store tests: stores on fresh temp directories."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
+from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
+
+
+@pytest.fixture(autouse=True)
+def no_inherited_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLOWYML_SIGNING_KEY", raising=False)
+
+
+@pytest.fixture
+def artifacts(tmp_path) -> LocalArtifactStore:
+    return LocalArtifactStore(LocalArtifactStoreConfig(path=str(tmp_path / "artifacts")))
+
+
+@pytest.fixture
+def cache(tmp_path) -> LocalCacheStore:
+    return LocalCacheStore(LocalCacheStoreConfig(path=str(tmp_path / "cache")))

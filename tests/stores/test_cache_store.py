@@ -1,0 +1,236 @@
+"""The local cache store: hits, misses, None, invalidation, damage, trust and concurrent processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import time
+from pathlib import Path
+
+import pytest
+
+from flowyml_core.components import CacheEntry
+from flowyml_core.errors import FlowymlError
+from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
+from flowyml_local.fsstore import CACHE_MAGIC
+
+KEY = "ab" * 32
+
+
+def entry_file(cache: LocalCacheStore, key: str) -> Path:
+    return Path(cache._entry_path(key))
+
+
+class Model:
+    def __init__(self, weights: list[float]) -> None:
+        self.weights = weights
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Model) and other.weights == self.weights
+
+
+class _Planted:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_round_trip_with_metadata(cache):
+    cache.set_value(KEY, {"acc": 0.9}, "evaluate", "code-1", fingerprint="fp")
+    entry = cache.get(KEY)
+    assert isinstance(entry, CacheEntry)
+    assert (entry.value, entry.step_name, entry.code_hash, entry.fingerprint) == ({"acc": 0.9}, "evaluate", "code-1", "fp")
+    assert abs(entry.created - time.time()) < 60
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 0, "", [], {}, (1, "two"), {"k": (1, 2)}, b"\x00" * 10, bytearray(b"ba"), Model([0.5, 1.5]),
+     float("nan")],
+    ids=repr,
+)
+def test_values_round_trip_and_none_is_a_hit(cache, value):
+    cache.set_value(KEY, value, "step", "code")
+    entry = cache.get(KEY)
+    assert entry is not None, "a stored value (even None) is a hit"
+    if value != value:  # NaN
+        assert entry.value != entry.value
+    else:
+        assert entry.value == value and type(entry.value) is type(value)
+
+
+def test_numpy_values_round_trip_writable(cache):
+    np = pytest.importorskip("numpy")
+    for i, array in enumerate([np.arange(10.0), np.arange(200_000, dtype="int64").reshape(400, 500)]):
+        key = f"{i:064d}"
+        cache.set_value(key, array, "step", "code")
+        loaded = cache.get(key).value
+        np.testing.assert_array_equal(loaded, array)
+        assert loaded.dtype == array.dtype and loaded.flags.writeable
+
+
+def test_missing_keys_and_stats(cache):
+    assert cache.get(KEY) is None
+    cache.set_value(KEY, 1, "s", "c")
+    cache.get(KEY)
+    cache.get("cd" * 32)
+    stats = cache.stats()
+    assert stats["entries"] == 1 and stats["bytes"] > 0
+    assert (stats["hits"], stats["misses"]) == (1, 2)
+
+
+def test_keys_are_stored_safely(cache, tmp_path):
+    cache.set_value("../../escape", 1, "s", "c")
+    assert cache.get("../../escape").value == 1
+    assert all(str(p).startswith(str(tmp_path / "cache")) for p in (tmp_path / "cache").rglob("*"))
+    assert not (tmp_path / "escape").exists()
+
+
+def test_invalidate_by_key_and_step(cache):
+    for i in range(3):
+        cache.set_value(f"{i:064d}", i, "train", "code")
+    cache.set_value(KEY, "keep", "evaluate", "code")
+    assert cache.invalidate(key=f"{0:064d}") == 1
+    assert cache.invalidate(key=f"{0:064d}") == 0
+    assert cache.invalidate(key=KEY, step_name="train") == 0  # that key belongs to another step
+    assert cache.invalidate(step_name="train") == 2
+    assert cache.get(KEY).value == "keep"
+    with pytest.raises(ValueError, match="clear"):
+        cache.invalidate()
+    cache.clear()
+    assert cache.get(KEY) is None and cache.stats()["entries"] == 0
+
+
+def test_unstorable_value_raises_and_leaves_nothing(cache):
+    with pytest.raises(FlowymlError, match="cannot store"):
+        cache.set_value(KEY, lambda: 1, "s", "c")
+    assert cache.get(KEY) is None
+    assert cache.stats()["entries"] == 0
+
+
+# -- damage --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw[: len(raw) // 2],                         # truncated
+        lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]),              # a payload bit flipped
+        lambda raw: b"",                                          # empty
+        lambda raw: b"garbage" * 10,                              # not an entry
+        lambda raw: CACHE_MAGIC + b"{not json\n" + raw[-5:],      # broken header
+        lambda raw: CACHE_MAGIC + b'{"size": 1}\n' + b"x",        # header missing fields
+    ],
+    ids=["truncated", "bitflip", "empty", "garbage", "bad-header", "incomplete-header"],
+)
+def test_a_corrupt_entry_is_a_miss_with_a_warning(cache, caplog, damage):
+    cache.set_value(KEY, {"value": list(range(100))}, "s", "c")
+    path = entry_file(cache, KEY)
+    path.write_bytes(damage(path.read_bytes()))
+    with caplog.at_level(logging.WARNING, logger="flowyml.stores"):
+        assert cache.get(KEY) is None
+    assert any("is corrupt" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+    assert cache.stats()["corrupt"] == 1
+    cache.set_value(KEY, 2, "s", "c")  # the next write repairs it
+    assert cache.get(KEY).value == 2
+
+
+def test_a_directory_in_place_of_an_entry_is_a_miss(cache, caplog):
+    path = entry_file(cache, KEY)
+    path.mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="flowyml.stores"):
+        assert cache.get(KEY) is None
+    assert caplog.records
+
+
+# -- trust ---------------------------------------------------------------------------
+def plant(cache: LocalCacheStore, key: str, marker: Path) -> None:
+    import hashlib
+
+    payload = pickle.dumps(_Planted(str(marker)))
+    header = {"materializer": "pickle", "type": "builtins.int", "size": len(payload),
+              "sha256": hashlib.sha256(payload).hexdigest(), "step_name": "s", "code_hash": "c"}
+    path = entry_file(cache, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + b"\n" + payload)
+
+
+def test_a_planted_pickle_is_a_miss_that_says_how_to_opt_in(cache, caplog, tmp_path):
+    marker = tmp_path / "pwned"
+    plant(cache, KEY, marker)
+    with caplog.at_level(logging.WARNING, logger="flowyml.stores"):
+        assert cache.get(KEY) is None
+    assert not marker.exists()
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "allow_unsigned_pickle = true" in text and "cache_store" in text
+
+
+def test_opt_in_loads_unsigned_pickles(tmp_path):
+    cache = LocalCacheStore(LocalCacheStoreConfig(path=str(tmp_path / "c"), allow_unsigned_pickle=True))
+    marker = tmp_path / "ran"
+    plant(cache, KEY, marker)
+    assert cache.get(KEY) is not None
+    assert marker.is_dir()
+
+
+def test_signed_pickles_load_and_other_keys_refuse(tmp_path):
+    root = str(tmp_path / "c")
+    mine = LocalCacheStore(LocalCacheStoreConfig(path=root, signing_key="k1"))
+    mine.set_value(KEY, Model([1.0]), "s", "c")
+    assert mine.get(KEY).value == Model([1.0])
+    assert LocalCacheStore(LocalCacheStoreConfig(path=root, signing_key="k2")).get(KEY) is None
+
+
+# -- processes -----------------------------------------------------------------------
+def _writer(root: str, xdg: str, index: int, rounds: int, ready) -> None:
+    os.environ["XDG_CONFIG_HOME"] = xdg
+    store = LocalCacheStore(LocalCacheStoreConfig(path=root))
+    value = {"writer": index, "payload": [index] * 20_000, "tuple": (index,)}  # pickle: signed, multi-KB
+    ready.wait()
+    for _ in range(rounds):
+        store.set_value(KEY, value, "shared", "code")
+
+
+def test_two_processes_writing_one_key(tmp_path):
+    """Separate processes (own stores) hammer one key while this one reads: every read is whole."""
+    root = str(tmp_path / "cache")
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    xdg = os.environ["XDG_CONFIG_HOME"]
+    procs = [ctx.Process(target=_writer, args=(root, xdg, i, 150, ready)) for i in range(2)]
+    for p in procs:
+        p.start()
+    reader = LocalCacheStore(LocalCacheStoreConfig(path=root))
+    ready.set()
+    seen = set()
+    while any(p.is_alive() for p in procs):
+        entry = reader.get(KEY)
+        if entry is not None:
+            value = entry.value
+            assert value["payload"] == [value["writer"]] * 20_000 and value["tuple"] == (value["writer"],)
+            seen.add(value["writer"])
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    final = reader.get(KEY)
+    assert final is not None and final.value["writer"] in (0, 1)
+    assert reader.stats()["corrupt"] == 0
+    assert not [p for p in Path(root).rglob("*.tmp")], "temp files left behind"
+    assert seen  # the reader saw complete values while the writers raced
+
+
+def test_speed_of_small_entries(cache):
+    """Tens of microseconds per get: a cached 1000-step pipeline must finish in 0.1 s."""
+    keys = [f"{i:064x}" for i in range(300)]
+    for i, key in enumerate(keys):
+        cache.set_value(key, {"i": i}, "step", "code", fingerprint="f" * 64)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for key in keys:
+            cache.get(key)
+        best = min(best, (time.perf_counter() - start) / len(keys))
+    assert best < 80e-6, f"get took {best * 1e6:.1f} µs"
