@@ -1,0 +1,354 @@
+"""Plugin discovery through real entry points, blocking, broken and conflicting plugins."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from flowyml_core import hookimpl
+from flowyml_core.errors import PluginError
+from flowyml_core.plugins import (
+    ENTRY_POINT_GROUP,
+    KNOWN_FLAVORS,
+    Registry,
+    get_registry,
+    iter_entry_points,
+    reset_registry,
+)
+from tests.core.helpers import env_with, write
+
+PY = sys.executable
+
+ECHO_STACKS = """
+    [stacks.echo]
+    executor = { flavor = "echo", prefix = "E" }
+    cache_store = "memory"
+
+    [stacks.dup]
+    executor = "dup"
+"""
+
+DUP_PLUGIN = """
+    from flowyml_core import hookimpl
+
+    @hookimpl
+    def register_executors(register):
+        register("dup", "flowyml_testplugin.components:EchoExecutor")
+"""
+
+
+def plugins_json(run_cli, **env) -> dict:
+    out = run_cli("plugins", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def by_name(data: dict) -> dict:
+    return {p["name"]: p for p in data["plugins"]}
+
+
+def test_installed_test_plugin_is_listed_with_its_flavors(run_cli):
+    data = plugins_json(run_cli)
+    plugin = by_name(data)["testplugin"]
+    assert plugin["distribution"] == "flowyml-testplugin" and plugin["version"] == "0.3.1"
+    assert plugin["flavors"] == {"executor": ["echo"], "cache_store": ["memory"], "router": ["null"]}
+    assert plugin["error"] is None and plugin["blocked"] is False and plugin["api_version"] == "1.0"
+    assert data["conflicts"] == []
+    text = run_cli("plugins")
+    assert text.returncode == 0
+    assert "testplugin 0.3.1 (flowyml-testplugin)" in text.stdout and "executor: echo" in text.stdout
+
+
+def test_our_scanner_agrees_with_importlib_metadata():
+    ours = {(ep.name, ep.value, ep.distribution) for ep in iter_entry_points()}
+    theirs = set()
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        theirs.add((ep.name, ep.value, ep.dist.name.replace("_", "-").lower()))
+    assert ("testplugin", "flowyml_testplugin.plugin", "flowyml-testplugin") in ours
+    assert ours == theirs
+
+
+def test_scanner_reads_a_bare_dist_info_like_importlib_metadata(make_plugin, plugin_site):
+    make_plugin("extra", "X = 1\n", distribution="flowyml-extra", version="2.5")
+    ours = [(ep.name, ep.value, ep.distribution, ep.version) for ep in iter_entry_points(path=[str(plugin_site)])]
+    dists = list(metadata.distributions(path=[str(plugin_site)]))
+    theirs = [(ep.name, ep.value, d.metadata["Name"], d.version) for d in dists for ep in d.entry_points
+              if ep.group == ENTRY_POINT_GROUP]
+    assert ours == theirs == [("extra", "extra_plugin", "flowyml-extra", "2.5")]
+
+
+def test_entry_points_are_read_once_per_process(make_plugin, plugin_site, monkeypatch):
+    monkeypatch.syspath_prepend(str(plugin_site))
+    first = get_registry()
+    assert "late" not in first.plugins
+    make_plugin("late", "from flowyml_core import hookimpl\n")
+    assert get_registry() is first and "late" not in get_registry().plugins
+    reset_registry()
+    assert "late" in get_registry().plugins
+
+
+# -- FLOWYML_DISABLE_PLUGINS ---------------------------------------------------------------
+PROBE = """
+import json, sys
+from flowyml_core.cli import main
+rc = main(sys.argv[1:])
+print("MODULES=" + json.dumps(sorted(m for m in sys.modules if m.startswith(("flowyml_testplugin", "marker_")))))
+"""
+
+
+def test_disabled_plugin_is_never_imported(make_plugin, plugin_site, tmp_path):
+    marker = tmp_path / "imported"
+    make_plugin("marker", f"open({str(marker)!r}, 'w').write('yes')\n", module="marker_plugin")
+    env = env_with(PYTHONPATH=str(plugin_site), FLOWYML_DISABLE_PLUGINS="testplugin, marker")
+    out = subprocess.run([PY, "-c", PROBE, "plugins", "--json"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    payload, modules = out.stdout.split("MODULES=")
+    assert json.loads(modules) == []
+    assert not marker.exists()
+    plugins = by_name(json.loads(payload))
+    assert plugins["testplugin"]["blocked"] and plugins["marker"]["blocked"]
+    assert plugins["testplugin"]["flavors"] == {}
+    assert not plugins["local"]["blocked"]
+
+    # The control: without the variable both modules are imported.
+    env.pop("FLOWYML_DISABLE_PLUGINS")
+    out = subprocess.run([PY, "-c", PROBE, "plugins"], env=env, capture_output=True, text=True)
+    assert "flowyml_testplugin.plugin" in out.stdout and "marker_plugin" in out.stdout and marker.exists()
+    assert "[disabled by FLOWYML_DISABLE_PLUGINS]" not in out.stdout
+
+
+def test_disabled_plugins_are_marked_in_text_output(run_cli):
+    out = run_cli("plugins", env={"FLOWYML_DISABLE_PLUGINS": "testplugin"})
+    assert out.returncode == 0
+    assert "testplugin 0.3.1 (flowyml-testplugin) [disabled by FLOWYML_DISABLE_PLUGINS]" in out.stdout
+
+
+# -- broken plugins ----------------------------------------------------------------------------
+def test_plugin_raising_at_import_is_reported_and_others_keep_working(make_plugin, plugin_site, run_cli, project):
+    make_plugin("broken", "raise RuntimeError('kaboom at import')\n")
+    make_plugin("missingdep", "import flowyml_no_such_module_xyz\n")
+    env = {"PYTHONPATH": str(plugin_site)}
+    data = plugins_json(run_cli, **env)
+    plugins = by_name(data)
+    assert plugins["broken"]["error"] == "import failed: RuntimeError: kaboom at import"
+    assert "ModuleNotFoundError" in plugins["missingdep"]["error"]
+    assert plugins["testplugin"]["error"] is None and plugins["testplugin"]["flavors"]["executor"] == ["echo"]
+    text = run_cli("plugins", env=env)
+    assert text.returncode == 0 and "ERROR: import failed: RuntimeError: kaboom at import" in text.stdout
+
+    write(project / "stacks.toml", ECHO_STACKS)
+    out = run_cli("stack", "validate", "echo", cwd=project, env=env)
+    assert out.returncode == 0 and "stack echo is valid" in out.stdout, out.stderr
+
+
+def test_broken_plugin_that_a_stack_needs_is_named(make_plugin, plugin_site, monkeypatch):
+    monkeypatch.syspath_prepend(str(plugin_site))
+    make_plugin("vertex", "raise ImportError('google.cloud is missing')\n", distribution="flowyml-vertex")
+    registry = Registry()
+    registry.load_entry_points(iter_entry_points(path=[str(plugin_site)]), blocked=set())
+    with pytest.raises(PluginError, match="plugin 'vertex' failed to load: import failed: ImportError: google.cloud"):
+        registry.flavor("executor", "vertex")
+
+
+# -- duplicates --------------------------------------------------------------------------------
+def test_duplicate_flavor_is_an_error_naming_both_and_other_stacks_keep_working(make_plugin, plugin_site, run_cli,
+                                                                                project):
+    make_plugin("alpha", DUP_PLUGIN)
+    make_plugin("beta", DUP_PLUGIN)
+    env = {"PYTHONPATH": str(plugin_site)}
+    data = plugins_json(run_cli, **env)
+    assert data["conflicts"] == [{"kind": "executor", "flavor": "dup", "plugins": ["alpha", "beta"]}]
+    assert "CONFLICT: executor flavor 'dup' is registered by alpha and beta" in run_cli("plugins", env=env).stdout
+
+    write(project / "stacks.toml", ECHO_STACKS)
+    bad = run_cli("stack", "validate", "dup", cwd=project, env=env)
+    assert bad.returncode == 1
+    assert "'dup' is registered by several plugins: alpha and beta" in bad.stderr
+    assert "FLOWYML_DISABLE_PLUGINS=beta" in bad.stderr
+    good = run_cli("stack", "validate", "echo", cwd=project, env=env)
+    assert good.returncode == 0, good.stderr
+    # Disabling one of the two resolves the conflict.
+    fixed = run_cli("stack", "validate", "dup", cwd=project, env={**env, "FLOWYML_DISABLE_PLUGINS": "beta"})
+    assert fixed.returncode == 0, fixed.stderr
+
+
+def test_duplicate_of_an_installed_flavor_names_both(make_plugin, plugin_site, monkeypatch):
+    make_plugin("copycat", """
+        from flowyml_core import hookimpl
+
+        @hookimpl
+        def register_executors(register):
+            register("echo", "copycat_plugin:Nothing")
+    """)
+    monkeypatch.syspath_prepend(str(plugin_site))
+    registry = get_registry()
+    with pytest.raises(PluginError) as info:
+        registry.flavor("executor", "echo")
+    assert "copycat" in str(info.value) and "testplugin" in str(info.value)
+    assert registry.flavor("cache_store", "memory").plugin == "testplugin"  # the rest still works
+
+
+# -- hooks and registrations, in process -----------------------------------------------------------
+class Observer:
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def on_step_end(self, result):  # declares only what it uses
+        self.seen.append(result)
+
+
+def test_hooks_are_called_by_keyword_and_may_declare_fewer_arguments():
+    registry = Registry()
+    observer = Observer()
+    info = registry.register(observer, "observer")
+    assert info.error is None
+    registry.hook.on_step_end(run="the run", result="the result")
+    assert observer.seen == ["the result"]
+    with pytest.raises(TypeError):
+        registry.hook.on_step_end("the run", "the result")  # positional calls are refused by pluggy
+
+
+def test_hookimpl_with_an_unknown_argument_or_hook_is_reported():
+    class ExtraArg:
+        @hookimpl
+        def on_run_start(self, run, surprise):
+            pass
+
+    class Typo:
+        @hookimpl
+        def register_executor(self, register):  # missing "s"
+            register("x", "a:b")
+
+    registry = Registry()
+    assert "invalid plugin" in registry.register(ExtraArg(), "extra").error
+    assert "register_executor" in registry.register(Typo(), "typo").error
+    assert registry.flavors["executor"] == {}
+    # Rejected plugins are not left half-registered.
+    assert registry.pm.get_plugin("extra") is None and registry.pm.get_plugin("typo") is None
+
+
+def test_invalid_registrations_are_reported_and_valid_ones_kept():
+    class Sloppy:
+        @hookimpl
+        def register_executors(self, register):
+            register("bad name!", "mod:Cls")
+            register("no-colon", "just_a_module")
+            register("not-callable", 42)
+            register("good", "flowyml_testplugin.components:EchoExecutor")
+
+        @hookimpl
+        def register_cache_stores(self, register):
+            register("fine", "flowyml_testplugin.components:MemoryCacheStore", config="bad config path")
+
+    registry = Registry()
+    info = registry.register(Sloppy(), "sloppy")
+    for fragment in ["'bad name!'", "'just_a_module' must be 'module:Name'", "'not-callable'", "config"]:
+        assert fragment in info.error
+    assert list(registry.flavors["executor"]) == ["good"]
+    assert registry.flavors["cache_store"] == {}
+
+
+def test_register_hook_that_raises_is_reported():
+    class Raises:
+        @hookimpl
+        def register_routers(self, register):
+            raise RuntimeError("no routers today")
+
+    info = Registry().register(Raises(), "raises")
+    assert info.error == "register_routers failed: RuntimeError: no routers today"
+
+
+@pytest.mark.parametrize("declared, ok", [("1.0", True), ("1", False), ("1.7", False), ("2.0", False), (None, True)])
+def test_api_version_compatibility(declared, ok):
+    class Plugin:
+        @hookimpl
+        def register_executors(self, register):
+            register("v", "flowyml_testplugin.components:EchoExecutor")
+
+    plugin = Plugin()
+    if declared is not None:
+        plugin.FLOWYML_API_VERSION = declared
+    registry = Registry()
+    registry.register(plugin, "versioned")
+    if ok:
+        assert registry.flavor("executor", "v").plugin == "versioned"
+    else:
+        with pytest.raises(PluginError, match="versioned"):
+            registry.flavor("executor", "v")
+
+
+# -- unknown / disabled flavors -------------------------------------------------------------------
+def only_testplugin() -> Registry:
+    registry = Registry()
+    eps = [ep for ep in iter_entry_points() if ep.name == "testplugin"]
+    registry.load_entry_points(eps, blocked=set())
+    return registry
+
+
+@pytest.mark.parametrize("kind, name", sorted(KNOWN_FLAVORS))
+def test_known_flavor_not_installed_says_what_to_pip_install(kind, name):
+    registry = only_testplugin()
+    with pytest.raises(PluginError) as info:
+        registry.flavor(kind, name)
+    assert f"pip install {KNOWN_FLAVORS[(kind, name)]}" in str(info.value)
+
+
+def test_unknown_flavor_lists_installed_ones():
+    with pytest.raises(PluginError) as info:
+        only_testplugin().flavor("executor", "kubeflow")
+    message = str(info.value)
+    assert "unknown executor flavor 'kubeflow'" in message and "installed: echo" in message
+
+
+def test_blocked_plugin_is_named_only_when_it_may_provide_the_flavor():
+    eps = [ep for ep in iter_entry_points() if ep.name in ("testplugin", "local")]
+    registry = Registry()
+    registry.load_entry_points(eps, blocked={"local"})
+    with pytest.raises(PluginError, match="comes from plugin 'local', which FLOWYML_DISABLE_PLUGINS disables"):
+        registry.flavor("executor", "local")
+    # A known flavor of another package is not blamed on the disabled plugin.
+    with pytest.raises(PluginError, match="pip install flowyml-vertex") as info:
+        registry.flavor("executor", "vertex")
+    assert "disables" not in str(info.value)
+
+
+def test_class_objects_are_accepted_as_implementations():
+    flavor = only_testplugin().flavor("router", "null")
+    impl, config = flavor.load()
+    assert impl.__name__ == "NullRouter" and config is None
+
+
+def test_unknown_flavor_with_a_disabled_third_party_plugin_says_it_may_come_from_it():
+    eps = [ep for ep in iter_entry_points() if ep.name in ("testplugin", "local")]
+    registry = Registry()
+    registry.load_entry_points(eps, blocked={"testplugin"})
+    for flavor in ("echo", "kubeflow"):
+        with pytest.raises(PluginError) as info:
+            registry.flavor("executor", flavor)
+        message = str(info.value)
+        # We cannot know what a plugin we never imported provides: say so, do not assert it.
+        assert f"unknown executor flavor {flavor!r}" in message, message
+        assert "FLOWYML_DISABLE_PLUGINS disables testplugin, which may provide it" in message
+
+
+def test_flavor_whose_implementation_cannot_be_loaded_is_a_plugin_error():
+    class WrongName:
+        @hookimpl
+        def register_executors(self, register):
+            register("typo", "flowyml_testplugin.components:EchoExecutr")
+            register("raises", "flowyml_testplugin.explodes_on_import_xyz:Executor")
+
+    registry = Registry()
+    registry.register(WrongName(), "wrongname", distribution="flowyml-wrongname")
+    with pytest.raises(PluginError) as info:
+        registry.flavor("executor", "typo").load()
+    assert "executor flavor 'typo' (plugin 'wrongname') cannot be imported" in str(info.value)
+    assert "EchoExecutr" in str(info.value)
+    with pytest.raises(PluginError, match="pip install flowyml-wrongname"):
+        registry.flavor("executor", "raises").load()
