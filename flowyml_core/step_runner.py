@@ -95,6 +95,8 @@ def run_unit(environ: Mapping[str, str], names: list[str], run_id: str, group: s
         params = json.loads(environ.get("FLOWYML_CONTEXT") or "{}")
     except json.JSONDecodeError as exc:
         raise FlowymlError(f"FLOWYML_CONTEXT is not a JSON object: {exc}") from None
+    if not isinstance(params, dict):
+        raise FlowymlError(f"FLOWYML_CONTEXT is not a JSON object: got a {type(params).__name__}")
     context = pipeline.context.with_updates(params)
     steps = [pipeline.dag.steps[n] for n in names]
     inputs = _load_inputs(pipeline, steps, store, run_id)
