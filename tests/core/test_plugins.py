@@ -56,7 +56,8 @@ def test_installed_test_plugin_is_listed_with_its_flavors(run_cli):
     data = plugins_json(run_cli)
     plugin = by_name(data)["testplugin"]
     assert plugin["distribution"] == "flowyml-testplugin" and plugin["version"] == "0.3.1"
-    assert plugin["flavors"] == {"executor": ["echo"], "cache_store": ["memory"], "router": ["null"]}
+    assert plugin["flavors"] == {"executor": ["echo"], "cache_store": ["memory"], "artifact_store": ["pickledir"],
+                                 "router": ["null"]}
     assert plugin["error"] is None and plugin["blocked"] is False and plugin["api_version"] == "1.0"
     assert data["conflicts"] == []
     text = run_cli("plugins")

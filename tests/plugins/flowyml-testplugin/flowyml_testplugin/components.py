@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import attrs
 
-from flowyml_core.components import CacheEntry, CacheStore, Executor
+from flowyml_core.components import ArtifactStore, CacheEntry, CacheStore, Executor
 from flowyml_core.config import secret_field
 from flowyml_core.errors import FlowymlError
 from flowyml_core.execution import run_step
@@ -93,3 +96,33 @@ class MemoryCacheStore(CacheStore):
 
     def stats(self) -> dict[str, Any]:
         return {"entries": len(self.entries), "bytes": 0, "hits": self.hits, "misses": self.misses}
+
+
+@attrs.define
+class PickleDirArtifactStoreConfig:
+    path: str = ".flowyml-test/artifacts"
+
+
+class PickleDirArtifactStore(ArtifactStore):
+    """``<path>/<project>/<run_id>/<step>/<name>.pkl``: enough for step-runner tests across processes."""
+
+    def __init__(self, config: PickleDirArtifactStoreConfig | None = None) -> None:
+        super().__init__(config or PickleDirArtifactStoreConfig())
+        self.root = Path(self.config.path).resolve()
+
+    def uri_for(self, run_id, step_name, name, project_name="default"):
+        return str(self.root / project_name / run_id / step_name / f"{name}.pkl")
+
+    def materialize(self, obj, name, run_id, step_name, project_name="default"):
+        uri = Path(self.uri_for(run_id, step_name, name, project_name))
+        uri.parent.mkdir(parents=True, exist_ok=True)
+        tmp = uri.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(obj))
+        os.replace(tmp, uri)
+        return str(uri)
+
+    def load(self, uri):
+        return pickle.loads(Path(uri).read_bytes())
+
+    def exists(self, uri):
+        return Path(uri).exists()

@@ -36,6 +36,16 @@ def register_cache_stores(register):
 
 
 @hookimpl
+def register_artifact_stores(register):
+    register(
+        "pickledir",
+        "flowyml_testplugin.components:PickleDirArtifactStore",
+        config="flowyml_testplugin.components:PickleDirArtifactStoreConfig",
+        summary="Pickles in a directory (tests only: pickle is not safe for untrusted data)",
+    )
+
+
+@hookimpl
 def register_routers(register):
     # A class object instead of a "module:Name" string, and no config: both allowed.
     from flowyml_testplugin.router import NullRouter
