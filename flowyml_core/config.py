@@ -116,6 +116,8 @@ def describe_structure_error(exc: BaseException, where: str, secret_paths: set[s
         if not field:
             # Raised by the config class itself (an attrs validator): its message names the field.
             lines.append(f"{where}: {_plain(error)}")
+        elif isinstance(error, KeyError) and "." not in field:
+            lines.append(f"{where}: option {field!r} is required")
         elif field.split(".")[0] in secret_paths:
             lines.append(f"{where}: option {field!r} is invalid ({type(error).__name__}; value hidden)")
         else:

@@ -10,6 +10,7 @@ component and the field; all problems of a stack are reported at once.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -97,7 +98,17 @@ def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{path}: invalid TOML: {_located(str(exc), text)}") from None
+
+
+def _located(message: str, text: str) -> str:
+    """tomllib says "(at end of document)" for an unfinished file: give its line and column too."""
+    if "(at end of document)" not in message:
+        return message
+    lines = text.split("\n")
+    return message.replace(
+        "(at end of document)", f"(at end of document, line {len(lines)}, column {len(lines[-1]) + 1})"
+    )
 
 
 def parse_component(kind: str, raw: Any, where: str, problems: list[str]) -> ComponentSpec | None:
@@ -119,7 +130,7 @@ def parse_component(kind: str, raw: Any, where: str, problems: list[str]) -> Com
 def parse_stack(name: str, raw: Any, origin: str, problems: list[str]) -> StackSpec | None:
     where = f"{origin}: stack {name!r}"
     if not isinstance(raw, dict):
-        problems.append(f"{where}: must be a table like [stacks.{name}], not {type(raw).__name__}")
+        problems.append(f"{where}: must be a table like [stacks.{_toml_key(name)}], not {type(raw).__name__}")
         return None
     before = len(problems)
     for key in sorted(set(raw) - STACK_KEYS):
@@ -136,6 +147,20 @@ def parse_stack(name: str, raw: Any, origin: str, problems: list[str]) -> StackS
     if not isinstance(description, str):
         problems.append(f"{where}: description must be a string")
     return StackSpec(name, origin, components, description if isinstance(description, str) else "") if len(problems) == before else None
+
+
+def _toml_key(name: str) -> str:
+    """``name`` as it is written in a TOML table header (quoted and escaped when needed)."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return name
+    import json
+
+    return json.dumps(name)  # a JSON string is a valid TOML basic string
+
+
+def _names(names: Any) -> str:
+    """Stack names for a one-line message: plain ones as they are, others quoted (they may hold newlines)."""
+    return ", ".join(n if re.fullmatch(r"[\w.-]+", n) else repr(n) for n in sorted(names))
 
 
 class StacksFile:
@@ -236,7 +261,7 @@ class StackRegistry:
                 self.default_origin = str(stacks_file.path)
         if self.default is not None and self.default not in self.stacks and not problems:
             problems.append(
-                f"{self.default_origin}: default = {self.default!r} names no stack (known: {', '.join(sorted(self.stacks))})"
+                f"{self.default_origin}: default = {self.default!r} names no stack (known: {_names(self.stacks)})"
             )
         raise_problems("invalid stacks configuration:", problems)
 
@@ -257,9 +282,13 @@ class StackRegistry:
 
     def saved_active(self) -> str | None:
         try:
-            name = self.active_file.read_text(encoding="utf-8").strip()
-        except OSError:
+            text = self.active_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
             return None
+        # Written as NAME + "\n"; a name may itself end in spaces, so strip more only if needed.
+        name = text[:-1] if text.endswith("\n") else text
+        if name not in self.stacks:
+            name = name.strip()
         return name or None
 
     def active(self, explicit: str | None = None) -> tuple[str, str]:
@@ -281,7 +310,7 @@ class StackRegistry:
         except KeyError:
             files = ", ".join(str(f.path) for f in self.files if f.exists) or "no stacks.toml found"
             raise ConfigError(
-                f"unknown stack {name!r} (known: {', '.join(sorted(self.stacks))}; read from: {files})"
+                f"unknown stack {name!r} (known: {_names(self.stacks)}; read from: {files})"
             ) from None
 
     def resolve(self, name: str | None = None, registry: Any | None = None) -> ResolvedStack:
@@ -357,9 +386,86 @@ _CONVERTER: Any = None
 
 
 def _converter() -> Any:
+    """A cattrs converter that refuses wrong types instead of coercing them.
+
+    cattrs' defaults call ``str(v)``, ``int(v)``, ``bool(v)`` and ``list(v)``:
+    ``path = ["p"]`` became the string "['p']", ``workers = 1.5`` became 1,
+    ``verbose = "false"`` became True and ``tags = "abc"`` became
+    ["a", "b", "c"]. Strings are still accepted for numbers and booleans when
+    they spell one, because ``${env:NAME}`` values are always strings.
+    """
     global _CONVERTER
     if _CONVERTER is None:
         import cattrs
 
-        _CONVERTER = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+        base = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+        converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+        for conv in (base, converter):
+            conv.register_structure_hook(str, _strict_str)
+            conv.register_structure_hook(int, _strict_int)
+            conv.register_structure_hook(float, _strict_float)
+            conv.register_structure_hook(bool, _strict_bool)
+
+        def collection(value: Any, cls: Any) -> Any:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"expected a list, got {_kind(value)}")
+            return base.structure(value, cls)
+
+        converter.register_structure_hook_func(_is_collection, collection)
+        _CONVERTER = converter
     return _CONVERTER
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+    label = names.get(type(value), type(value).__name__)
+    return f"{label} ({value!r})" if isinstance(value, (bool, int, float)) else label
+
+
+def _is_collection(cls: Any) -> bool:
+    import collections.abc
+    import typing
+
+    origin = typing.get_origin(cls) or cls
+    return origin in (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.MutableSequence,
+                      collections.abc.Set, collections.abc.MutableSet)
+
+
+def _strict_str(value: Any, _cls: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string, got {_kind(value)}")
+
+
+def _strict_int(value: Any, _cls: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got the string {value!r}") from None
+    raise TypeError(f"expected an integer, got {_kind(value)}")
+
+
+def _strict_float(value: Any, _cls: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got the string {value!r}") from None
+    raise TypeError(f"expected a number, got {_kind(value)}")
+
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def _strict_bool(value: Any, _cls: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise TypeError(f"expected true or false, got {_kind(value) if not isinstance(value, str) else repr(value)}")
