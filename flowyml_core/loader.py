@@ -32,7 +32,12 @@ def load_pipeline(target: str) -> Any:
             f"{source} has no attribute {attr!r} (pipelines defined there: {', '.join(names) or 'none'})"
         ) from None
     if not isinstance(obj, Pipeline) and callable(obj):
-        obj = obj()
+        try:
+            obj = obj()
+        except FlowymlError:
+            raise
+        except Exception as exc:
+            raise FlowymlError(f"{target}: calling {attr}() to get the pipeline failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(obj, Pipeline):
         raise FlowymlError(f"{target} is a {type(obj).__name__}, not a flowyml Pipeline")
     return obj
