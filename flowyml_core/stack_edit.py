@@ -130,6 +130,8 @@ def _verify_and_write(path: Path, new_text: str, expected: dict[str, Any], actio
 
 
 def use_stack(registry: StackRegistry, name: str) -> Path:
+    if not name:
+        raise ConfigError("stack use needs a stack name (an empty name cannot be made active)")
     registry.get(name)
     atomic_write_text(registry.active_file, name + "\n")
     return registry.active_file
