@@ -86,9 +86,11 @@ def step_params(context: Any, step: Step) -> dict[str, Any]:
     take (``condition=lambda deploy: deploy``). The call and the cache key
     still see only the function's own parameters.
     """
-    if step.condition is not None:
+    if step.condition is not None or step.accepts_any_kwargs:
         return context.params
-    return context.inject_params(step)
+    # Context.inject_params, without its per-call type dispatch: this runs once per step.
+    available = context._params
+    return {name: available[name] for name in step.param_names if name in available}
 
 
 def split_outputs(step: Step, value: Any) -> dict[str, Any]:
@@ -253,11 +255,11 @@ def run_step(
             if run_id is not None:
                 with capture_output() as buffer:
                     try:
-                        value = _call_with_timeout(step, kwargs)
+                        value = step.func(**kwargs) if step.timeout is None else _call_with_timeout(step, kwargs)
                     finally:
                         logs = buffer.getvalue() or None
             else:
-                value = _call_with_timeout(step, kwargs)
+                value = step.func(**kwargs) if step.timeout is None else _call_with_timeout(step, kwargs)
             break
         except StopExecution as exc:
             return _failure(step, start, f"execution stopped: {exc}", retries=attempt, logs=logs)
