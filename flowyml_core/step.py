@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from typing import Any, Callable, Iterable, Mapping
 
 import attrs
@@ -74,6 +75,39 @@ class Step:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickle a module-level ``@step`` by reference, as pickle does a function.
+
+        ``@step`` rebinds the function's name to the Step, so pickling the Step's
+        function by name fails ("not the same object as module.name") and a
+        process pool could not run decorated steps. A Step reachable as
+        ``module.qualname`` is sent as that reference; any other (a step in
+        ``__main__``, in a function, or in a module cloudpickle ships by value)
+        is pickled field by field as before.
+        """
+        reference = self._reference()
+        if reference is not None:
+            return (_step_by_reference, reference)
+        return super().__reduce_ex__(protocol)
+
+    def _reference(self) -> tuple[str, str] | None:
+        module_name = getattr(self.func, "__module__", None)
+        qualname = getattr(self.func, "__qualname__", None)
+        if not module_name or not qualname or module_name == "__main__" or "<locals>" in qualname:
+            return None
+        module = sys.modules.get(module_name)
+        if module is None:
+            return None
+        cloudpickle = sys.modules.get("cloudpickle")
+        if cloudpickle is not None and hasattr(cloudpickle, "list_registry_pickle_by_value"):
+            for by_value in cloudpickle.list_registry_pickle_by_value():
+                if module_name == by_value or module_name.startswith(by_value + "."):
+                    return None
+        obj: Any = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        return (module_name, qualname) if obj is self else None
+
     def __repr__(self) -> str:
         return f"Step({self.name!r}, inputs={list(self.inputs)}, outputs={list(self.outputs)})"
 
@@ -112,6 +146,16 @@ class Step:
         for key in sorted(received):
             parts.append(f"p:{key}={fingerprint(received[key])}")
         return combine(*parts)
+
+
+def _step_by_reference(module_name: str, qualname: str) -> Step:
+    """Unpickle a Step sent by reference: import its module and look it up."""
+    import importlib
+
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def step(

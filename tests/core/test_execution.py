@@ -393,3 +393,61 @@ def test_concurrent_walk_reports_what_a_sequential_walk_does():
 
     result = run(Pipeline("p", [left, right, join]), executor=Threaded())
     assert result.outputs["c"] == 3 and list(result.steps) == ["left", "right", "join"]
+
+
+# -- steps across processes ----------------------------------------------------------------------
+POOL_MODULE = """
+    from flowyml_core import Pipeline, step
+
+    @step(outputs=["a"])
+    def left():
+        import os
+        return os.getpid()
+
+    @step(outputs=["b"])
+    def right():
+        import os
+        return os.getpid()
+
+    @step(inputs=["a", "b"], outputs=["pids"], execution_group="end")
+    def join(a, b):
+        return sorted({a, b})
+
+    @step(inputs=["pids"], outputs=["n"], execution_group="end")
+    def count(pids):
+        return len(pids)
+
+    pipeline = Pipeline("pool", [left, right, join, count])
+"""
+
+
+def test_decorated_steps_pickle_by_reference(tmp_path, monkeypatch):
+    import pickle
+
+    write(tmp_path / "flowyml_pool_steps.py", POOL_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import flowyml_pool_steps as module
+
+    assert pickle.loads(pickle.dumps(module.left)) is module.left
+    local = step(lambda: 1)  # not reachable by name: pickled field by field (fails on the lambda, as pickle does)
+    with pytest.raises(Exception):
+        pickle.dumps(local)
+
+
+def test_walker_runs_units_in_a_process_pool(tmp_path, monkeypatch):
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    from flowyml_core.walker import PipelineWalker
+
+    write(tmp_path / "flowyml_pool_steps.py", POOL_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import flowyml_pool_steps as module
+
+    context = multiprocessing.get_context("spawn")  # nothing inherited: everything must pickle
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        result = PipelineWalker(MinimalExecutor(), module.pipeline, "r-pool", pool=pool).run()
+    assert result.success, {n: r.error for n, r in result.steps.items()}
+    assert os.getpid() not in result.outputs["pids"] and result.outputs["n"] in (1, 2)
