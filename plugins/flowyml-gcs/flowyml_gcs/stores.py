@@ -1,0 +1,171 @@
+"""The ``gcs`` artifact and cache stores: the shared fsspec stores on a gcsfs filesystem.
+
+Everything about formats, sidecars, integrity, signatures and layout lives in
+:mod:`flowyml_local.fsstore`; this module only builds the filesystem from the
+options, adds GCS-specific checks (``validate``) and messages.
+
+Atomic publication on GCS: an object appears whole or not at all, so the data
+object is uploaded under a fresh unique name and the sidecar (carrying the
+data's sha256) is uploaded last, as one object. A reader never sees a
+half-written artifact; an interrupted write leaves only an unreferenced data
+object; concurrent writers of one artifact or cache key end with the last
+complete write. No rename (copy + delete on GCS) is ever needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from flowyml_core.errors import ConfigError, FlowymlError
+from flowyml_local.fsstore import FsArtifactStore, FsCacheStore, FsspecBackend, RetryPolicy, StoreBackend
+from flowyml_local.materializers import MaterializerSet
+
+from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig, GcsStoreConfig, parse_gs_url
+
+logger = logging.getLogger("flowyml.stores.gcs")
+
+#: gcsfs token methods passed through as they are.
+TOKEN_METHODS = frozenset({"anon", "google_default", "cloud", "cache", "browser"})
+
+
+def resolve_token(token: str | None, endpoint: str | None, bucket: str) -> Any:
+    """The ``token`` argument for gcsfs. Never puts the token's value in a message."""
+    if token is None:
+        return "anon" if endpoint else None
+    text = token.strip()
+    if not text:
+        raise ConfigError(f"gcs store for bucket {bucket!r}: token is empty (an unset environment variable?)")
+    if text.startswith("{"):
+        try:
+            info = json.loads(text)
+        except ValueError:
+            raise ConfigError(
+                f"gcs store for bucket {bucket!r}: token looks like JSON credentials but does not parse (value hidden)"
+            ) from None
+        if not isinstance(info, dict):
+            raise ConfigError(f"gcs store for bucket {bucket!r}: token JSON must be an object (value hidden)")
+        return info
+    if text in TOKEN_METHODS:
+        return text
+    path = os.path.expanduser(text)
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"gcs store for bucket {bucket!r}: token is neither JSON credentials, a method "
+            f"({', '.join(sorted(TOKEN_METHODS))}) nor an existing credentials file (value hidden)"
+        )
+    return path
+
+
+def make_filesystem(config: GcsStoreConfig) -> Any:
+    """A gcsfs filesystem for the options (imports gcsfs)."""
+    bucket, _ = parse_gs_url(config.url)
+    token = resolve_token(config.token, config.endpoint, bucket)
+    # gcsfs >= 2025 first tries gRPC calls for "hierarchical namespace" buckets
+    # unless this is "false" when it is imported; against emulators and private
+    # endpoints each such call waits ~60 s. An explicit choice is kept.
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    try:
+        import gcsfs
+    except ImportError as exc:  # pragma: no cover - a dependency of this package
+        raise FlowymlError(f"the gcs stores need gcsfs: pip install flowyml-gcs ({exc})") from None
+    kwargs: dict[str, Any] = {
+        "token": token,
+        "use_listings_cache": False,  # we list and then read: a stale listing would hide new objects
+        "skip_instance_cache": True,  # options (tokens) differ per store
+        "project": config.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "flowyml",
+    }
+    if config.endpoint:
+        kwargs["endpoint_url"] = config.endpoint.rstrip("/")
+    if config.request_timeout:
+        kwargs["requests_timeout"] = config.request_timeout
+    try:
+        return gcsfs.GCSFileSystem(**kwargs)
+    except Exception as exc:  # google.auth and json errors for unusable credentials
+        raise ConfigError(
+            f"gcs store for bucket {bucket!r}: credentials could not be loaded: {type(exc).__name__}: "
+            f"{_first_line(exc)}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _GcsStore:
+    """What both GCS stores share: the filesystem from the options, and ``validate``."""
+
+    config: GcsStoreConfig
+    backend: StoreBackend
+    kind: str
+
+    def _init_gcs(self) -> None:
+        self.bucket, self.prefix = parse_gs_url(self.config.url)
+
+    def _make_backend(self) -> StoreBackend:
+        fs = make_filesystem(self.config)
+        root = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        retry = RetryPolicy(attempts=self.config.retries + 1, base_delay=self.config.retry_delay,
+                            max_delay=self.config.retry_max_delay)
+        return FsspecBackend(fs, root, retry=retry, atomic_put=True)
+
+    def _where(self) -> str:
+        endpoint = self.config.endpoint or "storage.googleapis.com"
+        return f"bucket {self.bucket!r} ({self.config.url}, endpoint {endpoint})"
+
+    def check_bucket(self) -> None:
+        """A clear FlowymlError for a missing bucket, unusable credentials, no access or no connection."""
+        try:
+            fs = self.backend.fs
+        except ConfigError:
+            raise
+        try:
+            fs.info(self.bucket)
+            probe = f"{self.backend.root}/.flowyml-validate-{os.getpid()}"
+            fs.pipe_file(probe, b"ok")
+            fs.rm_file(probe)
+        except FileNotFoundError:
+            raise FlowymlError(
+                f"{self.kind} gcs: {self._where()} does not exist; create it "
+                f"(gcloud storage buckets create gs://{self.bucket}) or fix the url"
+            ) from None
+        except Exception as exc:  # classified below into one actionable line
+            raise FlowymlError(f"{self.kind} gcs: {self._where()}: {_explain(exc)}") from None
+
+    def validate(self) -> None:
+        self.check_bucket()
+
+
+def _explain(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = _first_line(exc)
+    code = getattr(exc, "code", None)
+    module = type(exc).__module__ or ""
+    if isinstance(exc, PermissionError) or code in (401, 403) or text.startswith("Forbidden") or "403" in text[:20]:
+        return f"no access with the configured credentials ({text}); grant them storage access to the bucket or set token"
+    if module.startswith("google.auth") or "credential" in text.lower() or code == 401:
+        return f"the credentials do not work ({name}: {text}); check the token option or run gcloud auth application-default login"
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or module.startswith("aiohttp"):
+        return f"cannot reach the storage service ({name}: {text}); check endpoint and network"
+    return f"{name}: {text}"
+
+
+class GcsArtifactStore(_GcsStore, FsArtifactStore):
+    """Artifacts at ``gs://bucket/prefix/<project>/<run_id>/<step>/<name>/`` (data object + ``meta.json``)."""
+
+    def __init__(self, config: GcsArtifactStoreConfig, *, backend: StoreBackend | None = None,
+                 materializers: MaterializerSet | None = None) -> None:
+        super().__init__(config, backend=backend, materializers=materializers)
+        self._init_gcs()
+
+
+class GcsCacheStore(_GcsStore, FsCacheStore):
+    """Cache entries at ``gs://bucket/prefix/<key[:2]>/<key>``, one object each."""
+
+    def __init__(self, config: GcsCacheStoreConfig, *, backend: StoreBackend | None = None,
+                 materializers: MaterializerSet | None = None) -> None:
+        super().__init__(config, backend=backend, materializers=materializers)
+        self._init_gcs()

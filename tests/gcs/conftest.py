@@ -1,0 +1,34 @@
+"""GCS store tests run against the real fake-gcs-server emulator (tests/servers)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+import pytest
+
+if "tests.servers.fixtures" not in sys.modules:
+    from tests.servers.fixtures import *  # noqa: F401,F403
+
+from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
+from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
+
+
+@pytest.fixture(autouse=True)
+def no_inherited_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLOWYML_SIGNING_KEY", raising=False)
+
+
+@pytest.fixture
+def gcs_artifacts(gcs_emulator, gcs_bucket) -> GcsArtifactStore:
+    return GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{gcs_bucket}/artifacts", endpoint=gcs_emulator.url))
+
+
+@pytest.fixture
+def gcs_cache(gcs_emulator, gcs_bucket) -> GcsCacheStore:
+    return GcsCacheStore(GcsCacheStoreConfig(url=f"gs://{gcs_bucket}/cache", endpoint=gcs_emulator.url))
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:8]

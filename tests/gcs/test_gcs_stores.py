@@ -1,0 +1,336 @@
+"""GCS stores against the real emulator: formats, big artifacts, listing, integrity, trust,
+concurrent writers, faults (drops, delays, 503) and validate()."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import threading
+import time
+
+import pytest
+
+from flowyml_core.errors import ConfigError, FlowymlError, IntegrityError
+from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
+from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
+from flowyml_local.fsstore import SIDECAR, UntrustedPickleError
+
+np = pytest.importorskip("numpy")
+
+
+class Model:
+    def __init__(self, weights):
+        self.weights = weights
+
+    def __eq__(self, other):
+        return isinstance(other, Model) and other.weights == self.weights
+
+
+class _Planted:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def object_path(uri: str) -> str:
+    return uri[len("gs://"):]
+
+
+# -- formats -------------------------------------------------------------------------
+def test_every_materializer_round_trips(gcs_artifacts, gcs_cache, gcs_fs):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    values = {
+        "json": {"a": [1, 2.5, None, "x"]},
+        "bytes": b"\x00raw\xff",
+        "npy": np.arange(24, dtype="float32").reshape(4, 6),
+        "parquet": pd.DataFrame({"x": [1, 2], "y": ["a", "b"]}),
+        "pickle": Model([0.1, 0.2]),
+    }
+    for i, (materializer, value) in enumerate(values.items()):
+        uri = gcs_artifacts.materialize(value, materializer, "run-1", "step")
+        assert uri.startswith("gs://") and uri == gcs_artifacts.uri_for("run-1", "step", materializer)
+        assert gcs_artifacts.metadata(uri)["materializer"] == materializer
+        loaded = gcs_artifacts.load(uri)
+        key = f"{i:064d}"
+        gcs_cache.set_value(key, value, "step", "code", fingerprint="fp")
+        cached = gcs_cache.get(key)
+        for got in (loaded, cached.value):
+            if materializer == "npy":
+                np.testing.assert_array_equal(got, value)
+            elif materializer == "parquet":
+                pd.testing.assert_frame_equal(got, value)
+            else:
+                assert got == value and type(got) is type(value)
+    # the objects are where the layout says, readable by other tools
+    meta = json.loads(gcs_fs.cat_file(object_path(gcs_artifacts.uri_for("run-1", "step", "json")) + "/" + SIDECAR))
+    assert meta["materializer"] == "json" and meta["sha256"]
+
+
+def test_none_in_the_cache_is_a_hit(gcs_cache):
+    gcs_cache.set_value("ab" * 32, None, "returns_none", "code")
+    entry = gcs_cache.get("ab" * 32)
+    assert entry is not None and entry.value is None and entry.step_name == "returns_none"
+    assert gcs_cache.get("cd" * 32) is None
+    stats = gcs_cache.stats()
+    assert stats["entries"] == 1 and (stats["hits"], stats["misses"]) == (1, 1)
+
+
+def test_invalidate_and_clear(gcs_cache):
+    for i in range(3):
+        gcs_cache.set_value(f"{i:064d}", i, "train", "code")
+    gcs_cache.set_value("ef" * 32, "keep", "evaluate", "code")
+    assert gcs_cache.invalidate(key=f"{0:064d}") == 1
+    assert gcs_cache.invalidate(step_name="train") == 2
+    assert gcs_cache.get("ef" * 32).value == "keep"
+    gcs_cache.clear()
+    assert gcs_cache.stats()["entries"] == 0
+
+
+@pytest.mark.parametrize("kind", ["bytes", "npy"])
+def test_large_artifacts(gcs_artifacts, kind):
+    size = 64 * 1024 * 1024
+    value = os.urandom(size) if kind == "bytes" else np.frombuffer(os.urandom(size), dtype="float64").copy()
+    uri = gcs_artifacts.materialize(value, "big", "run-big", "step")
+    meta = gcs_artifacts.metadata(uri)
+    assert meta["materializer"] == kind and meta["size"] >= size
+    loaded = gcs_artifacts.load(uri)
+    if kind == "bytes":
+        assert loaded == value
+    else:
+        np.testing.assert_array_equal(loaded, value)
+        assert loaded.flags.writeable
+
+
+def test_listing(gcs_artifacts):
+    a = gcs_artifacts.materialize(1, "a", "run-1", "s1")
+    b = gcs_artifacts.materialize(2, "b", "run-1", "s2")
+    c = gcs_artifacts.materialize(3, "c", "run-2", "s1")
+    assert gcs_artifacts.list_artifacts() == sorted([a, b, c])
+    assert gcs_artifacts.list_artifacts(run_id="run-1", project_name="default") == sorted([a, b])
+    assert gcs_artifacts.list_artifacts(run_id="run-2", step_name="s1", project_name="default") == [c]
+    assert gcs_artifacts.delete(a) and not gcs_artifacts.exists(a)
+    assert gcs_artifacts.list_artifacts(run_id="run-1", project_name="default") == [b]
+
+
+# -- integrity and trust ----------------------------------------------------------------
+def test_altered_bytes_are_refused(gcs_artifacts, gcs_fs):
+    uri = gcs_artifacts.materialize(np.arange(1000.0), "arr", "run", "step")
+    data = object_path(uri) + "/" + gcs_artifacts.metadata(uri)["data"]
+    raw = bytearray(gcs_fs.cat_file(data))
+    raw[-1] ^= 1
+    gcs_fs.pipe_file(data, bytes(raw))
+    with pytest.raises(IntegrityError, match="failed its integrity check.*sha256"):
+        gcs_artifacts.load(uri)
+
+
+def test_an_interrupted_write_reads_as_absent(gcs_artifacts, gcs_fs):
+    uri = gcs_artifacts.uri_for("run", "step", "out")
+    gcs_fs.pipe_file(object_path(uri) + "/data-0000000000000000.bin", b"uploaded, but no sidecar yet")
+    assert not gcs_artifacts.exists(uri)
+    with pytest.raises(FileNotFoundError):
+        gcs_artifacts.load(uri)
+
+
+def test_planted_pickle_is_refused_and_opt_in_works(gcs_emulator, gcs_bucket, gcs_fs, tmp_path):
+    url = f"gs://{gcs_bucket}/artifacts"
+    store = GcsArtifactStore(GcsArtifactStoreConfig(url=url, endpoint=gcs_emulator.url))
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Planted(str(marker)))
+    uri = store.uri_for("run", "step", "planted")
+    gcs_fs.pipe_file(object_path(uri) + "/data-aaaaaaaaaaaaaaaa.pkl", payload)
+    meta = {"format": "flowyml-artifact/1", "type": "builtins.int", "materializer": "pickle",
+            "data": "data-aaaaaaaaaaaaaaaa.pkl", "size": len(payload),
+            "sha256": hashlib.sha256(payload).hexdigest(), "created": 0.0}
+    gcs_fs.pipe_file(object_path(uri) + "/" + SIDECAR, json.dumps(meta).encode())
+    with pytest.raises(UntrustedPickleError, match="allow_unsigned_pickle = true"):
+        store.load(uri)
+    assert not marker.exists()
+    trusting = GcsArtifactStore(GcsArtifactStoreConfig(url=url, endpoint=gcs_emulator.url, allow_unsigned_pickle=True))
+    trusting.load(uri)
+    assert marker.is_dir()
+
+
+def test_pickles_signed_with_a_shared_key_load_elsewhere(gcs_emulator, gcs_bucket, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLOWYML_SIGNING_KEY", "team-key")
+    cfg = dict(url=f"gs://{gcs_bucket}/c", endpoint=gcs_emulator.url, signing_key=os.environ["FLOWYML_SIGNING_KEY"])
+    GcsCacheStore(GcsCacheStoreConfig(**cfg)).set_value("ab" * 32, Model([1]), "s", "c")
+    # another machine (another user's config dir) with the same key reads it
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "elsewhere"))
+    assert GcsCacheStore(GcsCacheStoreConfig(**cfg)).get("ab" * 32).value == Model([1])
+    # without the key (the per-user key of that machine) it is a miss, not code execution
+    assert GcsCacheStore(GcsCacheStoreConfig(url=cfg["url"], endpoint=cfg["endpoint"])).get("ab" * 32) is None
+
+
+# -- concurrency ---------------------------------------------------------------------
+def test_concurrent_writers_to_one_key_last_complete_write_wins(gcs_artifacts, gcs_cache):
+    values = [bytes([i]) * (2_000_000 + i) for i in range(4)]
+    uri = gcs_artifacts.uri_for("run", "step", "same")
+    gcs_artifacts.materialize(values[0], "same", "run", "step")
+    gcs_cache.set_value("ab" * 32, values[0], "step", "code")
+    errors, seen = [], []
+    stop = threading.Event()
+
+    def write(i):
+        try:
+            artifacts, cache = pickle.loads(pickle.dumps(gcs_artifacts)), pickle.loads(pickle.dumps(gcs_cache))
+            for _ in range(3):
+                artifacts.materialize(values[i], "same", "run", "step")
+                cache.set_value("ab" * 32, values[i], "step", "code")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read():
+        while not stop.is_set():
+            try:
+                seen.append(gcs_artifacts.load(uri))
+                entry = gcs_cache.get("ab" * 32)
+                assert entry is not None
+                seen.append(entry.value)
+            except BaseException as exc:
+                errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    writers = [threading.Thread(target=write, args=(i,)) for i in range(len(values))]
+    reader.start()
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    reader.join()
+    assert not errors, errors[:3]
+    assert seen and all(v in values for v in seen), "a reader saw a mixed or torn value"
+    assert gcs_artifacts.load(uri) in values
+    assert gcs_cache.stats()["corrupt"] == 0
+
+
+# -- faults --------------------------------------------------------------------------
+def faulty_stores(fault_proxy, bucket, **options):
+    cfg = dict(endpoint=fault_proxy.url, retry_delay=0.05, **options)
+    return (GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{bucket}/artifacts", **cfg)),
+            GcsCacheStore(GcsCacheStoreConfig(url=f"gs://{bucket}/cache", **cfg)))
+
+
+def test_drops_delays_and_503s_are_retried(fault_proxy, gcs_bucket, gcs_emulator):
+    artifacts, cache = faulty_stores(fault_proxy, gcs_bucket)
+    direct = GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{gcs_bucket}/artifacts", endpoint=gcs_emulator.url))
+    artifacts.backend  # import gcsfs and build the filesystem before faults start
+    fault_proxy.set_faults(drop=0.1, error503=0.1, delay=0.1, delay_ms=100, seed=3)
+    expected = {}
+    for i in range(6):
+        value = {"i": i, "rows": list(range(i * 100))} if i % 2 else np.arange(i * 1000.0)
+        uri = artifacts.materialize(value, f"out{i}", "run", "step")
+        expected[uri] = value
+        cache.set_value(f"{i:064d}", value, "step", "code")
+    big = os.urandom(8 * 1024 * 1024)
+    expected[artifacts.materialize(big, "big", "run", "step")] = big
+    for uri, value in expected.items():
+        for store in (artifacts, direct):
+            got = store.load(uri)
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(got, value)
+            else:
+                assert got == value
+    for i in range(6):
+        assert cache.get(f"{i:064d}") is not None
+    fault_proxy.clear_faults()
+    stats = fault_proxy.stats
+    assert stats["drop"] and stats["error503"] and stats["delay"], stats
+
+
+def test_readers_never_see_half_written_data_under_faults(fault_proxy, gcs_bucket, gcs_emulator):
+    """A writer going through a faulty network, a reader on a clean one: every read is complete or absent."""
+    artifacts, cache = faulty_stores(fault_proxy, gcs_bucket)
+    artifacts.backend
+    reader_store = GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{gcs_bucket}/artifacts", endpoint=gcs_emulator.url))
+    values = [bytes([i]) * (1_500_000 + i) for i in range(3)]
+    uri = artifacts.uri_for("run", "step", "x")
+    seen, errors = [], []
+    stop = threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                seen.append(reader_store.load(uri))
+            except FileNotFoundError:
+                seen.append(None)
+            except BaseException as exc:
+                errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    fault_proxy.set_faults(drop=0.15, error503=0.15, seed=11)
+    try:
+        for value in values:
+            try:
+                artifacts.materialize(value, "x", "run", "step")
+            except Exception as exc:  # a write may fail cleanly after its retries: fine, but it must be whole or absent
+                print("write failed cleanly:", type(exc).__name__)
+    finally:
+        fault_proxy.clear_faults()
+        stop.set()
+        reader.join()
+    assert not errors, errors[:3]
+    assert all(v is None or v in values for v in seen)
+    assert reader_store.load(uri) in values
+
+
+def test_a_persistent_outage_fails_cleanly(fault_proxy, gcs_bucket):
+    """Every sidecar upload answered 503: the write raises (after retries) and nothing reads as valid."""
+    artifacts, _ = faulty_stores(fault_proxy, gcs_bucket, retries=0)
+    artifacts.backend
+    fault_proxy.set_faults(error503=1.0, path_contains="meta.json")
+    start = time.monotonic()
+    with pytest.raises(Exception) as info:
+        artifacts.materialize({"a": 1}, "doomed", "run", "step")
+    fault_proxy.clear_faults()
+    assert "503" in str(info.value) or "Service Unavailable" in str(info.value) or info.type.__name__ == "HttpError"
+    assert time.monotonic() - start < 120
+    uri = artifacts.uri_for("run", "step", "doomed")
+    assert not artifacts.exists(uri)
+    with pytest.raises(FileNotFoundError):
+        artifacts.load(uri)
+
+
+# -- validate ------------------------------------------------------------------------
+def test_validate_passes_on_a_usable_bucket(gcs_artifacts, gcs_cache):
+    gcs_artifacts.validate()
+    gcs_cache.validate()
+
+
+def test_validate_names_a_missing_bucket(gcs_emulator):
+    store = GcsArtifactStore(GcsArtifactStoreConfig(url="gs://no-such-bucket-xyz/prefix", endpoint=gcs_emulator.url))
+    with pytest.raises(FlowymlError, match=r"bucket 'no-such-bucket-xyz' .* does not exist; create it"):
+        store.validate()
+    cache = GcsCacheStore(GcsCacheStoreConfig(url="gs://no-such-bucket-xyz/cache", endpoint=gcs_emulator.url))
+    with pytest.raises(FlowymlError, match="no-such-bucket-xyz"):
+        cache.validate()
+
+
+def test_bad_credentials_are_reported_with_the_bucket(gcs_emulator, gcs_bucket, tmp_path):
+    missing = GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{gcs_bucket}/a", endpoint=gcs_emulator.url,
+                                                      token=str(tmp_path / "missing.json")))
+    with pytest.raises(ConfigError, match=f"bucket '{gcs_bucket}'.*credentials file") as info:
+        missing.validate()
+    assert "missing.json" not in str(info.value)  # the token option is a secret: never echoed
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"type": "service_account", "private_key": "not a key"}')
+    store = GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{gcs_bucket}/a", endpoint=gcs_emulator.url,
+                                                    token=str(broken)))
+    with pytest.raises(ConfigError, match=f"bucket '{gcs_bucket}': credentials could not be loaded"):
+        store.validate()
+    with pytest.raises(ConfigError, match="does not parse"):
+        GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{gcs_bucket}/a", token="{not json")).validate()
+
+
+def test_config_checks_the_url():
+    with pytest.raises(ValueError, match="gs://BUCKET/PREFIX"):
+        GcsArtifactStoreConfig(url="s3://bucket/x")
+    cfg = GcsCacheStoreConfig(url="gs://bucket", token="secret-value")
+    assert "secret-value" not in repr(cfg)
+    assert GcsCacheStore(cfg).to_dict()["token"] == "****"
