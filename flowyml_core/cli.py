@@ -108,7 +108,7 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
 
     registry = _registry()
     name, why = registry.active(args.name)
-    spec = registry.get(name)
+    spec = registry.get(name, why)
     plugins = get_registry()
     components = {}
     for kind, comp in spec.components.items():

@@ -304,21 +304,24 @@ class StackRegistry:
             return self.default, f"default in {self.default_origin}"
         return "local", "fallback"
 
-    def get(self, name: str) -> StackSpec:
+    def get(self, name: str, why: str | None = None) -> StackSpec:
+        """The stack named ``name``; ``why`` (from :meth:`active`) says who chose it, for the error."""
         try:
             return self.stacks[name]
         except KeyError:
             files = ", ".join(str(f.path) for f in self.files if f.exists) or "no stacks.toml found"
+            # A name that came from FLOWYML_STACK or `stack use` is easy to forget about: say so.
+            chosen = f", chosen by {why}" if why and why != "--stack" else ""
             raise ConfigError(
-                f"unknown stack {name!r} (known: {_names(self.stacks)}; read from: {files})"
+                f"unknown stack {name!r}{chosen} (known: {_names(self.stacks)}; read from: {files})"
             ) from None
 
     def resolve(self, name: str | None = None, registry: Any | None = None) -> ResolvedStack:
         """Build the stack's components; all problems of the stack reported at once."""
         from flowyml_core.plugins import get_registry
 
-        stack_name, _ = self.active(name)
-        spec = self.get(stack_name)
+        stack_name, why = self.active(name)
+        spec = self.get(stack_name, why)
         registry = registry or get_registry()
         problems: list[str] = []
         secrets: list[str] = []

@@ -168,8 +168,11 @@ def test_unknown_stack_lists_known_ones(project):
     write(project / "stacks.toml", FOUR)
     with pytest.raises(ConfigError, match=r"unknown stack 'zz' \(known: a, b, c, d, local; read from: .*stacks.toml\)"):
         load(project).resolve("zz")
-    with pytest.raises(ConfigError, match="unknown stack 'gone'"):
+    with pytest.raises(ConfigError, match="unknown stack 'gone', chosen by FLOWYML_STACK"):
         load(project, FLOWYML_STACK="gone").resolve()
+    write(project / ".flowyml" / "active-stack", "removed-later\n")
+    with pytest.raises(ConfigError, match=r"unknown stack 'removed-later', chosen by flowyml stack use \(.*active-stack\)"):
+        load(project).resolve()
 
 
 # -- environment references and secrets -----------------------------------------------------
