@@ -323,7 +323,12 @@ def cli_problems(result: CliResult) -> list[str]:
         return problems
     if result.code not in (0, 1, 2):
         problems.append(f"exit code {result.code}")
-    if "Traceback (most recent call last)" in result.err or "Traceback (most recent call last)" in result.out:
+    err = result.err
+    if result.argv[:1] == ["run"] and "error: step '" in err:
+        # A failing step's own error (the user's code) is shown with its traceback, on purpose:
+        # only what comes before it is the CLI's.
+        err = err[: err.index("error: step '")] + err[err.index("error: step '"):].split("\n", 1)[0] + "\n"
+    if "Traceback (most recent call last)" in err or "Traceback (most recent call last)" in result.out:
         problems.append("traceback printed")
     if "error: unexpected " in result.err:
         problems.append(f"unexpected exception reached the user: {result.err.strip().splitlines()[0]}")
@@ -334,7 +339,7 @@ def cli_problems(result: CliResult) -> list[str]:
         except ValueError:
             problems.append(f"exit 1 with --json, no error on stderr and no JSON on stdout: {result.out[:200]!r}")
     elif result.code == 1:
-        lines = [line for line in result.err.rstrip("\n").split("\n") if not _is_log_line(line)]
+        lines = [line for line in err.rstrip("\n").split("\n") if not _is_log_line(line)]
         if not lines or not lines[0].startswith("error: "):
             problems.append(f"exit 1 without an 'error:' first line on stderr: {result.err[:200]!r}")
         elif any(line and not line.startswith("  ") for line in lines[1:]):
