@@ -257,7 +257,8 @@ def run_step(
                     try:
                         value = step.func(**kwargs) if step.timeout is None else _call_with_timeout(step, kwargs)
                     finally:
-                        logs = buffer.getvalue() or None
+                        # Keep every attempt's output: a flaky step's earlier tries explain it.
+                        logs = ((logs or "") + buffer.getvalue()) or None
             else:
                 value = step.func(**kwargs) if step.timeout is None else _call_with_timeout(step, kwargs)
             break
@@ -271,6 +272,8 @@ def run_step(
                     step.name, attempt + 1, step.retry + 1, exc, delay,
                 )
                 attempt += 1
+                if logs is not None:
+                    logs += f"[flowyml] attempt {attempt} failed: {exc!r}; retrying\n"
                 if delay:
                     time.sleep(delay)
                 continue

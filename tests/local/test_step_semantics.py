@@ -218,3 +218,23 @@ def test_pipeline_passes_context_params_by_name(executor: LocalExecutor) -> None
 
     result = executor.run_pipeline(Pipeline("p", [scale]), "r", context=Context(factor=0.5, unrelated=1))
     assert result.success and result.outputs == {"scaled": 5.0}
+
+
+def test_logs_keep_every_attempts_output(executor: LocalExecutor) -> None:
+    attempts: list[int] = []
+
+    @step(retry=2, retry_delay=0)
+    def flaky_and_chatty() -> str:
+        attempts.append(1)
+        print(f"try {len(attempts)}")
+        if len(attempts) < 3:
+            raise TimeoutError("service busy")
+        return "ok"
+
+    result = executor.execute_step(flaky_and_chatty, {}, {}, run_id="r")
+    assert result.success and result.retries == 2
+    assert result.logs == (
+        "try 1\n[flowyml] attempt 1 failed: TimeoutError('service busy'); retrying\n"
+        "try 2\n[flowyml] attempt 2 failed: TimeoutError('service busy'); retrying\n"
+        "try 3\n"
+    )
