@@ -43,6 +43,8 @@ def render_stack(name: str, components: dict[str, Any]) -> str:
 
 def add_stack(registry: StackRegistry, name: str, components: dict[str, Any]) -> Path:
     """Append ``[stacks.NAME]`` to the project file (created if missing)."""
+    if not name.strip():
+        raise ConfigError("stack add needs a stack name (an empty or blank name could never be selected)")
     target = registry.project_file
     if name in registry.stacks and registry.stacks[name].origin != "built-in":
         raise ConfigError(f"stack {name!r} already exists in {registry.stacks[name].origin}; remove it first")

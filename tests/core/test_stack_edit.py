@@ -250,3 +250,19 @@ def test_cli_refusals_leave_files_untouched(project, run_cli):
     out = run_cli("stack", "remove", "x", cwd=project)
     assert out.returncode == 1 and "cannot remove stack 'x'" in out.stderr and "Traceback" not in out.stderr
     assert path.read_text() == original
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_add_refuses_a_blank_name(project, name):
+    with pytest.raises(ConfigError, match="needs a stack name"):
+        add_stack(registry(project), name, {"executor": "echo"})
+    assert not (project / "stacks.toml").exists()
+
+
+def test_odd_names_round_trip(project):
+    for name in ("a.b", "x y", "ünïcode"):
+        add_stack(registry(project), name, {"executor": "echo"})
+    assert set(registry(project).stacks) == {"a.b", "x y", "ünïcode", "local"}
+    for name in ("a.b", "x y", "ünïcode"):
+        remove_stack(registry(project), name)
+    assert (project / "stacks.toml").read_text().strip() == ""
