@@ -61,7 +61,3 @@ def test_runs_status_logs_and_stop(project, run_cli, fake_gcp_factory):
     data = json.loads(out.stdout)
     assert data["status"] == "cancelled" and data["state"] == "JOB_STATE_CANCELLED" and data["kind"] == "custom_job"
 
-    out = run_cli("runs", "status", "projects/x/locations/us-central1/pipelineJobs/none", "--stack", "v", cwd=project)
-    assert out.returncode == 1
-    assert out.stderr.startswith("error: reading PipelineJob projects/x/locations/us-central1/pipelineJobs/none: not found")
-    assert "Traceback" not in out.stderr

@@ -1,0 +1,96 @@
+"""A multi-group pipeline from ``flowyml run`` to outputs in GCS, through the fake Vertex AI.
+
+The fake executes the compiled KFP spec: each task is a real ``flowyml
+step-runner`` process with the environment the orchestrator compiled into the
+spec, reading and writing artifacts in the GCS emulator through the stack's
+``gcs`` store. Nothing is replaced: if the spec, the runner or the stores
+disagree, these tests fail.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from flowyml_core.errors import FlowymlError
+from flowyml_core.loader import load_pipeline
+from flowyml_core.pipeline import run_on_stack
+from flowyml_core.results import ExecutionStatus
+
+from .conftest import PIPELINE_REF
+
+
+def test_flowyml_run_follow_multi_group_pipeline(vertex_project, run_cli):
+    out = run_cli("run", PIPELINE_REF, "--stack", "vertex-local", "--follow", "--param", "factor=1",
+                  "--timeout", "60", cwd=vertex_project.path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    job = re.search(r"^following (\S+)$", out.stdout, re.M).group(1)
+    run_id = re.search(r"pipelineJobs/vertex-multi-group-(\w+)$", job).group(1)
+    assert job.startswith("projects/fake-project/locations/us-central1/pipelineJobs/")
+    assert f"run {run_id}" in out.stdout
+    assert "status: completed" in out.stdout
+
+    # The logs streamed while following: each unit's runner, the steps' own output, then the end.
+    streamed = out.stdout[out.stdout.index("following"):]
+    for expected in ("running prep (load, clean)", "[load] loading with factor 1", "step clean done",
+                     "running train (fit)", "[fit] fitting the model", "running evaluate (evaluate)",
+                     f"job {job} finished: completed"):
+        assert expected in streamed, expected
+    assert streamed.index("running prep") < streamed.index("running train") < streamed.index("running evaluate")
+
+    # Three tasks ran, in dependency order, each with its unit.
+    fake = vertex_project.fake
+    ran = [(e.task_name, e.env["FLOWYML_STEP_NAMES"], e.returncode) for e in fake.executions]
+    assert ran == [("prep", "load,clean", 0), ("train", "fit", 0), ("evaluate", "evaluate", 0)]
+    assert all(e.env["FLOWYML_STACK"] == "vertex-local" and e.env["FLOWYML_RUN_ID"] == run_id for e in fake.executions)
+
+    # The outputs are in GCS, loadable through the stack's artifact store.
+    store = vertex_project.resolve().artifact_store
+    assert store.load_artifact(run_id, "load", "raw") == [1, 2, 3, 4, 5]
+    assert store.load_artifact(run_id, "clean", "clean") == [2, 4]
+    assert store.load_artifact(run_id, "fit", "model") == {"mean": 3.0, "n": 2}
+    assert store.load_artifact(run_id, "evaluate", "metrics") == {"score": 0.6, "n_raw": 5}
+    assert store.uri_for(run_id, "evaluate", "metrics").startswith(vertex_project.artifact_url)
+
+
+def test_failing_task_is_failed_with_its_error(vertex_project):
+    stack = vertex_project.resolve()
+    pipeline = load_pipeline(PIPELINE_REF)
+    result = run_on_stack(pipeline, stack, context={"explode": True}, timeout=60, source=PIPELINE_REF)
+    assert result.status is ExecutionStatus.FAILED
+    details = stack.executor.get_run_details(result.submission.job_id)
+    assert details["state"] == "PIPELINE_STATE_FAILED"
+    states = {t["name"]: t["state"] for t in details["tasks"]}
+    assert states == {"prep": "SUCCEEDED", "train": "FAILED", "evaluate": "SKIPPED"}
+    assert "train" in details["error"]
+    train = next(t for t in details["tasks"] if t["name"] == "train")
+    assert "non-zero status of 1" in train["error"]
+    assert any("fit exploded on purpose" in line for line in train["log_errors"])
+    assert "fit exploded on purpose" in details["failed_tasks"]["train"]
+    # the unit before the failure did its work
+    assert stack.artifact_store.load_artifact(result.run_id, "clean", "clean") == [6, 9, 12, 15]
+
+
+def test_cancel_a_running_pipeline(vertex_project):
+    stack = vertex_project.resolve()
+    orchestrator = stack.executor
+    pipeline = load_pipeline(PIPELINE_REF)
+    result = run_on_stack(pipeline, stack, context={"sleep_seconds": 60}, wait=False, source=PIPELINE_REF)
+    job = result.submission.job_id
+    deadline = time.monotonic() + 20
+    while not any("load sleeps" in e.get("jsonPayload", {}).get("message", "") for e in vertex_project.fake.log_entries):
+        assert time.monotonic() < deadline, "the first unit never started sleeping"
+        time.sleep(0.1)
+    assert orchestrator.get_run_status(job) is ExecutionStatus.RUNNING
+    with pytest.raises(TimeoutError, match="still running after 0.3s"):
+        result.submission.wait(0.3)
+    orchestrator.stop_run(job)
+    assert result.submission.wait(20) is ExecutionStatus.CANCELLED
+    details = orchestrator.get_run_details(job)
+    assert {t["name"]: t["state"] for t in details["tasks"]} == {"prep": "CANCELLED", "train": "CANCELLED", "evaluate": "CANCELLED"}
+    sleeper = vertex_project.fake.executions[0]
+    assert sleeper.task_name == "prep" and sleeper.returncode != 0  # the sleeping step runner was killed
+    with pytest.raises(FlowymlError, match="already finished \\(cancelled\\); nothing to cancel"):
+        orchestrator.stop_run(job)
