@@ -89,7 +89,10 @@ class ExecConfig:
 class Exec(Executor):
     def __init__(self, config: ExecConfig | None = None) -> None:
         super().__init__(config or ExecConfig())
-        log.debug("rl executor created: %r", self.config)
+        log.debug("rl executor created with %d workers", self.config.workers)
+        if self.config.label == "init-echo":
+            # A client library that fails to connect and echoes what it was given.
+            raise RuntimeError(f"cannot connect with token {self.config.token}")
 
     def execute_step(self, step, inputs, context_params, cache_store=None, artifact_store=None, run_id=None,
                      project_name="default", all_outputs=None, router=None, input_fingerprints=None):
@@ -221,6 +224,29 @@ def explode():
 
 
 failing = Pipeline("rl_failing").add_step(explode)
+
+
+class Model:
+    """Not JSON-able: stored with pickle (signed by the store's key)."""
+
+    def __init__(self, weights):
+        self.weights = weights
+
+    def __eq__(self, other):
+        return isinstance(other, Model) and other.weights == self.weights
+
+
+@step(outputs=["model"])
+def train(n: int = 3):
+    return Model(list(range(n)))
+
+
+@step(inputs=["model"], outputs=["score"])
+def score(model):
+    return sum(model.weights)
+
+
+objects = Pipeline("rl_objects").add_step(train).add_step(score)
 '''
 
 
