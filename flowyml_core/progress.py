@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any, TextIO
 
 from flowyml_core.hookspecs import hookimpl
@@ -19,6 +20,11 @@ from flowyml_core.hookspecs import hookimpl
 MAX_LOG_LINES = 40
 #: A final result's repr longer than this is shortened in the summary.
 MAX_VALUE_CHARS = 100
+#: On a terminal, pipelines with at most this many steps keep a line per step;
+#: bigger ones keep only failed, printing or slow steps (the status line has the rest).
+MAX_TTY_LINES = 50
+#: A step that took at least this many seconds keeps its line on a terminal.
+SLOW_STEP = 1.0
 #: A final result that is text is shown up to this length.
 MAX_TEXT_CHARS = 300
 
@@ -99,6 +105,7 @@ class Progress:
         self.counts = {"done": 0, "cached": 0, "skipped": 0, "FAILED": 0}
         self.width = max((len(s.name) for s in pipeline.steps), default=4)
         self._status_shown = False
+        self.started = time.perf_counter()
         self._filter = _ReportedByProgress()
         self._filtered_logger = logging.getLogger("flowyml.execution")
 
@@ -113,6 +120,7 @@ class Progress:
 
     @hookimpl
     def on_run_start(self, run: Any) -> None:
+        self.started = time.perf_counter()
         self._filtered_logger.addFilter(self._filter)
         self._write(
             f"running {run.pipeline_name} on stack {run.stack_name} ({self.total} steps, run {run.run_id})\n"
@@ -136,10 +144,20 @@ class Progress:
             self._write(line + "\n" + detail)
             return
         self._clear_status()
-        if not result.success or detail:
+        # Every step stays on screen in a small pipeline; in a big one only
+        # those worth reading (failed, printed something, or slow), and the
+        # redrawn status line carries the rest.
+        keep = (
+            self.total <= MAX_TTY_LINES or not result.success or bool(detail) or result.duration_seconds >= SLOW_STEP
+        )
+        if keep:
             self._write(line + "\n" + detail)
         tally = ", ".join(f"{n} {k.lower()}" for k, n in self.counts.items() if n)
-        self._write(f"{line}  [{tally}]"[: self._columns()])
+        elapsed = format_duration(time.perf_counter() - self.started)
+        status = f"{counter} {tally} in {elapsed}"
+        if not keep:
+            status += f" | last: {result.step_name} {state} {format_duration(result.duration_seconds)}"
+        self._write(status[: self._columns()])
         self._status_shown = True
 
     @hookimpl

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -85,7 +86,9 @@ def test_terminal_redraws_one_status_line() -> None:
     assert text.count("\r\033[K") >= 3  # redrawn after each step and cleared before the summary
     # the step that printed something stays on screen with its output
     assert "\n[1/3] load      done " in text and "| read 3 rows\n" in text
-    assert "[2 done, 1 skipped]" in text  # the live tally
+    assert re.search(r"\[3/3\] 2 done, 1 skipped in \d+\.\d{3}s\r\033\[K", text)  # the live tally, then cleared
+    screen = [segment.split("\r\033[K")[-1] for segment in text.split("\n")]  # what a terminal shows
+    assert [line.split()[1] for line in screen if line.startswith("[")] == ["load", "add", "optional"]
     assert text.rstrip("\n").splitlines()[-3].endswith("run r1 completed in 0.250s: 2 ran, 0 cached, 1 skipped, 0 failed")
 
 
@@ -154,3 +157,27 @@ def test_common_root_of_artifact_uris() -> None:
     assert _common_root(["/a/p/r1/s1/out", "/a/p/r1/s2/out"]) == "/a/p/r1"
     assert _common_root(["/a/p/r1/s1/out"]) == "/a/p/r1/s1"
     assert _common_root(["gs://b/p/r/s1/x", "gs://b/p/r/s2/y"]) == "gs://b/p/r"
+
+
+def test_terminal_keeps_only_notable_lines_of_a_big_pipeline() -> None:
+    from flowyml_core.step import Step
+
+    def quiet(x: int) -> int:
+        return x + 1
+
+    def loud(x: int) -> int:
+        print("something worth reading")
+        return x
+
+    steps = [Step(func=lambda: 0, name="s0", outputs=("a0",))]
+    for i in range(1, 60):
+        steps.append(Step(func=loud if i == 30 else quiet, name=f"s{i}", inputs=(f"a{i - 1}",), outputs=(f"a{i}",)))
+    pipeline = Pipeline("big", steps)
+    stream = io.StringIO()
+    progress = Progress(pipeline, "local", stream, tty=True)
+    LocalExecutor().run_pipeline(pipeline, "r", hooks=_Hooks(progress))
+    text = stream.getvalue()
+    screen = [segment.split("\r\033[K")[-1] for segment in text.split("\n")]  # what a terminal shows
+    assert [line.split()[1] for line in screen[:-1] if line.startswith("[")] == ["s30"]
+    assert "        | something worth reading" in screen
+    assert re.fullmatch(r"\[60/60\] 60 done in \d+\.\d{3}s \| last: s59 done \d+\.\d{3}s", screen[-1]), screen[-1]
