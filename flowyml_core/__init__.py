@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import sys as _sys
 import types as _types
-from typing import TYPE_CHECKING, Any
+# Not ``from typing import ...``: typing (and the re module it pulls in) is most
+# of what a bare ``import flowyml_core`` would cost. Annotations are strings here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 __version__ = "0.1.0"
 
