@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import heapq
 import logging
+import queue
 import time
 from typing import Any, Callable
 
@@ -213,6 +214,9 @@ class PipelineWalker:
         own_pool = self.pool is None
         pool = self.pool or concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="flowyml-unit")
         running: dict[concurrent.futures.Future[list[ExecutionResult]], int] = {}
+        # Completed futures arrive on a queue: concurrent.futures.wait() re-arms a
+        # waiter on every pending future per call, O(n²) for n independent units.
+        finished: queue.SimpleQueue[concurrent.futures.Future[list[ExecutionResult]]] = queue.SimpleQueue()
         try:
             while ready or running:
                 while ready:
@@ -222,9 +226,16 @@ class PipelineWalker:
                         complete(i, work)
                     else:
                         fn, args = work
-                        running[pool.submit(fn, *args)] = i
+                        future = pool.submit(fn, *args)
+                        running[future] = i
+                        future.add_done_callback(finished.put)
                 if running:
-                    done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    done = [finished.get()]
+                    while True:
+                        try:
+                            done.append(finished.get_nowait())
+                        except queue.Empty:
+                            break
                     for future in sorted(done, key=running.__getitem__):
                         i = running.pop(future)
                         complete(i, self._collect(units[i], future))
