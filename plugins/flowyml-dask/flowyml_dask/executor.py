@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import importlib.util
+import itertools
 import logging
 import os
 import sys
@@ -113,20 +114,17 @@ def _describe(args: tuple[Any, ...]) -> str:
     return "a task"
 
 
-def _task_key(args: tuple[Any, ...]) -> str:
-    for arg in args:
-        if isinstance(arg, (Step, StepGroup)):
-            return f"flowyml-{unit_name(arg)}-{uuid.uuid4().hex}"
-    return f"flowyml-{uuid.uuid4().hex}"
-
-
 # -- the pool the walker submits to -------------------------------------------------------
 class DaskPool(cf.Executor):
     """A ``concurrent.futures`` pool over a Dask client, for :class:`PipelineWalker`.
 
     Each call is cloudpickled here (so by-value modules are honoured) and runs
-    as one Dask task with a unique key. A task that fails on the cluster's side
-    (lost worker, unpicklable step, cancelled) completes with a
+    as one Dask task with a unique key. Results are fetched in batches: a
+    collector thread waits for tasks to finish (``distributed.as_completed``,
+    which learns of completions from the scheduler without moving data) and
+    gathers every finished task's result in one ``client.gather`` call, instead
+    of one round trip to a worker per task. A task that fails on the cluster's
+    side (lost worker, unloadable step, cancelled) completes with a
     :class:`WorkerLostError` that says which unit and why.
     """
 
@@ -135,40 +133,117 @@ class DaskPool(cf.Executor):
     scatter_threshold = 1_000_000
 
     def __init__(self, client: Any) -> None:
+        from distributed import as_completed
+
         self._client = client
-        self._inner = client.get_executor(pure=False)
+        self._prefix = uuid.uuid4().hex[:12]
+        self._count = itertools.count()
+        self._pending: dict[Any, tuple[cf.Future, str]] = {}
+        self._completed = as_completed(loop=client.loop)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._collector: threading.Thread | None = None
+
+    def _key(self, args: tuple[Any, ...]) -> str:
+        name = "task"
+        for arg in args:
+            if isinstance(arg, (Step, StepGroup)):
+                name = unit_name(arg)
+                break
+        return f"flowyml-{name}-{self._prefix}-{next(self._count)}"
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:  # type: ignore[override]
         import cloudpickle
 
         what = _describe(args)
-        blob = cloudpickle.dumps((fn, args, kwargs), protocol=5)
         outer: cf.Future = cf.Future()
         outer.set_running_or_notify_cancel()
         try:
+            blob = cloudpickle.dumps((fn, args, kwargs), protocol=5)
             data: Any = blob
             if len(blob) > self.scatter_threshold:
                 data = self._client.scatter(blob, hash=False)
-            inner = self._inner.submit(run_pickled, data, key=_task_key(args))
-        except Exception as exc:  # the client is closed or lost its scheduler
+            future = self._client.submit(run_pickled, data, key=self._key(args), pure=False)
+        except Exception as exc:  # unpicklable inputs, or the client is closed / lost its scheduler
             outer.set_exception(_explain(exc, what))
             return outer
-
-        def settle(done: cf.Future) -> None:
-            if done.cancelled():
-                outer.set_exception(WorkerLostError(f"{what} was cancelled by the Dask scheduler"))
-                return
-            exc = done.exception()
-            if exc is not None:
-                outer.set_exception(_explain(exc, what))
-            else:
-                outer.set_result(done.result())
-
-        inner.add_done_callback(settle)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("cannot submit to a closed DaskPool")
+            self._pending[future.key] = (outer, what)
+            self._completed.add(future)
+            if self._collector is None:
+                self._collector = threading.Thread(target=self._collect, name="flowyml-dask-collector", daemon=True)
+                self._collector.start()
+            self._cond.notify()
         return outer
 
+    def _collect(self) -> None:
+        while True:
+            with self._cond:
+                while self._completed.is_empty() and not self._closed:
+                    self._cond.wait()
+                if self._completed.is_empty():
+                    return
+            try:
+                batch = self._completed.next_batch(block=True)
+            except StopIteration:
+                continue
+            try:
+                self._settle(batch)
+            except Exception as exc:  # never let the collector die: the walker would wait forever
+                logger.exception("collecting Dask results failed: %r", exc)
+                for future in batch:
+                    self._resolve(future, error=_explain(exc, "a task"))
+
+    def _resolve(self, future: Any, value: Any = None, error: BaseException | None = None) -> None:
+        with self._cond:
+            entry = self._pending.pop(future.key, None)
+        if entry is None:
+            return
+        outer, _ = entry
+        if error is not None:
+            outer.set_exception(error)
+        else:
+            outer.set_result(value)
+
+    def _settle(self, batch: list[Any]) -> None:
+        finished = [f for f in batch if f.status == "finished"]
+        if finished:
+            try:
+                values = self._client.gather(finished)
+            except Exception:  # one of them cannot be fetched: settle each on its own
+                values = None
+            if values is not None:
+                for future, value in zip(finished, values):
+                    self._resolve(future, value)
+            else:
+                for future in finished:
+                    try:
+                        self._resolve(future, future.result())
+                    except Exception as exc:
+                        self._resolve(future, error=_explain(exc, self._what(future)))
+        for future in batch:
+            if future.status == "finished":
+                continue
+            if future.status == "cancelled":
+                self._resolve(future, error=WorkerLostError(f"{self._what(future)} was cancelled by the Dask scheduler"))
+            else:
+                self._resolve(future, error=_explain(future.exception(), self._what(future)))
+
+    def _what(self, future: Any) -> str:
+        entry = self._pending.get(future.key)
+        return entry[1] if entry else "a task"
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._inner.shutdown(wait=wait)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for outer, what in pending:
+            if not outer.done():
+                outer.set_exception(WorkerLostError(f"{what} was abandoned: the Dask executor was closed"))
 
 
 def _shutdown(client: Any, cluster: Any) -> None:
@@ -234,6 +309,11 @@ class DaskExecutor(Executor):
         else:
             from distributed import LocalCluster
 
+            scheduler_kwargs: dict[str, Any] = {"allowed_failures": config.allowed_failures}
+            if config.dashboard_address is None:
+                # No dashboard; the scheduler's small HTTP server (health, metrics) on a free loopback port
+                # instead of 8787, which another cluster may hold.
+                scheduler_kwargs.update(dashboard=False, dashboard_address="127.0.0.1:0")
             cluster = LocalCluster(
                 n_workers=config.n_workers,
                 threads_per_worker=config.threads_per_worker,
@@ -241,7 +321,7 @@ class DaskExecutor(Executor):
                 host="127.0.0.1",
                 dashboard_address=config.dashboard_address,
                 silence_logs=logging.ERROR,
-                scheduler_kwargs={"allowed_failures": config.allowed_failures},
+                scheduler_kwargs=scheduler_kwargs,
             )
             logger.info("started a Dask LocalCluster at %s", cluster.scheduler_address)
             client = Client(cluster, set_as_default=False)
@@ -253,8 +333,11 @@ class DaskExecutor(Executor):
         """Disconnect, and stop the LocalCluster if this executor started it."""
         with self._lock:
             finalizer, self._finalizer = self._finalizer, None
-            self._client = self._cluster = self._pool = None
+            pool, self._pool = self._pool, None
+            self._client = self._cluster = None
             self._checked_modules.clear()
+        if pool is not None:
+            pool.shutdown()
         if finalizer is not None:
             finalizer()
 
