@@ -101,6 +101,14 @@ class VertexProject:
 
 
 @pytest.fixture
+def memory_store(tmp_path: Path) -> Any:
+    """An artifact store for submissions whose containers never touch it (their commands are replaced)."""
+    from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
+
+    return LocalArtifactStore(LocalArtifactStoreConfig(path=f"memory://{tmp_path.name}"))
+
+
+@pytest.fixture
 def task_env(tmp_path: Path, gcs_emulator: Any) -> dict[str, str]:
     """What a task process needs beyond the fake's minimal env."""
     xdg = tmp_path / "task-xdg"

@@ -142,7 +142,7 @@ def test_no_docker_engine_is_a_clear_error(tmp_path):
 
 @pytest.mark.docker
 def test_run_pipeline_builds_pushes_and_submits_the_built_image(
-    tmp_path, monkeypatch, docker_engine, docker_registry, busybox_image, fake_gcp_factory
+    tmp_path, monkeypatch, docker_engine, docker_registry, busybox_image, fake_gcp_factory, memory_store
 ):
     """No ``image`` in the stack: run_pipeline builds the project, pushes it and runs exactly that image."""
     from flowyml_core.loader import load_pipeline
@@ -163,7 +163,7 @@ def test_run_pipeline_builds_pushes_and_submits_the_built_image(
     fake = fake_gcp_factory(workdir=project, image_map={expected: [sys.executable, "-c", "pass", "--"]})
     orchestrator = VertexAIOrchestrator(attrs.evolve(config, api_endpoint=fake.url))
     pipeline = load_pipeline("tests/vertex/multi_group_pipeline.py:pipeline")
-    submission = orchestrator.run_pipeline(pipeline, "buildrun00000001",
+    submission = orchestrator.run_pipeline(pipeline, "buildrun00000001", artifact_store=memory_store,
                                            pipeline_module="tests/vertex/multi_group_pipeline.py:pipeline")
     assert submission.metadata["image"] == expected
     assert submission.wait(30).value == "completed"

@@ -84,7 +84,7 @@ def test_custom_job_fallback_status_details_and_logs(fake_gcp_factory, pipeline)
     assert all('resource.type="ml_job"' in f and "resource.labels.job_id=" in f for f in filters)
 
 
-def test_custom_job_of_a_pipeline_without_groups_runs_every_step(fake_gcp_factory, tmp_path, monkeypatch):
+def test_custom_job_of_a_pipeline_without_groups_runs_every_step(fake_gcp_factory, memory_store):
     from flowyml_core import Pipeline, step
 
     @step(outputs=["a"])
@@ -98,7 +98,8 @@ def test_custom_job_of_a_pipeline_without_groups_runs_every_step(fake_gcp_factor
     fake = fake_gcp_factory(image_map={TEST_IMAGE: [PY, "-c", "pass", "--"]})
     orchestrator = orchestrator_for(fake)
     submission = orchestrator.run_pipeline(Pipeline("flat", steps=[first, second]), "flatrun000000001",
-                                           pipeline_module="flat.py:pipeline", context={"x": 1})
+                                           pipeline_module="flat.py:pipeline", context={"x": 1},
+                                           artifact_store=memory_store)
     assert submission.wait(30) is ExecutionStatus.COMPLETED
     record = fake.executions[0]
     assert record.argv[-2:] == ["flowyml", "step-runner"]
@@ -119,6 +120,14 @@ def test_failed_custom_job_reports_its_error(fake_gcp_factory, pipeline):
     assert "[ERROR] boom: disk on fire" in orchestrator.get_run_logs(submission.job_id)
 
 
+def test_a_stack_without_artifact_store_is_refused_before_submission(fake_gcp_factory, pipeline):
+    fake = fake_gcp_factory()
+    with pytest.raises(FlowymlError, match="stack 'bare' has no artifact_store: steps on Vertex AI exchange data"):
+        orchestrator_for(fake).run_pipeline(pipeline, "bare000000000001", stack_name="bare",
+                                            pipeline_module="tests/vertex/multi_group_pipeline.py:pipeline")
+    assert not fake.requests_to("POST", "Jobs$")
+
+
 def test_unknown_jobs_and_unreachable_endpoints_are_clear_errors(fake_gcp_factory):
     fake = fake_gcp_factory()
     orchestrator = orchestrator_for(fake)
@@ -134,12 +143,13 @@ def test_unknown_jobs_and_unreachable_endpoints_are_clear_errors(fake_gcp_factor
         dead.get_run_status(missing)
 
 
-def test_submission_options_reach_vertex(fake_gcp_factory, pipeline):
+def test_submission_options_reach_vertex(fake_gcp_factory, pipeline, memory_store):
     fake = fake_gcp_factory(image_map={TEST_IMAGE: [PY, "-c", "pass", "--"]})
     key = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k"
     orchestrator = orchestrator_for(fake, service_account="runner@p.iam.gserviceaccount.com",
                                     network="projects/1/global/networks/vpc", encryption_key=key)
-    submission = orchestrator.run_pipeline(pipeline, "optsrun000000001", pipeline_module="tests/vertex/multi_group_pipeline.py:pipeline")
+    submission = orchestrator.run_pipeline(pipeline, "optsrun000000001", artifact_store=memory_store,
+                                           pipeline_module="tests/vertex/multi_group_pipeline.py:pipeline")
     assert submission.wait(30) is ExecutionStatus.COMPLETED
     body = fake.requests_to("POST", r"/pipelineJobs$")[0]
     assert body.query["pipelineJobId"] == ["vertex-multi-group-optsrun000000001"]

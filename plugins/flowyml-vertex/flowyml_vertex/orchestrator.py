@@ -38,6 +38,8 @@ logger = logging.getLogger("flowyml.vertex")
 
 #: Consecutive transient API errors tolerated while polling before giving up.
 MAX_TRANSIENT_ERRORS = 5
+#: Longest pause before the last log read of a finished job (log ingestion lag).
+LOG_DRAIN_SECONDS = 5.0
 PIPELINE_LOG_RESOURCE = "aiplatform.googleapis.com/PipelineJob"
 CUSTOM_JOB_LOG_RESOURCE = "ml_job"
 
@@ -87,6 +89,8 @@ class VertexAIOrchestrator(RemoteOrchestrator):
             )
         if not self.config.image and not self.config.registry:
             problems.append("neither image (a pre-built image) nor registry (where to push a built one) is set")
+        elif not self.config.image and not _has_module(importlib.util, "docker"):
+            problems.append("building the image needs the docker SDK (pip install docker), or set image")
         if problems:
             raise FlowymlError("vertex executor: " + "; ".join(problems))
 
@@ -158,6 +162,16 @@ class VertexAIOrchestrator(RemoteOrchestrator):
         image, built = self._image(docker_config, build_context)
         module = _container_module(pipeline_module, build_context if built else Path.cwd())
         artifact_root = _store_url(artifact_store)
+        if artifact_store is None and pipeline_module:
+            raise FlowymlError(
+                f"stack {stack_name!r} has no artifact_store: steps on Vertex AI exchange data through one "
+                "(e.g. artifact_store = { flavor = \"gcs\", url = \"gs://BUCKET/flowyml\" })"
+            )
+        if artifact_root and "://" not in artifact_root:
+            logger.warning(
+                "artifact store root %s is a local path: each Vertex AI container has its own disk, so steps in "
+                "different units will not see each other's outputs (use a gcs artifact store)", artifact_root,
+            )
         extra_env = {"FLOWYML_ARTIFACT_ROOT": artifact_root} if artifact_root else {}
         if docker_config is not None:
             extra_env.update(docker_config.env_vars)
@@ -514,9 +528,11 @@ class VertexAIOrchestrator(RemoteOrchestrator):
         since = job.create_time - timedelta(minutes=5) if job.create_time else None
         seen: set[str] = set()
         transient = 0
+        draining = False
         while True:
             try:
-                status = self.get_run_status(name)
+                if not draining:
+                    status = self.get_run_status(name)
                 entries = self._entries(project, self.log_filter(kind, name, since))
                 transient = 0
             except FlowymlError as exc:
@@ -533,6 +549,12 @@ class VertexAIOrchestrator(RemoteOrchestrator):
                     # Re-read from the newest second seen: entries can share a timestamp.
                     since = max(since or entry.timestamp, entry.timestamp - timedelta(seconds=1))
                 yield {**record, "is_finished": False}
+            if status.is_finished and not draining:
+                # Cloud Logging can deliver the last lines a moment after the job
+                # ends: read once more before reporting the end.
+                draining = True
+                time.sleep(min(interval, LOG_DRAIN_SECONDS))
+                continue
             if status.is_finished:
                 yield {
                     "timestamp": None, "severity": "ERROR" if status.is_failed else "INFO",
