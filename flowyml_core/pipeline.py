@@ -120,28 +120,81 @@ def run_on_stack(
     from flowyml_core.plugins import get_registry
 
     pipeline.build()
-    hooks = (registry or get_registry()).hook
+    hooks = ObserverHooks((registry or get_registry()).hook)
     ctx = pipeline.context.with_updates(Context.coerce(context).params)
     run_id = run_id or new_run_id(pipeline.name)
     run = Run(run_id=run_id, pipeline_name=pipeline.name, project_name=pipeline.project_name,
               stack_name=stack.name, params=ctx.params)
     hooks.on_run_start(run=run)
-    outcome = keyword_caller(stack.executor.run_pipeline)(
-        pipeline=pipeline,
-        run_id=run_id,
-        context=ctx,
-        cache_store=stack.cache_store,
-        artifact_store=stack.artifact_store,
-        router=stack.router,
-        run=run,
-        hooks=hooks,
-        stack_name=stack.name,
-        pipeline_module=source or pipeline.source(),
-    )
-    if isinstance(outcome, SubmissionResult):
-        status = outcome.wait(timeout) if wait else ExecutionStatus.RUNNING
-        result = RunResult(run_id=run_id, status=status or ExecutionStatus.RUNNING, submission=outcome)
-    else:
-        result = outcome
+    try:
+        outcome = keyword_caller(stack.executor.run_pipeline)(
+            pipeline=pipeline,
+            run_id=run_id,
+            context=ctx,
+            cache_store=stack.cache_store,
+            artifact_store=stack.artifact_store,
+            router=stack.router,
+            run=run,
+            hooks=hooks,
+            stack_name=stack.name,
+            pipeline_module=source or pipeline.source(),
+        )
+        if isinstance(outcome, SubmissionResult):
+            status = outcome.wait(timeout) if wait else ExecutionStatus.RUNNING
+            result = RunResult(run_id=run_id, status=status or ExecutionStatus.RUNNING, submission=outcome)
+        else:
+            result = outcome
+    except BaseException:
+        # Observers that saw the start see an end too, then the error goes on.
+        hooks.on_run_end(run=run, result=RunResult(run_id=run_id, status=ExecutionStatus.FAILED))
+        raise
     hooks.on_run_end(run=run, result=result)
     return result
+
+
+OBSERVER_HOOKS = ("on_run_start", "on_step_end", "on_run_end")
+
+
+class ObserverHooks:
+    """The plugin hook relay, with each observer called on its own.
+
+    An observer is someone else's code watching the run (progress, metrics,
+    notifications): one that raises is logged with its plugin's name and the
+    others, and the run, carry on. Other hooks are passed through unchanged.
+    """
+
+    def __init__(self, relay: Any) -> None:
+        self._relay = relay
+        self._wrapped: dict[str, _IsolatedHook] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in OBSERVER_HOOKS:
+            return getattr(self._relay, name)
+        hook = self._wrapped.get(name)
+        if hook is None:
+            hook = self._wrapped[name] = _IsolatedHook(name, getattr(self._relay, name))
+        return hook
+
+
+class _IsolatedHook:
+    def __init__(self, name: str, caller: Any) -> None:
+        self.name = name
+        self._caller = caller
+
+    def get_hookimpls(self) -> list[Any]:
+        return self._caller.get_hookimpls()
+
+    def __call__(self, **kwargs: Any) -> None:
+        impls = self._caller.get_hookimpls()
+        if any(getattr(i, "hookwrapper", False) or getattr(i, "wrapper", False) for i in impls):
+            self._call(self._caller, kwargs, "a hook wrapper")  # pluggy must run wrappers itself
+            return
+        for impl in reversed(impls):  # pluggy's order: last registered first
+            self._call(impl.function, {a: kwargs[a] for a in impl.argnames if a in kwargs}, impl.plugin_name)
+
+    def _call(self, function: Any, kwargs: dict[str, Any], plugin: str) -> None:
+        try:
+            function(**kwargs)
+        except Exception as exc:
+            logger.error("plugin %r: %s hook failed (%s: %s); the run goes on", plugin, self.name,
+                         type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG))

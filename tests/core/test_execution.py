@@ -451,3 +451,76 @@ def test_walker_runs_units_in_a_process_pool(tmp_path, monkeypatch):
         result = PipelineWalker(MinimalExecutor(), module.pipeline, "r-pool", pool=pool).run()
     assert result.success, {n: r.error for n, r in result.steps.items()}
     assert os.getpid() not in result.outputs["pids"] and result.outputs["n"] in (1, 2)
+
+
+# -- observers that fail ---------------------------------------------------------------------------
+def test_a_failing_observer_is_logged_and_neither_the_run_nor_other_observers_stop(caplog):
+    from flowyml_core import hookimpl
+    from flowyml_core.plugins import Registry
+
+    seen = []
+
+    class Broken:
+        @hookimpl
+        def on_step_end(self, result):
+            raise RuntimeError("metrics server is down")
+
+        @hookimpl
+        def on_run_start(self, run):
+            raise RuntimeError("cannot start")
+
+    class Recorder:
+        @hookimpl
+        def on_run_start(self, run):
+            seen.append("start")
+
+        @hookimpl
+        def on_step_end(self, run, result):
+            seen.append(result.step_name)
+
+        @hookimpl
+        def on_run_end(self, result):
+            seen.append(result.status.value)
+
+    registry = Registry()
+    registry.register(Recorder(), "recorder")  # registered first: pluggy calls it last
+    registry.register(Broken(), "broken")
+
+    @step(outputs=["x"])
+    def one():
+        return 1
+
+    @step(inputs=["x"])
+    def two(x):
+        return x
+
+    stack = SimpleNamespace(name="t", executor=EchoExecutor(), cache_store=None, artifact_store=None, router=None)
+    result = run_on_stack(Pipeline("p", [one, two]), stack, registry=registry)
+    assert result.success
+    assert seen == ["start", "one", "two", "completed"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("plugin 'broken': on_step_end hook failed (RuntimeError: metrics server is down)" in e for e in errors)
+    assert any("on_run_start hook failed" in e for e in errors)
+
+
+def test_observers_see_the_end_of_a_run_whose_executor_raised():
+    from flowyml_core import hookimpl
+    from flowyml_core.plugins import Registry
+
+    ends = []
+
+    class Recorder:
+        @hookimpl
+        def on_run_end(self, run, result):
+            ends.append((run.run_id, result.status.value))
+
+    class Exploding(EchoExecutor):
+        def run_pipeline(self, pipeline, run_id, **kwargs):
+            raise ConnectionError("cluster went away")
+
+    registry = Registry()
+    registry.register(Recorder(), "recorder")
+    stack = SimpleNamespace(name="t", executor=Exploding(), cache_store=None, artifact_store=None, router=None)
+    with pytest.raises(ConnectionError):
+        run_on_stack(Pipeline("p", [step(lambda: 1)]), stack, registry=registry, run_id="r-x")
+    assert ends == [("r-x", "failed")]
