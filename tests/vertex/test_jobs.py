@@ -128,6 +128,15 @@ def test_a_stack_without_artifact_store_is_refused_before_submission(fake_gcp_fa
     assert not fake.requests_to("POST", "Jobs$")
 
 
+def test_a_pipeline_root_is_required_before_submission(fake_gcp_factory, pipeline, memory_store):
+    fake = fake_gcp_factory()
+    with pytest.raises(FlowymlError, match="needs a gs:// pipeline root: set staging_bucket"):
+        orchestrator_for(fake, staging_bucket=None).run_pipeline(
+            pipeline, "noroot0000000001", artifact_store=memory_store,
+            pipeline_module="tests/vertex/multi_group_pipeline.py:pipeline")
+    assert not fake.requests_to("POST", "Jobs$")
+
+
 def test_unknown_jobs_and_unreachable_endpoints_are_clear_errors(fake_gcp_factory):
     fake = fake_gcp_factory()
     orchestrator = orchestrator_for(fake)

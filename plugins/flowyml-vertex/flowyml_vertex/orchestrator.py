@@ -159,10 +159,11 @@ class VertexAIOrchestrator(RemoteOrchestrator):
         if docker_config is not None and docker_config.build_context != ".":
             context_dir = docker_config.build_context
         build_context = Path(context_dir)
-        image, built = self._image(docker_config, build_context)
-        module = _container_module(pipeline_module, build_context if built else Path.cwd())
+        explicit_image = (docker_config.image if docker_config else None) or self.config.image
+        # Everything that can be refused is checked before an image is built (minutes) and pushed.
+        module = _container_module(pipeline_module, Path.cwd() if explicit_image else build_context)
         artifact_root = _store_url(artifact_store)
-        if artifact_store is None and pipeline_module:
+        if artifact_store is None and module:
             raise FlowymlError(
                 f"stack {stack_name!r} has no artifact_store: steps on Vertex AI exchange data through one "
                 "(e.g. artifact_store = { flavor = \"gcs\", url = \"gs://BUCKET/flowyml\" })"
@@ -172,13 +173,16 @@ class VertexAIOrchestrator(RemoteOrchestrator):
                 "artifact store root %s is a local path: each Vertex AI container has its own disk, so steps in "
                 "different units will not see each other's outputs (use a gcs artifact store)", artifact_root,
             )
+        as_pipeline = bool(groups and module)
+        pipeline_root = self._pipeline_root(artifact_store) if as_pipeline else None
+        image = explicit_image or self._build_image(docker_config, build_context)
         extra_env = {"FLOWYML_ARTIFACT_ROOT": artifact_root} if artifact_root else {}
         if docker_config is not None:
             extra_env.update(docker_config.env_vars)
         display_name = f"{pipeline.name}-{run_id[:8]}"
         labels = {**self.config.labels, "flowyml-run-id": _label(run_id), "flowyml-pipeline": _label(pipeline.name)}
 
-        if not groups or not module:
+        if not as_pipeline:
             why = "it has no execution groups" if not groups else "its module is unknown (run it from a file or module)"
             logger.info("pipeline %r runs as a single CustomJob because %s", pipeline.name, why)
             return self._submit_custom_job(
@@ -193,16 +197,11 @@ class VertexAIOrchestrator(RemoteOrchestrator):
             env_vars=self.config.env_vars, extra_env=extra_env,
         )
         spec = compile_pipeline_spec(pipeline.name, plans, image, package_path=package_path)
-        return self._submit_pipeline_job(
-            pipeline, run_id, project, spec, display_name, labels, image, artifact_store
-        )
+        assert pipeline_root is not None
+        return self._submit_pipeline_job(pipeline, run_id, project, spec, display_name, labels, image, pipeline_root)
 
-    def _image(self, docker_config: DockerConfig | None, build_context: Path) -> tuple[str, bool]:
-        """The image to run and whether it was built from ``build_context`` here."""
-        explicit = (docker_config.image if docker_config else None) or self.config.image
-        if explicit:
-            logger.info("using the pre-built image %s", explicit)
-            return explicit, False
+    def _build_image(self, docker_config: DockerConfig | None, build_context: Path) -> str:
+        """Build the project into an image tagged by its content, push it, and return its reference."""
         if not self.config.registry:
             raise FlowymlError(
                 "the vertex executor needs an image: set image (a pre-built image with the project and flowyml "
@@ -222,7 +221,7 @@ class VertexAIOrchestrator(RemoteOrchestrator):
             platform=cfg.platform or None,
         )
         repository = image_repository(cfg.registry, cfg.image_name)
-        return build_and_push(docker_client(cfg.docker_host), spec, repository), True
+        return build_and_push(docker_client(cfg.docker_host), spec, repository)
 
     def _pipeline_root(self, artifact_store: Any | None) -> str:
         if self.config.staging_bucket:
@@ -237,7 +236,7 @@ class VertexAIOrchestrator(RemoteOrchestrator):
 
     def _submit_pipeline_job(
         self, pipeline: Any, run_id: str, project: str, spec: dict[str, Any], display_name: str,
-        labels: dict[str, str], image: str, artifact_store: Any | None,
+        labels: dict[str, str], image: str, root: str,
     ) -> SubmissionResult:
         from google.cloud.aiplatform_v1 import types as v1
 
@@ -245,7 +244,7 @@ class VertexAIOrchestrator(RemoteOrchestrator):
         from flowyml_vertex.compile import kfp_name
 
         cfg = self.config
-        root = self._pipeline_root(artifact_store)
+        logger.info("running image %s", image)
         job = v1.PipelineJob(
             display_name=display_name,
             pipeline_spec=spec,
