@@ -239,3 +239,30 @@ def test_a_cache_that_cannot_be_written_costs_a_rerun_not_the_step(
         result = LocalExecutor().run_pipeline(Pipeline("p", [compute]), "r", cache_store=cache)
     assert result.success and result.outputs == {"x": 7}
     assert any("could not write cache entry" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_materialize_on_the_real_store_fails_the_step_and_is_not_cached(
+    tmp_path: Path, cache: LocalCacheStore
+) -> None:
+    blocked = tmp_path / "artifacts"
+    blocked.write_text("a file where the artifact directory should be")
+    artifacts = LocalArtifactStore(LocalArtifactStoreConfig(path=str(blocked)))
+    calls = Calls()
+
+    @step(outputs=["table"])
+    def produce() -> dict:
+        calls("produce")
+        return {"rows": 3}
+
+    @step(inputs=["table"], outputs=["n"])
+    def count(table: dict) -> int:
+        calls("count")
+        return table["rows"]
+
+    pipeline = Pipeline("p", [produce, count])
+    result = LocalExecutor().run_pipeline(pipeline, "r1", cache_store=cache, artifact_store=artifacts)
+    assert not result.success
+    error = result.steps["produce"].error
+    assert error.startswith("materializing output 'table' failed: ") and ("NotADirectoryError" in error or "FileExistsError" in error)
+    assert result.steps["count"].skipped and calls.names == ["produce"]
+    assert cache.stats()["entries"] == 0
