@@ -353,3 +353,31 @@ def test_flavor_whose_implementation_cannot_be_loaded_is_a_plugin_error():
     assert "EchoExecutr" in str(info.value)
     with pytest.raises(PluginError, match="pip install flowyml-wrongname"):
         registry.flavor("executor", "raises").load()
+
+
+def test_invalid_registrations_are_shown_by_flowyml_plugins(make_plugin, plugin_site, run_cli):
+    make_plugin("sloppy", """
+        from flowyml_core import hookimpl
+
+        @hookimpl
+        def register_executors(register):
+            register("bad name", "x:Y")
+            register("fine", "flowyml_testplugin.components:EchoExecutor")
+
+        @hookimpl
+        def register_cache_store(register):  # misspelt hook: the plugin is rejected as a whole
+            pass
+    """, module="sloppy_plugin")
+    make_plugin("tidy", """
+        from flowyml_core import hookimpl
+
+        @hookimpl
+        def register_executors(register):
+            register("bad name", "x:Y")
+            register("fine2", "flowyml_testplugin.components:EchoExecutor")
+    """, module="tidy_plugin")
+    plugins = by_name(plugins_json(run_cli, PYTHONPATH=str(plugin_site)))
+    assert "register_cache_store" in plugins["sloppy"]["error"] and plugins["sloppy"]["flavors"] == {}
+    assert "flavor name 'bad name' must be letters" in plugins["tidy"]["error"]
+    assert plugins["tidy"]["flavors"] == {"executor": ["fine2"]}
+    assert plugins["testplugin"]["error"] is None
