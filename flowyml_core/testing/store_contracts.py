@@ -29,7 +29,7 @@ from typing import Any, Callable
 import pytest
 
 from flowyml_core.components import CacheEntry
-from flowyml_core.errors import FlowymlError
+from flowyml_core.errors import FlowymlError, IntegrityError
 from flowyml_core.testing import tamper
 
 #: Values of the kinds steps commonly return; each must round trip.
@@ -289,13 +289,13 @@ class ArtifactStoreContract(StoreContractBase):
     def test_altered_bytes_are_refused(self, artifact_store: Any) -> None:
         value = self.big_value()
         self._altered(artifact_store, lambda: artifact_store.materialize(value, "out", "run-alter", "step"), tamper.flip_middle_byte)
-        with pytest.raises(Exception):
+        with pytest.raises(IntegrityError):
             artifact_store.load(artifact_store.uri_for("run-alter", "step", "out"))
 
     def test_truncated_bytes_are_refused(self, artifact_store: Any) -> None:
         value = self.big_value()
         self._altered(artifact_store, lambda: artifact_store.materialize(value, "out", "run-trunc", "step"), tamper.truncate_half)
-        with pytest.raises(Exception):
+        with pytest.raises(IntegrityError):
             artifact_store.load(artifact_store.uri_for("run-trunc", "step", "out"))
 
     def test_replaced_bytes_are_never_unpickled(self, artifact_store: Any, tmp_path: Path) -> None:
@@ -304,6 +304,6 @@ class ArtifactStoreContract(StoreContractBase):
             uri = artifact_store.uri_for("run-replace", "step", f"out{i}")
             self._altered(artifact_store, lambda obj=obj, i=i: artifact_store.materialize(obj, f"out{i}", "run-replace", "step"),
                           lambda _: tamper.malicious_pickle(str(marker)))
-            with pytest.raises(Exception):
+            with pytest.raises(IntegrityError):
                 artifact_store.load(uri)
             assert not marker.exists(), "the store unpickled bytes it did not write"

@@ -1,0 +1,85 @@
+"""`flowyml plugin new`: the generated packages install, show up in `flowyml plugins`, and pass the kit as generated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flowyml_core.errors import FlowymlError
+from flowyml_core.scaffold import KINDS, new_plugin
+
+PYTHON = sys.executable
+
+
+def _pytest(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWYML_", "PYTEST_"))}
+    full_env.update(env or {})
+    return subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *args],
+                          cwd=cwd, env=full_env, capture_output=True, text=True, timeout=180)
+
+
+def test_every_kind_passes_the_kit_as_generated(tmp_path: Path) -> None:
+    roots = [new_plugin(f"gen-{kind.replace('_', '-')}", kind=kind, directory=tmp_path) for kind in KINDS]
+    assert [r.name for r in roots] == ["flowyml-gen-executor", "flowyml-gen-cache-store", "flowyml-gen-artifact-store", "flowyml-gen-router"]
+    done = _pytest(["--import-mode=importlib", *[str(r / "tests") for r in roots]], cwd=tmp_path,
+                   env={"PYTHONPATH": os.pathsep.join(map(str, roots))})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    summary = done.stdout.strip().splitlines()[-1]
+    assert "passed" in summary and "failed" not in summary and "skipped" not in summary, summary
+
+
+def test_generated_executor_installs_lists_and_passes(tmp_path: Path, run_cli) -> None:
+    name = f"myexec-{uuid.uuid4().hex[:6]}"
+    dist, flavor = f"flowyml-{name}", name
+    made = run_cli("plugin", "new", name, "--kind", "executor", "--directory", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    root = tmp_path / dist
+    assert str(root) in made.stdout and (root / "pyproject.toml").is_file()
+    executor_source = (root / f"flowyml_{name.replace('-', '_')}" / "executor.py").read_text()
+    assert len(executor_source.splitlines()) <= 40, "the generated executor is the ≤ 40-line example of CONTRIBUTING.md"
+    install = subprocess.run(
+        [PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--config-settings", "editable_mode=compat", "-e", str(root)],
+        capture_output=True, text=True, timeout=300,
+    )
+    try:
+        assert install.returncode == 0, install.stderr[-3000:]
+        listed = run_cli("plugins", "--json")
+        assert listed.returncode == 0, listed.stderr
+        plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
+        assert flavor in plugins, sorted(plugins)
+        mine = plugins[flavor]
+        assert mine["distribution"] == dist and mine["version"] == "0.1.0"
+        assert mine["flavors"] == {"executor": [flavor]} and mine["api_problem"] is None and mine["error"] is None
+        done = _pytest([], cwd=root)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        summary = done.stdout.strip().splitlines()[-1]
+        assert "passed" in summary and "failed" not in summary and "skipped" not in summary, summary
+    finally:
+        subprocess.run([PYTHON, "-m", "pip", "uninstall", "-q", "-y", dist], capture_output=True, timeout=120)
+    gone = run_cli("plugins", "--json")
+    assert flavor not in {p["name"] for p in json.loads(gone.stdout)["plugins"]}
+
+
+def test_names_are_normalized_and_checked(tmp_path: Path) -> None:
+    assert new_plugin("flowyml-thing", kind="router", directory=tmp_path).name == "flowyml-thing"
+    for bad in ("My Exec", "1abc", "a--b", "", "flowyml-"):
+        with pytest.raises(FlowymlError, match="lowercase letters and digits"):
+            new_plugin(bad, directory=tmp_path)
+    with pytest.raises(FlowymlError, match="unknown plugin kind 'orchestrator'"):
+        new_plugin("x", kind="orchestrator", directory=tmp_path)
+
+
+def test_an_existing_package_is_never_overwritten(tmp_path: Path, run_cli) -> None:
+    root = new_plugin("keep", directory=tmp_path)
+    marker = root / "flowyml_keep" / "executor.py"
+    marker.write_text("# my work\n")
+    again = run_cli("plugin", "new", "keep", "--directory", str(tmp_path))
+    assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    assert marker.read_text() == "# my work\n"
