@@ -1,0 +1,75 @@
+"""kill -9 during writes, several processes on the same keys, and tampered bytes: local stores."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+
+from tests.reliability.stores import concurrency_test, crash_test, tamper_test
+
+pytest.importorskip("flowyml_local.fsstore", reason="flowyml-local's stores are not installed")
+
+#: Tamper cases the stores do not refuse yet. Reported for routing to flowyml-local
+#: (flowyml_local/fsstore.py); the xfail below is strict, so fixing one fails it: then remove it here.
+KNOWN_OPEN = {
+    "cache: entry file moved to another key",
+    "artifact: sidecar and data of another artifact copied in",
+}
+
+
+def test_kill_9_during_1000_writes_20_times(tmp_path):
+    report = crash_test(tmp_path, rounds=20, count=1000)
+    summary = json.dumps(attrs.asdict(report), indent=1)
+    assert report.completed_writes > 20, summary
+    assert report.cache_hits_verified > 0 and report.artifact_loads_verified > 0, summary
+    assert report.torn == 0, summary
+    assert report.detected_corrupt == 0, summary
+    assert report.lost_acknowledged == 0, summary
+
+
+@pytest.mark.slow
+def test_kill_9_long(tmp_path):
+    report = crash_test(tmp_path, rounds=200, count=1000, seed=1234)
+    summary = json.dumps(attrs.asdict(report), indent=1)
+    assert report.torn == 0 and report.detected_corrupt == 0 and report.lost_acknowledged == 0, summary
+
+
+def test_2_to_4_processes_on_the_same_keys(tmp_path):
+    report = concurrency_test(tmp_path, processes=(2, 3, 4), ops=400)
+    summary = json.dumps(attrs.asdict(report), indent=1)
+    assert report.verified_reads > 100 and report.writes > 100, summary
+    assert report.corrupt == 0, summary
+    assert report.integrity_errors == 0, summary
+
+
+@pytest.mark.slow
+def test_processes_on_the_same_keys_long(tmp_path):
+    report = concurrency_test(tmp_path, processes=(2, 3, 4, 4), ops=5000, seconds=120, keys=3, seed=99)
+    summary = json.dumps(attrs.asdict(report), indent=1)
+    assert report.corrupt == 0 and report.integrity_errors == 0, summary
+
+
+@pytest.fixture(scope="module")
+def tamper_report(tmp_path_factory):
+    return tamper_test(tmp_path_factory.mktemp("tamper"))
+
+
+def test_planted_pickles_never_run(tamper_report):
+    assert tamper_report.control_executed, "the planted pickle is not live: the test would prove nothing"
+    assert not tamper_report.executed, [attrs.asdict(c) for c in tamper_report.executed]
+
+
+def test_tampered_bytes_are_refused(tamper_report):
+    failed = [attrs.asdict(c) for c in tamper_report.failed if c.name not in KNOWN_OPEN]
+    assert not failed, json.dumps(failed, indent=1)
+    assert len(tamper_report.cases) >= 25
+
+
+@pytest.mark.xfail(strict=True, reason="routed to flowyml-local: a cache entry does not record its key, and an "
+                   "artifact's sidecar does not record its location, so moved/replayed entries are served")
+@pytest.mark.parametrize("name", sorted(KNOWN_OPEN))
+def test_known_open_tamper_cases(tamper_report, name):
+    case = next(c for c in tamper_report.cases if c.name == name)
+    assert case.ok, case.outcome
