@@ -73,7 +73,11 @@ def _api_problem(declared: str | None) -> str | None:
     except ValueError:
         return f"declares FLOWYML_API_VERSION={declared!r}, which is not of the form 'MAJOR.MINOR'"
     if major != core_major or minor > core_minor:
-        return f"written for flowyml plugin API {declared}, but this flowyml-core provides {API_VERSION}"
+        fix = "upgrade flowyml-core" if (major, minor) > (core_major, core_minor) else "upgrade the plugin"
+        return (
+            f"written for flowyml plugin API {declared}, but this flowyml-core provides {API_VERSION} "
+            f"({fix}, or install a release of the plugin made for API {core_major}.x)"
+        )
     return None
 
 
