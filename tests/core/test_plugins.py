@@ -381,3 +381,16 @@ def test_invalid_registrations_are_shown_by_flowyml_plugins(make_plugin, plugin_
     assert "flavor name 'bad name' must be letters" in plugins["tidy"]["error"]
     assert plugins["tidy"]["flavors"] == {"executor": ["fine2"]}
     assert plugins["testplugin"]["error"] is None
+
+
+def test_plugins_inside_a_zip_on_sys_path_are_found(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "plugins.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("zipped_plugin.py", "X = 1\n")
+        zf.writestr("flowyml_zipped-1.2.dist-info/METADATA", "Metadata-Version: 2.1\nName: flowyml-zipped\nVersion: 1.2\n")
+        zf.writestr("flowyml_zipped-1.2.dist-info/entry_points.txt", "[flowyml.plugins]\nzipped = zipped_plugin\n")
+    found = [(ep.name, ep.value, ep.distribution, ep.version)
+             for ep in iter_entry_points(path=[str(tmp_path / "missing.zip"), str(archive)])]
+    assert found == [("zipped", "zipped_plugin", "flowyml-zipped", "1.2")]
