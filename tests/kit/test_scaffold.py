@@ -83,3 +83,15 @@ def test_an_existing_package_is_never_overwritten(tmp_path: Path, run_cli) -> No
     again = run_cli("plugin", "new", "keep", "--directory", str(tmp_path))
     assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
     assert marker.read_text() == "# my work\n"
+
+
+def test_contributing_shows_exactly_what_is_generated(tmp_path: Path) -> None:
+    guide = (Path(__file__).resolve().parents[2] / "CONTRIBUTING.md").read_text()
+    root = new_plugin("myexec", directory=tmp_path)
+    executor = guide.split("### 2.2", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert executor == (root / "flowyml_myexec" / "executor.py").read_text()
+    assert len(executor.splitlines()) <= 40
+    kit = guide.split("### 2.6", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    generated = (root / "tests" / "test_conformance.py").read_text()
+    assert kit.strip() in generated
+    assert len([line for line in kit.splitlines() if line.strip()]) <= 10  # "adopted in ≤ 10 lines"
