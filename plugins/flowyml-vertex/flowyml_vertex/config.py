@@ -39,7 +39,7 @@ def _check_gs_url(value: str | None) -> str | None:
 
 
 def _check_endpoint(value: str | None) -> str | None:
-    if value is None:
+    if not value:  # unset ("" when a ${env:…} reference is missing, which is reported already)
         return None
     parts = urlsplit(value if "://" in value else f"https://{value}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
