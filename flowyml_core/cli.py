@@ -316,49 +316,74 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
 
 
 # -- parser ---------------------------------------------------------------------------
+def _columns() -> int:
+    """The terminal width as shutil.get_terminal_size computes it, without importing shutil."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter with the width given.
+
+    argparse builds a formatter for every add_argument, and the default one
+    imports shutil (and with it bz2, lzma, fnmatch) for the terminal width:
+    a few ms on every start of every command, for help that is rarely shown.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, width if width is not None else _columns() - 2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowyml", description="Run ML pipelines on named stacks.")
+    parser = argparse.ArgumentParser(prog="flowyml", description="Run ML pipelines on named stacks.",
+                                     formatter_class=_Formatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     # Also accepted after the command (``flowyml stack show x --debug``); SUPPRESS
     # keeps a subcommand from resetting a --debug given before it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version="flowyml-core 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("plugins", parents=[common], help="installed plugins, versions, flavors and load errors")
+    p = sub.add_parser("plugins", parents=[common], formatter_class=_Formatter, help="installed plugins, versions, flavors and load errors")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
 
-    stack = sub.add_parser("stack", parents=[common], help="list, show, switch and edit stacks").add_subparsers(
+    stack = sub.add_parser("stack", parents=[common], formatter_class=_Formatter, help="list, show, switch and edit stacks").add_subparsers(
         dest="stack_command", required=True, metavar="ACTION"
     )
-    p = stack.add_parser("list", parents=[common], help="stacks, their file, the active one marked")
+    p = stack.add_parser("list", parents=[common], formatter_class=_Formatter, help="stacks, their file, the active one marked")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stack_list)
-    p = stack.add_parser("show", parents=[common], help="components and options (secrets masked)")
+    p = stack.add_parser("show", parents=[common], formatter_class=_Formatter, help="components and options (secrets masked)")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stack_show)
-    p = stack.add_parser("use", parents=[common], help="make a stack the active one")
+    p = stack.add_parser("use", parents=[common], formatter_class=_Formatter, help="make a stack the active one")
     p.add_argument("name")
     p.set_defaults(func=cmd_stack_use)
-    p = stack.add_parser("add", parents=[common], help="add a stack to ./stacks.toml")
+    p = stack.add_parser("add", parents=[common], formatter_class=_Formatter, help="add a stack to ./stacks.toml")
     p.add_argument("name")
     p.add_argument("--executor", required=True, metavar="FLAVOR[:k=v,...]")
     p.add_argument("--artifact-store", dest="artifact_store", metavar="FLAVOR[:k=v,...]")
     p.add_argument("--cache-store", dest="cache_store", metavar="FLAVOR[:k=v,...]")
     p.add_argument("--router", metavar="FLAVOR[:k=v,...]")
     p.set_defaults(func=cmd_stack_add)
-    p = stack.add_parser("remove", parents=[common], help="remove a stack from its stacks.toml")
+    p = stack.add_parser("remove", parents=[common], formatter_class=_Formatter, help="remove a stack from its stacks.toml")
     p.add_argument("name")
     p.set_defaults(func=cmd_stack_remove)
-    p = stack.add_parser("validate", parents=[common], help="build the stack and run each component's validate()")
+    p = stack.add_parser("validate", parents=[common], formatter_class=_Formatter, help="build the stack and run each component's validate()")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stack_validate)
 
-    p = sub.add_parser("run", parents=[common], help="run a pipeline: flowyml run MODULE_OR_FILE:PIPELINE")
+    p = sub.add_parser("run", parents=[common], formatter_class=_Formatter, help="run a pipeline: flowyml run MODULE_OR_FILE:PIPELINE")
     p.add_argument("target", metavar="MODULE_OR_FILE:PIPELINE")
     p.add_argument("--stack")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
@@ -368,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="remote stacks: give up waiting after this many seconds")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("runs", parents=[common], help="status, logs or stop of a remote run")
+    p = sub.add_parser("runs", parents=[common], formatter_class=_Formatter, help="status, logs or stop of a remote run")
     p.add_argument("action", choices=["status", "logs", "stop"])
     p.add_argument("job_id")
     p.add_argument("--stack")
@@ -376,13 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("step-runner", parents=[common], help="run steps inside a container (reads FLOWYML_* variables)")
+    p = sub.add_parser("step-runner", parents=[common], formatter_class=_Formatter, help="run steps inside a container (reads FLOWYML_* variables)")
     p.set_defaults(func=cmd_step_runner)
 
-    plugin = sub.add_parser("plugin", parents=[common], help="plugin authoring tools").add_subparsers(
+    plugin = sub.add_parser("plugin", parents=[common], formatter_class=_Formatter, help="plugin authoring tools").add_subparsers(
         dest="plugin_command", required=True, metavar="ACTION"
     )
-    p = plugin.add_parser("new", parents=[common], help="generate a plugin package that passes the conformance kit")
+    p = plugin.add_parser("new", parents=[common], formatter_class=_Formatter, help="generate a plugin package that passes the conformance kit")
     p.add_argument("name")
     p.add_argument("--kind", choices=["executor", "cache_store", "artifact_store", "router"], default="executor")
     p.add_argument("--directory", default=".")
