@@ -266,3 +266,27 @@ def test_non_utf8_file_is_a_clear_error(project):
     (project / "stacks.toml").write_bytes(b"[stacks.a]\nexecutor = \"\xff\"\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load(project)
+
+
+def test_pipeline_run_stack_argument_beats_environment_saved_choice_and_default(project, monkeypatch, capfd):
+    from flowyml_core import Pipeline, step
+
+    write(project / "stacks.toml", FOUR)
+    write(project / ".flowyml" / "active-stack", "c\n")
+
+    @step
+    def hello():
+        return "hi"
+
+    pipeline = Pipeline("p", [hello])
+    monkeypatch.setenv("FLOWYML_STACK", "b")
+    assert pipeline.run(stack="a").success
+    assert capfd.readouterr().out == "[A] hello\n"
+    assert pipeline.run().success  # no argument: FLOWYML_STACK
+    assert capfd.readouterr().out == "[B] hello\n"
+    monkeypatch.delenv("FLOWYML_STACK")
+    pipeline.run()
+    assert capfd.readouterr().out == "[C] hello\n"
+    (project / ".flowyml" / "active-stack").unlink()
+    pipeline.run()
+    assert capfd.readouterr().out == "[D] hello\n"
