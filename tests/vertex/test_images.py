@@ -32,7 +32,8 @@ def make_project(path):
     (path / "pkg").mkdir(parents=True)
     (path / "pkg" / "pipeline.py").write_text("VALUE = 1\n")
     (path / "marker.txt").write_text("from the project\n")
-    for junk in (".git/HEAD", ".venv/bin/python", "pkg/__pycache__/x.pyc", "data/big.bin", "notes/keep.md"):
+    for junk in (".git/HEAD", ".venv/bin/python", "pkg/__pycache__/x.pyc", "data/big.bin", "notes/keep.md",
+                 "build/lib/x.py", "pkg/build/steps.py"):
         (path / junk).parent.mkdir(parents=True, exist_ok=True)
         (path / junk).write_text("junk")
     (path / ".dockerignore").write_text("# local data\ndata\n")
@@ -51,7 +52,7 @@ def test_context_is_the_project_minus_ignored_files_and_its_hash_is_content_only
     first = pack_context(spec)
     assert tar_names(first) == sorted([
         ".flowyml-build/Dockerfile", ".flowyml-build/requirements.txt", "marker.txt", "notes/keep.md",
-        "pkg/pipeline.py",
+        "pkg/build/steps.py", "pkg/pipeline.py",
     ])
     os.utime(project / "marker.txt", (1, 1))  # times do not matter, content does
     assert pack_context(spec).digest == first.digest

@@ -28,12 +28,13 @@ from flowyml_core.errors import FlowymlError
 
 logger = logging.getLogger("flowyml.vertex.images")
 
-#: Never sent to the docker daemon: VCS data, virtualenvs, caches, run outputs.
+#: Never sent to the docker daemon, wherever they are: VCS data, caches, run outputs.
 DEFAULT_EXCLUDES = (
-    ".git", ".hg", ".svn", ".venv", "venv", "env", "__pycache__", "*.pyc", "*.pyo",
-    ".flowyml", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", "node_modules",
-    ".ipynb_checkpoints", ".DS_Store", "*.egg-info", "build", "dist", ".dockerignore",
+    ".git", ".hg", ".svn", ".venv", "__pycache__", "*.pyc", "*.pyo", ".flowyml", ".pytest_cache",
+    ".mypy_cache", ".ruff_cache", ".tox", "node_modules", ".ipynb_checkpoints", ".DS_Store", "*.egg-info",
 )
+#: Left out only at the top of the project (a package may well have a ``build`` module).
+ROOT_EXCLUDES = ("venv", "env", "build", "dist", ".dockerignore")
 GENERATED_DIR = ".flowyml-build"
 _TAG_SAFE = re.compile(r"[^a-z0-9._/-]")
 
@@ -94,6 +95,8 @@ def _excluded(rel: PurePosixPath, user_patterns: list[str]) -> bool:
     """Default excludes match any path component; ``.dockerignore`` lines match
     from the context root, the last matching line wins and ``!`` re-includes."""
     if any(fnmatch.fnmatchcase(part, pat) for part in rel.parts for pat in DEFAULT_EXCLUDES):
+        return True
+    if rel.parts and rel.parts[0] in ROOT_EXCLUDES:
         return True
     text = rel.as_posix()
     result = False
