@@ -246,16 +246,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         result = run_on_stack(
-            pipeline, stack, context=params, run_id=args.run_id, wait=not (args.no_wait or args.follow),
-            timeout=args.timeout, source=args.target, registry=plugins,
+            pipeline, stack, context=params, run_id=args.run_id, wait=False,
+            source=args.target, registry=plugins,
         )
     finally:
         plugins.pm.unregister(name="flowyml-cli-progress")
-    if args.follow and result.submission is not None:
-        print(f"following {result.submission.job_id}", flush=True)
-        _print_log_entries(stack.executor.stream_logs(result.submission.job_id), as_json=False)
-        result.status = result.submission.wait(args.timeout) or result.status
+    if result.submission is not None and not args.no_wait:
+        result.status = _wait_for_remote(stack, result.submission, args.timeout, args.follow)
     return progress.summary(result, stack, time.perf_counter() - started)
+
+
+def _wait_for_remote(stack: Any, submission: Any, timeout: float | None, follow: bool) -> Any:
+    """Wait for a remote run (streaming its logs with ``--follow``), within ``timeout``."""
+    import threading
+
+    streamer = None
+    if follow:
+        print(f"following {submission.job_id}", flush=True)
+        streamer = threading.Thread(
+            target=_print_log_entries, args=(stack.executor.stream_logs(submission.job_id), False),
+            name="flowyml-follow", daemon=True,
+        )
+        streamer.start()
+    try:
+        status = submission.wait(timeout)
+    except TimeoutError:
+        raise FlowymlError(
+            f"run {submission.job_id} is still running after {timeout:g}s; it goes on remotely. "
+            f"Check it with: flowyml runs status {submission.job_id} --stack {stack.name}"
+        ) from None
+    if streamer is not None:
+        # The stream ends by itself once it sees the job finished; give it a poll or two.
+        streamer.join(timeout=30)
+    return status
 
 
 def _print_log_entries(entries: Any, as_json: bool) -> None:

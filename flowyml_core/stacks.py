@@ -316,8 +316,15 @@ class StackRegistry:
                 f"unknown stack {name!r}{chosen} (known: {_names(self.stacks)}; read from: {files})"
             ) from None
 
-    def resolve(self, name: str | None = None, registry: Any | None = None) -> ResolvedStack:
-        """Build the stack's components; all problems of the stack reported at once."""
+    def resolve(
+        self, name: str | None = None, registry: Any | None = None, kinds: tuple[str, ...] | None = None
+    ) -> ResolvedStack:
+        """Build the stack's components; all problems of the stack reported at once.
+
+        ``kinds`` limits which components are built: a step runner inside a
+        container needs the stores, not the orchestrator that started it (nor
+        that orchestrator's SDKs).
+        """
         from flowyml_core.plugins import get_registry
 
         stack_name, why = self.active(name)
@@ -327,6 +334,8 @@ class StackRegistry:
         secrets: list[str] = []
         built: dict[str, tuple[type, Any, str]] = {}
         for kind, comp in spec.components.items():
+            if kinds is not None and kind not in kinds:
+                continue
             where = f"{spec.origin}: stack {stack_name!r}, {kind} {comp.flavor!r}"
             try:
                 impl, config_cls = registry.flavor(kind, comp.flavor).load()

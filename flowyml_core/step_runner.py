@@ -87,7 +87,9 @@ def run_unit(environ: Mapping[str, str], names: list[str], run_id: str, group: s
     unknown = [n for n in names if n not in pipeline.dag.steps]
     if unknown:
         raise FlowymlError(f"pipeline {pipeline.name!r} has no step(s) {', '.join(unknown)}")
-    stack = StackRegistry.load(environ).resolve(environ.get("FLOWYML_STACK") or None)
+    stack = StackRegistry.load(environ).resolve(
+        environ.get("FLOWYML_STACK") or None, kinds=("artifact_store", "cache_store", "router")
+    )
     store = stack.artifact_store
     if store is None:
         raise FlowymlError(f"stack {stack.name!r} has no artifact_store; remote steps exchange data through one")
