@@ -33,6 +33,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 import weakref
 from typing import Any, Callable, Iterable, Mapping
@@ -131,6 +132,10 @@ class DaskPool(cf.Executor):
     #: Calls bigger than this (pickled) are scattered to the workers first, so
     #: large inputs travel client → worker instead of through the scheduler.
     scatter_threshold = 1_000_000
+    #: Longest wait (s) for more completions before a gather, while the cluster is saturated.
+    linger = 0.05
+    #: Most results fetched by one gather.
+    max_batch = 256
 
     def __init__(self, client: Any) -> None:
         from distributed import as_completed
@@ -139,10 +144,16 @@ class DaskPool(cf.Executor):
         self._prefix = uuid.uuid4().hex[:12]
         self._count = itertools.count()
         self._pending: dict[Any, tuple[cf.Future, str]] = {}
+        self._untracked: list[Any] = []
         self._completed = as_completed(loop=client.loop)
         self._cond = threading.Condition()
         self._closed = False
         self._collector: threading.Thread | None = None
+        try:  # "saturated": more tasks outstanding than twice the cluster's threads
+            self._busy_threshold = max(8, 2 * sum(client.nthreads().values()))
+        except Exception as exc:  # an unreachable scheduler surfaces on submit, with its message
+            logger.debug("cannot count the cluster's threads: %r", exc)
+            self._busy_threshold = 8
 
     def _key(self, args: tuple[Any, ...]) -> str:
         name = "task"
@@ -171,24 +182,45 @@ class DaskPool(cf.Executor):
             if self._closed:
                 raise RuntimeError("cannot submit to a closed DaskPool")
             self._pending[future.key] = (outer, what)
-            self._completed.add(future)
+            self._untracked.append(future)
+            schedule = len(self._untracked) == 1
             if self._collector is None:
                 self._collector = threading.Thread(target=self._collect, name="flowyml-dask-collector", daemon=True)
                 self._collector.start()
             self._cond.notify()
+        if schedule:
+            # One wake-up of the client's event loop per burst of submissions, not one per task.
+            self._client.loop.add_callback(self._track)
         return outer
+
+    def _track(self) -> None:
+        """On the client's event loop: start watching the futures submitted since the last call."""
+        with self._cond:
+            futures, self._untracked = self._untracked, []
+        if futures:
+            self._completed.update(futures)
 
     def _collect(self) -> None:
         while True:
             with self._cond:
-                while self._completed.is_empty() and not self._closed:
+                while not self._pending and not self._closed:
                     self._cond.wait()
-                if self._completed.is_empty():
+                if not self._pending:
                     return
             try:
                 batch = self._completed.next_batch(block=True)
-            except StopIteration:
+            except StopIteration:  # submitted, but the event loop has not started watching them yet
+                with self._cond:
+                    self._cond.wait(0.001)
                 continue
+            # While more tasks are outstanding than the cluster runs at once, its workers stay busy
+            # whatever we do: wait a little and fetch more results per gather (each gather is a
+            # round trip to the workers, which costs the scheduler and workers CPU per call).
+            deadline = time.monotonic() + self.linger
+            while (len(batch) < self.max_batch and len(self._pending) - len(batch) >= self._busy_threshold
+                   and time.monotonic() < deadline):
+                time.sleep(self.linger / 10)
+                batch.extend(self._completed.next_batch(block=False))
             try:
                 self._settle(batch)
             except Exception as exc:  # never let the collector die: the walker would wait forever
