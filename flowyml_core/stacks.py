@@ -371,10 +371,17 @@ def _strings(value: Any) -> str:
 
 
 def scrub(message: str, secrets: list[str]) -> str:
-    """Remove secret values from a message (they may be echoed by a library)."""
+    """Remove secret values from a message (they may be echoed by a library).
+
+    Also in the escaped forms ``repr()`` and JSON give them (a backslash or a
+    quote in a token is doubled there), since libraries usually show ``{x!r}``.
+    """
+    import json
+
     for secret in secrets:
         if secret and len(secret) >= 3:
-            message = message.replace(secret, "****")
+            for form in {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]}:
+                message = message.replace(form, "****")
     return message
 
 

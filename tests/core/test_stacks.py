@@ -200,6 +200,17 @@ def test_missing_env_variable_is_named(project):
     assert "option 'token'" in str(info.value)
 
 
+def test_secrets_are_scrubbed_in_their_escaped_forms_too():
+    import json
+
+    from flowyml_core.stacks import scrub
+
+    secret = 'sk\\9"q\'z'  # a backslash and both quotes: repr() and JSON escape them differently
+    for shown in (secret, repr(secret), json.dumps(secret), str([secret])):
+        message = scrub(f"login with {shown} refused", [secret])
+        assert "sk" not in message and "9" not in message and "****" in message, message
+
+
 @pytest.mark.parametrize("how", ["env", "literal"])
 def test_secrets_are_scrubbed_from_construction_errors(project, how):
     token = '"${env:ECHO_TOKEN}"' if how == "env" else '"explode"'
