@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
         dashboard_address=None, silence_logs=logging.ERROR,
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
     )
     dask = DaskExecutor(DaskExecutorConfig(address=cluster.scheduler_address))
     local = LocalExecutor()

@@ -20,7 +20,8 @@ def dask_cluster():
         dashboard_address=None,
         host="127.0.0.1",
         silence_logs=logging.ERROR,
-        scheduler_kwargs={"allowed_failures": 0},
+        # no dashboard, and the scheduler's small HTTP server on a free loopback port (8787 may be taken)
+        scheduler_kwargs={"allowed_failures": 0, "dashboard": False, "dashboard_address": "127.0.0.1:0"},
     )
     yield cluster
     cluster.close()
