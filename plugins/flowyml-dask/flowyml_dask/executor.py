@@ -423,7 +423,12 @@ class DaskExecutor(Executor):
         candidates -= self._checked_modules
         if not candidates:
             return
-        answers = self.client.run(unimportable, sorted(candidates))
+        try:
+            answers = self.client.run(unimportable, sorted(candidates))
+        except Exception as exc:  # cannot ask (a worker went away): sending by value always works
+            logger.warning("could not ask the Dask workers which modules they can import (%r); "
+                           "sending %s by value", exc, ", ".join(sorted(candidates)))
+            answers = {}
         missing = set(candidates) if not answers else set().union(*map(set, answers.values()))
         for name in sorted(missing):
             module = sys.modules.get(name)
