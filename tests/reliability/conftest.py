@@ -10,12 +10,11 @@ Long variants are marked ``@pytest.mark.slow`` and skipped unless
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-if "tests.servers.fixtures" not in sys.modules:
-    from tests.servers.fixtures import *  # noqa: F401,F403
+# Unconditionally: fixtures are visible per conftest directory.
+from tests.servers.fixtures import *  # noqa: E402,F401,F403
 
 LONG_ENV = "FLOWYML_LONG"
 
