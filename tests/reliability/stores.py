@@ -484,7 +484,7 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
         a, b = Path(side_a).read_bytes(), Path(side_b).read_bytes()
         Path(side_a).write_bytes(b)
         Path(side_b).write_bytes(a)
-        return expect_refused(uri_b, "missing")
+        return expect_refused(uri_b, "sidecar")
 
     case("artifact: sidecars of two artifacts swapped", "artifact", "IntegrityError", sidecar_swap)
 

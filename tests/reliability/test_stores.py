@@ -11,13 +11,6 @@ from tests.reliability.stores import concurrency_test, crash_test, tamper_test
 
 pytest.importorskip("flowyml_local.fsstore", reason="flowyml-local's stores are not installed")
 
-#: Tamper cases the stores do not refuse yet. Reported for routing to flowyml-local
-#: (flowyml_local/fsstore.py); the xfail below is strict, so fixing one fails it: then remove it here.
-KNOWN_OPEN = {
-    "cache: entry file moved to another key",
-    "artifact: sidecar and data of another artifact copied in",
-}
-
 
 def test_kill_9_during_1000_writes_20_times(tmp_path):
     report = crash_test(tmp_path, rounds=20, count=1000)
@@ -62,14 +55,7 @@ def test_planted_pickles_never_run(tamper_report):
 
 
 def test_tampered_bytes_are_refused(tamper_report):
-    failed = [attrs.asdict(c) for c in tamper_report.failed if c.name not in KNOWN_OPEN]
+    """Including an entry moved to another key and an artifact copied over another (both were served once)."""
+    failed = [attrs.asdict(c) for c in tamper_report.failed]
     assert not failed, json.dumps(failed, indent=1)
     assert len(tamper_report.cases) >= 25
-
-
-@pytest.mark.xfail(strict=True, reason="routed to flowyml-local: a cache entry does not record its key, and an "
-                   "artifact's sidecar does not record its location, so moved/replayed entries are served")
-@pytest.mark.parametrize("name", sorted(KNOWN_OPEN))
-def test_known_open_tamper_cases(tamper_report, name):
-    case = next(c for c in tamper_report.cases if c.name == name)
-    assert case.ok, case.outcome
