@@ -433,3 +433,42 @@ def test_concurrent_writers_and_readers_of_one_artifact(artifacts):
     assert artifacts.load(uri) in values
     # Racing writers may leave unreferenced data files (never read: only the sidecar's file is).
     assert (Path(uri) / artifacts.metadata(uri)["data"]).is_file()
+
+
+def test_an_artifact_copied_over_another_is_refused(artifacts):
+    import shutil
+
+    a = artifacts.materialize(b"value of a", "a", "run", "step")
+    b = artifacts.materialize(b"value of b", "b", "run", "step")
+    shutil.rmtree(b)
+    shutil.copytree(a, b)
+    with pytest.raises(IntegrityError, match="written for 'default/run/step/a'"):
+        artifacts.load(b)
+    assert artifacts.load(a) == b"value of a"
+
+
+def test_a_copied_store_root_still_loads(artifacts, tmp_path):
+    """Relative locations are recorded: moving the whole store keeps it valid."""
+    import shutil
+
+    uri = artifacts.materialize({"x": 1}, "x", "run", "step")
+    shutil.copytree(artifacts.root, tmp_path / "moved")
+    moved = LocalArtifactStore(LocalArtifactStoreConfig(path=str(tmp_path / "moved")))
+    assert moved.load(moved.uri_for("run", "step", "x")) == {"x": 1}
+    assert uri != moved.uri_for("run", "step", "x")
+
+
+def test_a_payload_its_materializer_cannot_decode_is_an_integrity_error(artifacts, tmp_path):
+    """A consistent sidecar (matching sha256) that labels a pickle as JSON: refused clearly, never unpickled."""
+    import hashlib
+
+    marker = tmp_path / "pwned"
+    uri = artifacts.materialize({"a": 1}, "x", "run", "step")
+    meta = artifacts.metadata(uri)
+    payload = pickle.dumps(_Planted(str(marker)))
+    Path(uri, meta["data"]).write_bytes(payload)
+    meta.update(size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    Path(uri, SIDECAR).write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match=r"its json payload cannot be decoded \(UnicodeDecodeError"):
+        artifacts.load(uri)
+    assert not marker.exists()

@@ -151,7 +151,7 @@ def plant(cache: LocalCacheStore, key: str, marker: Path) -> None:
     import hashlib
 
     payload = pickle.dumps(_Planted(str(marker)))
-    header = {"materializer": "pickle", "type": "builtins.int", "size": len(payload),
+    header = {"key": key, "materializer": "pickle", "type": "builtins.int", "size": len(payload),
               "sha256": hashlib.sha256(payload).hexdigest(), "step_name": "s", "code_hash": "c"}
     path = entry_file(cache, key)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,3 +234,29 @@ def test_speed_of_small_entries(cache):
             cache.get(key)
         best = min(best, (time.perf_counter() - start) / len(keys))
     assert best < 80e-6, f"get took {best * 1e6:.1f} µs"
+
+
+def test_an_entry_moved_to_another_key_is_a_miss(cache, caplog):
+    other = "cd" * 32
+    cache.set_value(KEY, "the value of KEY", "s", "c")
+    target = entry_file(cache, other)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(entry_file(cache, KEY).read_bytes())
+    with caplog.at_level(logging.WARNING, logger="flowyml.stores"):
+        assert cache.get(other) is None
+    assert "written for key" in caplog.text
+    assert cache.get(KEY).value == "the value of KEY"
+
+
+def test_a_signed_pickle_cannot_be_replayed_under_another_key(cache):
+    """Even with the header's key edited to match, the signature binds the entry to its key."""
+    other = "cd" * 32
+    cache.set_value(KEY, Model([9.0]), "s", "c")
+    raw = entry_file(cache, KEY).read_bytes()
+    header_end = raw.index(b"\n", len(CACHE_MAGIC))
+    header = json.loads(raw[len(CACHE_MAGIC):header_end])
+    header["key"] = other
+    target = entry_file(cache, other)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + raw[header_end:])
+    assert cache.get(other) is None

@@ -739,17 +739,17 @@ class _FsStoreMixin:
             + ("; ".join(problems) if problems else "no materializer accepts this type")
         )
 
-    def _signature_for(self, m: Materializer, sha256: str, size: int) -> str | None:
+    def _signature_for(self, m: Materializer, sha256: str, size: int, context: str = "") -> str | None:
         if not m.unsafe:
             return None
-        return self._get_signer().sign(m.name, sha256, size)
+        return self._get_signer().sign(m.name, sha256, size, context)
 
-    def _check_trust(self, m: Materializer, meta: Mapping[str, Any], where: str, kind: str) -> None:
+    def _check_trust(self, m: Materializer, meta: Mapping[str, Any], where: str, kind: str, context: str = "") -> None:
         """Refuse unsafe formats without a valid signature, unless the store opted in."""
         if not m.unsafe or self.allow_unsigned_pickle:
             return
         signer = self._get_signer()
-        if signer.verify(meta.get("signature"), m.name, meta["sha256"], meta["size"]):
+        if signer.verify(meta.get("signature"), m.name, meta["sha256"], meta["size"], context):
             return
         why = "carries no signature" if not meta.get("signature") else "carries a signature that does not match"
         raise UntrustedPickleError(
@@ -826,6 +826,7 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
         size, digest = b.put_new(b.join(directory, data_name), buffers)
         meta: dict[str, Any] = {
             "format": ARTIFACT_FORMAT,
+            "path": self._relative(directory),
             "type": _type_name(obj),
             "materializer": m.name,
             "data": data_name,
@@ -848,6 +849,14 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
         if isinstance(old, str) and old != data_name and _plain_name(old):
             b.delete(b.join(directory, old))
         return b.to_uri(directory)
+
+    def _relative(self, directory: str) -> str | None:
+        """``directory`` relative to the root, with "/" separators; None when it lies outside."""
+        root = self.backend.root
+        sep = "/" if self.backend.fs is not None else os.sep
+        if not directory.startswith(root + sep):
+            return None
+        return directory[len(root) + 1:].replace(os.sep, "/")
 
     # -- reading ---------------------------------------------------------------
     def _read_sidecar(self, sidecar: str, quiet: bool = False) -> dict[str, Any] | None:
@@ -918,7 +927,24 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
             data = b.read_verified(b.join(directory, data_name), size, digest, m.allocate, exact=m.unsafe)
         except IntegrityError as exc:
             raise IntegrityError(f"artifact {uri} failed its integrity check: {exc}") from None
-        return m.load(data, meta.get("info"))
+        here, written_for = self._relative(directory), meta.get("path")
+        if here is not None and written_for is not None and written_for != here:
+            raise IntegrityError(
+                f"{uri}: its sidecar was written for {written_for!r}, not for this location "
+                "(an artifact copied or moved over another one?); write it again"
+            )
+        try:
+            return m.load(data, meta.get("info"))
+        except IntegrityError as exc:
+            raise IntegrityError(f"artifact {uri}: {exc}") from None
+        except Exception as exc:
+            if m.unsafe:  # a trusted pickle that cannot load (a class that moved…) keeps its own error
+                raise
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise IntegrityError(
+                f"artifact {uri}: its {m.name} payload cannot be decoded ({type(exc).__name__}: {text}); "
+                "it was not written by that materializer, or it is damaged"
+            ) from exc
 
     # -- listing & housekeeping ----------------------------------------------------
     def list_artifacts(self, run_id: str | None = None, step_name: str | None = None,
@@ -1009,7 +1035,9 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
         m, buffers, info = self._encode(value, None)
         total = sum(_nbytes(x) for x in buffers)
         digest = _Hasher(buffers, total).result()
+        safe = _safe_key(key)
         header: dict[str, Any] = {
+            "key": safe,
             "materializer": m.name,
             "type": _type_name(value),
             "size": total,
@@ -1021,15 +1049,18 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
         }
         if info:
             header["info"] = info
-        signature = self._signature_for(m, digest, total)
+        signature = self._signature_for(m, digest, total, context=safe)
         if signature:
             header["signature"] = signature
         head = CACHE_MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n"
-        self.backend.put_atomic(self._entry_path(key), [head, *buffers])
+        b = self.backend
+        b.put_atomic(b.join(b.root, safe[:2], safe), [head, *buffers])
 
     # -- reading ---------------------------------------------------------------
     def get(self, key: str) -> CacheEntry | None:
-        path = self._entry_path(key)
+        safe = _safe_key(key)
+        b = self.backend
+        path = b.join(b.root, safe[:2], safe)
         try:
             raw = self.backend.read_bytes(path)
         except FileNotFoundError:
@@ -1039,7 +1070,7 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
             self._miss_with_warning(path, f"cannot be read ({exc})")
             return None
         try:
-            return self._decode(raw, path)
+            return self._decode(raw, path, safe)
         except UntrustedPickleError as exc:
             self._miss_with_warning(path, str(exc), corrupt=False)
         except Exception as exc:  # any damage to an entry is a miss, never a crash
@@ -1072,13 +1103,15 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
             raise IntegrityError("header is not a JSON object")
         return header, memoryview(raw)[end + 1:]
 
-    def _decode(self, raw: bytes, path: str) -> CacheEntry:
+    def _decode(self, raw: bytes, path: str, key: str) -> CacheEntry:
         header, payload = self._split(raw, path)
+        if header.get("key") != key:
+            raise IntegrityError(f"the entry was written for key {header.get('key')!r} (moved or copied here?)")
         size, digest = header["size"], header["sha256"]
         if len(payload) != size:
             raise IntegrityError(f"payload is {len(payload)} bytes, the header says {size}")
         m = self.materializers.by_name(header["materializer"])
-        self._check_trust(m, header, f"cache entry {self.backend.to_uri(path)}", self.kind)
+        self._check_trust(m, header, f"cache entry {self.backend.to_uri(path)}", self.kind, context=key)
         if hashlib.sha256(payload).hexdigest() != digest:
             raise IntegrityError("payload does not match its recorded sha256")
         buf = m.allocate(size) if size >= 65536 else None

@@ -56,17 +56,18 @@ class Signer:
         return f"Signer(source={self.source!r})"
 
     @staticmethod
-    def _message(materializer: str, sha256: str, size: int) -> bytes:
-        return f"flowyml-sig-v1\0{materializer}\0{sha256}\0{size}".encode()
+    def _message(materializer: str, sha256: str, size: int, context: str) -> bytes:
+        return f"flowyml-sig-v1\0{materializer}\0{sha256}\0{size}\0{context}".encode("utf-8", "surrogatepass")
 
-    def sign(self, materializer: str, sha256: str, size: int) -> str:
-        mac = hmac.new(self._key, self._message(materializer, sha256, size), hashlib.sha256)
+    def sign(self, materializer: str, sha256: str, size: int, context: str = "") -> str:
+        """``context`` binds the signature to where the object belongs (a cache key), so it cannot be replayed elsewhere."""
+        mac = hmac.new(self._key, self._message(materializer, sha256, size, context), hashlib.sha256)
         return SIGNATURE_PREFIX + mac.hexdigest()
 
-    def verify(self, signature: object, materializer: str, sha256: str, size: int) -> bool:
+    def verify(self, signature: object, materializer: str, sha256: str, size: int, context: str = "") -> bool:
         if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
             return False
-        return hmac.compare_digest(signature, self.sign(materializer, sha256, size))
+        return hmac.compare_digest(signature, self.sign(materializer, sha256, size, context))
 
 
 def user_key_path() -> Path:
