@@ -163,7 +163,7 @@ class GcsArtifactStore(_GcsStore, FsArtifactStore):
 
 
 class GcsCacheStore(_GcsStore, FsCacheStore):
-    """Cache entries at ``gs://bucket/prefix/<key[:2]>/<key>``, one object each."""
+    """Cache entries at ``gs://bucket/prefix/<key>``, one object each."""
 
     def __init__(self, config: GcsCacheStoreConfig, *, backend: StoreBackend | None = None,
                  materializers: MaterializerSet | None = None) -> None:

@@ -27,7 +27,7 @@ class LocalCacheStoreConfig(StoreTrustOptions):
 
 
 class LocalCacheStore(FsCacheStore):
-    """Entries at ``<path>/<key[:2]>/<key>``; ``stats()`` adds this instance's hits and misses."""
+    """Entries at ``<path>/<key>``; ``stats()`` adds this instance's hits and misses."""
 
     def __init__(self, config: LocalCacheStoreConfig | None = None, *, backend: StoreBackend | None = None,
                  materializers: MaterializerSet | None = None) -> None:

@@ -29,7 +29,7 @@ that lost the race re-reads the sidecar.
 
 Cache entries
 -------------
-One file (object) per key, ``<root>/<key[:2]>/<key>``: a magic line, a JSON
+One file (object) per key, ``<root>/<key>`` (flat: no directory to create per entry): a magic line, a JSON
 header line (materializer, type, size, sha256, signature, step_name,
 code_hash, fingerprint, created) and the payload, published with a temp file
 and an atomic rename (one atomic PUT on object stores). A torn, altered or
@@ -1028,7 +1028,7 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
     def _entry_path(self, key: str) -> str:
         safe = _safe_key(key)
         b = self.backend
-        return b.join(b.root, safe[:2], safe)
+        return b.join(b.root, safe)
 
     # -- writing ---------------------------------------------------------------
     def set_value(self, key: str, value: Any, step_name: str, code_hash: str, fingerprint: str | None = None) -> None:
@@ -1054,13 +1054,13 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
             header["signature"] = signature
         head = CACHE_MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n"
         b = self.backend
-        b.put_atomic(b.join(b.root, safe[:2], safe), [head, *buffers])
+        b.put_atomic(b.join(b.root, safe), [head, *buffers])
 
     # -- reading ---------------------------------------------------------------
     def get(self, key: str) -> CacheEntry | None:
         safe = _safe_key(key)
         b = self.backend
-        path = b.join(b.root, safe[:2], safe)
+        path = b.join(b.root, safe)
         try:
             raw = self.backend.read_bytes(path)
         except FileNotFoundError:
@@ -1179,7 +1179,7 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
         entries = total = 0
         for path, size in b.walk(b.root):
             name = path.rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
-            if name.endswith(".tmp"):
+            if name.endswith(".tmp") or name.startswith("."):
                 continue
             entries += 1
             total += size
