@@ -844,7 +844,7 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
         # (never read: only the sidecar's file is); deleting files we did not
         # see referenced could delete a racing writer's data before it publishes.
         previous = self._read_sidecar(sidecar, quiet=True)
-        b.put_atomic(sidecar, [json.dumps(meta, indent=1).encode()])
+        b.put_atomic(sidecar, [json.dumps(meta).encode()])
         old = previous.get("data") if previous else None
         if isinstance(old, str) and old != data_name and _plain_name(old):
             b.delete(b.join(directory, old))
