@@ -164,10 +164,12 @@ def test_code_from_a_user_file_reaches_workers_by_value(dask_executor, calls, tm
 
         pipeline = Pipeline("userfile", steps=[produce, apply, boxed])
     """))
+    # Workers started after the file's folder joins sys.path would import it: wait for restarts first.
+    dask_executor.client.wait_for_workers(2, timeout=30)
     pipeline = load_pipeline(f"{folder / f'pipe_{suffix}.py'}:pipeline")
     try:
         missing = dask_executor.client.run(__import__("flowyml_dask.executor").executor.unimportable, [f"pipe_{suffix}"])
-        assert all(v == [f"pipe_{suffix}"] for v in missing.values()), "the workers must not see this file for the test to mean anything"
+        assert missing and all(v == [f"pipe_{suffix}"] for v in missing.values()), "the workers must not see this file"
         result = run(dask_executor, pipeline, calls)
         assert result.success, [(r.step_name, r.error) for r in result.failed_steps]
         box, pid = result.outputs["box"]
@@ -244,7 +246,7 @@ def test_flowyml_run_on_a_dask_stack(run_cli, tmp_path: Path) -> None:
     done = run_cli("run", "flow.py:pipeline", "--stack", "dask", cwd=project, timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 steps" in done.stdout and "completed" in done.stdout, done.stdout
-    assert "Traceback" not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "INFO" not in done.stderr, done.stderr
     assert time.monotonic() - started < 45
     again = run_cli("run", "flow.py:pipeline", "--stack", "dask", cwd=project, timeout=90)
     assert again.returncode == 0 and "fully cached" in again.stdout, again.stdout + again.stderr

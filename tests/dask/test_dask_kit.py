@@ -17,3 +17,34 @@ class TestDaskExecutorContract(ExecutorContract):
     @pytest.fixture
     def flavor_options(self, dask_cluster):
         return {"address": dask_cluster.scheduler_address}
+
+
+class TestDaskExecutorWithLocalStores(ExecutorContract):
+    """The contract again with the local plugin's stores, in the kit's calls and in its stacks.toml."""
+
+    flavor = "dask"
+
+    @pytest.fixture
+    def executor(self, dask_executor):
+        return dask_executor
+
+    @pytest.fixture
+    def flavor_options(self, dask_cluster):
+        return {"address": dask_cluster.scheduler_address}
+
+    @pytest.fixture
+    def cache_store(self, tmp_path):
+        from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
+
+        return LocalCacheStore(LocalCacheStoreConfig(path=str(tmp_path / "cache")))
+
+    @pytest.fixture
+    def artifact_store(self, tmp_path):
+        from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
+
+        return LocalArtifactStore(LocalArtifactStoreConfig(path=str(tmp_path / "artifacts")))
+
+    @pytest.fixture
+    def stack_stores(self, tmp_path):
+        return {"cache_store": {"flavor": "local", "path": str(tmp_path / "stack-cache")},
+                "artifact_store": {"flavor": "local", "path": str(tmp_path / "stack-artifacts")}}

@@ -50,6 +50,8 @@ from flowyml_dask.config import DaskExecutorConfig
 logger = logging.getLogger("flowyml.dask")
 
 _STDLIB_PREFIXES = (sys.prefix, sys.base_prefix, sys.exec_prefix)
+#: Packages the workers must have installed anyway; never shipped as code.
+_NEVER_BY_VALUE = frozenset({"flowyml_core", "flowyml_dask", "dask", "distributed", "cloudpickle"})
 
 
 # -- what runs on the workers -----------------------------------------------------------
@@ -278,6 +280,20 @@ class DaskPool(cf.Executor):
                 outer.set_exception(WorkerLostError(f"{what} was abandoned: the Dask executor was closed"))
 
 
+def _quiet_dask_logging() -> None:
+    """Keep Dask's start-up and shutdown chatter (INFO) out of an application that logs at WARNING.
+
+    Dask sets its ``distributed`` logger to INFO; when the application has
+    configured the root logger itself (as ``flowyml run`` does), those records
+    reach its handler. Under a verbose root (``flowyml --debug``) they stay.
+    """
+    dask_logger = logging.getLogger("distributed")
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        return
+    if dask_logger.level == logging.NOTSET or dask_logger.level < logging.WARNING:
+        dask_logger.setLevel(logging.WARNING)
+
+
 def _shutdown(client: Any, cluster: Any) -> None:
     """Close what the executor opened; runs on close(), garbage collection or interpreter exit."""
     try:
@@ -327,6 +343,7 @@ class DaskExecutor(Executor):
 
         config = self.config
         cluster = None
+        _quiet_dask_logging()
         if config.address:
             from flowyml_core.errors import FlowymlError
 
@@ -357,6 +374,10 @@ class DaskExecutor(Executor):
             )
             logger.info("started a Dask LocalCluster at %s", cluster.scheduler_address)
             client = Client(cluster, set_as_default=False)
+        try:  # warnings of flowyml code on the workers (a cache write that failed…) reach this process's log
+            client.forward_logging("flowyml", level=logging.WARNING)
+        except Exception as exc:  # an older distributed, or a scheduler that refuses plugins
+            logger.debug("cannot forward worker logs: %r", exc)
         self._client, self._cluster = client, cluster
         self._pool = DaskPool(client)
         self._finalizer = weakref.finalize(self, _shutdown, client, cluster)
@@ -410,6 +431,8 @@ class DaskExecutor(Executor):
                 module = getattr(func, "__module__", None)
                 if not module or module == "__main__" or module in self._checked_modules:
                     continue
+                if module.partition(".")[0] in _NEVER_BY_VALUE:
+                    continue
                 top = module.partition(".")[0]
                 candidates.update({module, top})
                 path = getattr(sys.modules.get(module), "__file__", None)
@@ -421,15 +444,18 @@ class DaskExecutor(Executor):
                 if path and "." not in name and os.path.dirname(os.path.abspath(path)) in directories:
                     candidates.add(name)
         candidates -= self._checked_modules
+        candidates = {c for c in candidates if c.partition(".")[0] not in _NEVER_BY_VALUE}
         if not candidates:
             return
-        try:
-            answers = self.client.run(unimportable, sorted(candidates))
-        except Exception as exc:  # cannot ask (a worker went away): sending by value always works
-            logger.warning("could not ask the Dask workers which modules they can import (%r); "
-                           "sending %s by value", exc, ", ".join(sorted(candidates)))
-            answers = {}
-        missing = set(candidates) if not answers else set().union(*map(set, answers.values()))
+        client = self.client  # connection problems surface here, as themselves
+        try:  # a worker that is restarting or leaving does not answer; the others do
+            answers = client.run(unimportable, sorted(candidates), on_error="ignore")
+        except Exception as exc:  # the scheduler itself failed the call: ask again on the next run
+            logger.warning("could not ask the Dask workers which modules they can import: %r", exc)
+            return
+        # No worker to ask (all restarting, or an adaptive cluster at zero): sending code by value
+        # always works, so do that rather than guess.
+        missing = set().union(*map(set, answers.values())) if answers else set(candidates)
         for name in sorted(missing):
             module = sys.modules.get(name)
             if module is None:
@@ -540,3 +566,4 @@ def _call_run_step(step: Any, inputs: dict[str, Any], context_params: dict[str, 
 def _call_group(step_group: Any, inputs: dict[str, Any], kwargs: dict[str, Any]) -> list[ExecutionResult]:
     fingerprints = kwargs.pop("input_fingerprints", None)
     return run_step_group(WorkerExecutor().execute_step, step_group, inputs, fingerprints=fingerprints, **kwargs)
+
