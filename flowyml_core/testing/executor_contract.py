@@ -22,9 +22,10 @@ cached, observer hooks see every step); and a pipeline run end to end through
 a ``stacks.toml`` that names your flavor.
 
 Optional knobs: ``flavor_options`` (a fixture: options written under your
-executor in stacks.toml), ``plugin`` (your plugin module, registered in
-process when the package is not installed), and the ``cache_store`` /
-``artifact_store`` fixtures (the kit's directory stores by default). Steps are
+executor in stacks.toml), ``stack_stores`` (the stores of that stacks.toml),
+``plugin`` (your plugin module, registered in process when the package is not
+installed), and the ``cache_store`` / ``artifact_store`` fixtures (the kit's
+directory stores by default). Steps are
 module-level functions of :mod:`flowyml_core.testing.samples`; they count
 their calls in a file, so an executor that runs them in other processes is
 checked just the same. If the executor has a ``close()`` method, the kit calls
@@ -73,6 +74,12 @@ class ExecutorContract:
     def flavor_options(self) -> dict[str, Any]:
         """Options written under ``executor = { flavor = ..., ... }`` in the kit's stacks.toml."""
         return {}
+
+    @pytest.fixture
+    def stack_stores(self) -> dict[str, Any]:
+        """Stores of the kit's stacks.toml: ``"kit"`` (the kit's directory stores) or a table such as
+        ``{"flavor": "gcs", "url": "gs://bucket/kit"}`` when your executor's workers cannot reach local disk."""
+        return {"cache_store": "kit", "artifact_store": "kit"}
 
     @pytest.fixture
     def cache_store(self, tmp_path: Path) -> Any:
@@ -360,7 +367,8 @@ class ExecutorContract:
 
     # -- through stacks.toml ------------------------------------------------------------------------
     def test_pipeline_runs_through_a_stack_naming_the_flavor(
-        self, executor: Any, flavor_options: dict[str, Any], pipelines: SamplePipelines, tmp_path: Path
+        self, executor: Any, flavor_options: dict[str, Any], stack_stores: dict[str, Any], pipelines: SamplePipelines,
+        tmp_path: Path,
     ) -> None:
         if self.flavor is None:
             pytest.skip('set `flavor = "<your flavor>"` on the test class to run a pipeline through stacks.toml')
@@ -380,7 +388,7 @@ class ExecutorContract:
             "(its [project.entry-points.\"flowyml.plugins\"] must point at your plugin module), "
             "or set `plugin = \"yourpackage.plugin\"` on the test class"
         )
-        project.add_stack("kit", self.flavor, flavor_options)
+        project.add_stack("kit", self.flavor, flavor_options, **stack_stores)
         stack = project.resolve("kit")
         try:
             assert isinstance(stack.executor, type(executor)), (
