@@ -45,7 +45,7 @@ def sizes(long: bool) -> dict[str, Any]:
                 "conc_procs": (2, 3, 4, 4), "gcs_runs": 15, "gcs_seeds": 5, "gcs_outage_runs": 2,
                 "gcs_crash_rounds": 20, "gcs_crash_count": 1000, "gcs_conc_ops": 300}
     return {"fuzz": 300, "fuzz_console": 6, "crash_rounds": 20, "crash_count": 1000, "conc_ops": 400,
-            "conc_procs": (2, 3, 4), "gcs_runs": 3, "gcs_seeds": 2, "gcs_outage_runs": 1,
+            "conc_procs": (2, 3, 4), "gcs_runs": 2, "gcs_seeds": 1, "gcs_outage_runs": 1,
             "gcs_crash_rounds": 5, "gcs_crash_count": 100, "gcs_conc_ops": 60}
 
 

@@ -349,8 +349,8 @@ def examples(draw, project_path: str, user_path: str) -> Example:
         if doc.data and isinstance(doc.data.get("stacks"), dict):
             names += list(doc.data["stacks"])
     env_stack = draw(st.one_of(st.none(), st.sampled_from(names), NAMES)) if draw(ints(0, 5)) == 0 else None
-    if env_stack == "":
-        env_stack = None
+    if env_stack is not None:
+        env_stack = env_stack.replace("\0", "") or None  # the OS cannot hold NUL in a variable
     return Example(project, user, env_stack, draw(commands(names)))
 
 
@@ -443,6 +443,8 @@ def check_example(ws: Workspace, ex: Example, runner: str = "inprocess") -> list
         if runner == "inprocess":
             result = run_inprocess(ex.argv, cwd=ws.project)
         else:
+            # The OS cannot pass NUL in an argument: the console runs get the argument without it.
+            ex.argv = [a.replace("\0", "") for a in ex.argv]
             result = run_console(ex.argv, cwd=ws.project, env=dict(os.environ))
     after = ws.snapshot()
     ws.last_code = result.code

@@ -233,6 +233,22 @@ SCENARIOS: list[tuple[str, list[str], dict[str, str], list[Callable[[CliResult],
 ]
 
 
+def _local_plugin() -> bool:
+    try:
+        import flowyml_local.executor  # noqa: F401
+        import flowyml_local.fsstore  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if _local_plugin():  # the built-in local stack, from the real flowyml-local plugin, keeps working too
+    SCENARIOS += [
+        ("built-in local stack validates", ["stack", "validate", "local"], {}, [_code(0)]),
+        ("built-in local stack runs", ["run", "pipeline.py:pipeline", "--stack", "local"], {}, [_code(0), _contains("total")]),
+    ]
+
+
 @attrs.define
 class PluginFaultReport:
     checks: list[Check] = attrs.Factory(list)
