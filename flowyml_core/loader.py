@@ -53,6 +53,11 @@ def _import(source: str) -> Any:
         existing = sys.modules.get(name)
         if existing is not None and getattr(existing, "__file__", None) == str(resolved):
             return existing
+        if existing is not None or name in sys.stdlib_module_names:
+            raise FlowymlError(
+                f"pipeline file {source} would be imported as module {name!r}, which is already a different "
+                f"module ({getattr(existing, '__file__', None) or 'built in'}); rename the file"
+            )
         directory = str(resolved.parent)
         if directory not in sys.path:
             sys.path.insert(0, directory)

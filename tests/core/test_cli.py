@@ -361,3 +361,17 @@ def test_secret_never_printed_when_construction_fails(demo, run_cli):
     out = run_cli("run", "pipe.py:pipeline", "--stack", "s", cwd=demo, env={"ECHO_TOKEN": "explode"})
     assert out.returncode == 1 and "token '****' was refused" in out.stderr
     assert "explode" not in out.stderr + out.stdout
+
+
+def test_run_refuses_a_pipeline_file_that_would_shadow_a_module(tmp_path, run_cli):
+    (tmp_path / "json.py").write_text(
+        "from flowyml_core import Pipeline, step\n"
+        "@step(outputs='x')\n"
+        "def one():\n    return 1\n"
+        "pipeline = Pipeline('shadow', [one])\n"
+    )
+    result = run_cli("run", "json.py:pipeline", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "would be imported as module 'json'" in result.stderr
+    assert "rename the file" in result.stderr
+    assert "Traceback" not in result.stderr
