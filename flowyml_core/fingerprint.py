@@ -54,20 +54,27 @@ def combine(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+_CODE_HASHES: dict[Any, str] = {}
+
+
 def code_fingerprint(func: Callable[..., Any]) -> str:
     """Digest of a function's source (or bytecode when no source is available).
 
     Source is preferred so that editing a comment-free line changes the key and
-    re-importing the same file in another process gives the same key.
+    re-importing the same file in another process gives the same key. Digests
+    are remembered per code object: a thousand steps wrapping one function
+    read its source once.
     """
     target = inspect.unwrap(func)
+    code = getattr(target, "__code__", None)
+    name = getattr(target, "__qualname__", repr(target))
+    if code is not None and (code, name) in _CODE_HASHES:
+        return _CODE_HASHES[(code, name)]
     try:
         text = inspect.getsource(target)
     except (OSError, TypeError):
-        code = getattr(target, "__code__", None)
-        if code is None:
-            text = repr(target)
-        else:
-            text = repr((code.co_code, code.co_consts, code.co_names))
-    name = getattr(target, "__qualname__", repr(target))
-    return combine(name, text)
+        text = repr(target) if code is None else repr((code.co_code, code.co_consts, code.co_names))
+    digest = combine(name, text)
+    if code is not None:
+        _CODE_HASHES[(code, name)] = digest
+    return digest
