@@ -341,3 +341,13 @@ def test_config_checks_the_url():
     cfg = GcsCacheStoreConfig(url="gs://bucket", token="secret-value")
     assert "secret-value" not in repr(cfg)
     assert GcsCacheStore(cfg).to_dict()["token"] == "****"
+
+
+def test_validate_fails_fast_when_nothing_answers(gcs_emulator):
+    from tests.servers.gcs_emulator import free_port
+
+    store = GcsCacheStore(GcsCacheStoreConfig(url="gs://some-bucket/c", endpoint=f"http://127.0.0.1:{free_port()}"))
+    start = time.monotonic()
+    with pytest.raises(FlowymlError, match=r"bucket 'some-bucket' .*cannot reach 127.0.0.1:\d+"):
+        store.validate()
+    assert time.monotonic() - start < 10

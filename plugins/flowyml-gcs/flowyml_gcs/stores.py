@@ -116,12 +116,28 @@ class _GcsStore:
         endpoint = self.config.endpoint or "storage.googleapis.com"
         return f"bucket {self.bucket!r} ({self.config.url}, endpoint {endpoint})"
 
+    def _probe_endpoint(self, timeout: float = 5.0) -> None:
+        """Fail fast when nothing answers at the endpoint (gcsfs would retry for ~30 s first)."""
+        import socket
+        import urllib.parse
+
+        endpoint = self.config.endpoint or "https://storage.googleapis.com"
+        parsed = urllib.parse.urlsplit(endpoint)
+        host = parsed.hostname or ""
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as exc:
+            raise FlowymlError(
+                f"{self.kind} gcs: {self._where()}: cannot reach {host}:{port} ({exc.strerror or exc}); "
+                "check the endpoint option and the network"
+            ) from None
+
     def check_bucket(self) -> None:
         """A clear FlowymlError for a missing bucket, unusable credentials, no access or no connection."""
-        try:
-            fs = self.backend.fs
-        except ConfigError:
-            raise
+        fs = self.backend.fs  # a ConfigError here names the bucket and the credentials problem
+        self._probe_endpoint()
         try:
             fs.info(self.bucket)
             probe = f"{self.backend.root}/.flowyml-validate-{os.getpid()}"
