@@ -28,8 +28,11 @@ installed), and the ``cache_store`` / ``artifact_store`` fixtures (the kit's
 directory stores by default). Steps are
 module-level functions of :mod:`flowyml_core.testing.samples`; they count
 their calls in a file, so an executor that runs them in other processes is
-checked just the same. If the executor has a ``close()`` method, the kit calls
-it on executors it builds from stacks.toml.
+checked just the same — provided they can append to the call log, a file in
+pytest's temporary directory: for workers on other machines, override the
+``calls`` fixture with a ``CallLog`` on a shared filesystem. If the executor
+has a ``close()`` method, the kit calls it on executors it builds from
+stacks.toml.
 """
 
 from __future__ import annotations
@@ -321,10 +324,9 @@ class ExecutorContract:
         assert result.success and result.status is ExecutionStatus.COMPLETED, _failures(result)
         assert list(result.steps) == ["source", "double", "triple", "add"]
         assert result.outputs["total"] == 5 and result.outputs["a"] == 2 and result.outputs["b"] == 3
+        # Append order in the call log (not clocks, which may differ between machines).
         order = pipelines.calls.names()
         assert order[0] == "source" and order[-1] == "add" and sorted(order) == ["add", "double", "source", "triple"]
-        source_end = pipelines.calls.records("source")[0]["time"]
-        assert all(r["time"] >= source_end for r in pipelines.calls.records() if r["name"] != "source")
 
     def test_pipeline_failure_skips_only_dependents(self, executor: Any, pipelines: SamplePipelines) -> None:
         result = self.run_pipeline(executor, pipelines.with_failure(), pipelines.context())
