@@ -290,3 +290,29 @@ def test_importing_the_plugin_imports_no_dask() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def make_lock() -> object:
+    import threading
+
+    return threading.Lock()
+
+
+def use_lock(lock: object) -> str:
+    return "used"
+
+
+def test_unpicklable_parameters_and_outputs_fail_their_step_with_a_reason(dask_executor, calls) -> None:
+    import threading
+
+    # The lock is a run parameter: only the step that takes it fails; the others never carry it.
+    sent = make_pipeline("unpicklable-in", [make_step(use_lock, outputs=["u"], cache=False),
+                                            make_step(st.whoami, outputs=["pid"], cache=False)])
+    result = dask_executor.run_pipeline(sent, "run-lock-in", context=Context(calls=calls, lock=threading.Lock()))
+    assert "could not be sent to the Dask cluster" in result.steps["use_lock"].error
+    assert "_thread.lock" in result.steps["use_lock"].error
+    assert result.steps["whoami"].success and result.outputs["pid"] != os.getpid()
+    back = make_pipeline("unpicklable-out", [make_step(make_lock, outputs=["lock"], cache=False)])
+    result = dask_executor.run_pipeline(back, "run-lock-out", context=Context(calls=calls))
+    assert not result.steps["make_lock"].success
+    assert "could not travel back" in result.steps["make_lock"].error, result.steps["make_lock"].error

@@ -83,25 +83,31 @@ def unimportable(names: Iterable[str]) -> list[str]:
 
 
 # -- errors ------------------------------------------------------------------------------
-class WorkerLostError(RuntimeError):
-    """The worker running a unit died, or the unit could not run on the cluster at all."""
+class DaskTaskError(RuntimeError):
+    """A unit could not complete on the cluster: its worker died, its code or data could not
+    travel, or the scheduler cancelled it. (A step that raises is a failed result, not this.)"""
 
 
-def _explain(exc: BaseException, what: str) -> WorkerLostError:
+def _explain(exc: BaseException, what: str) -> DaskTaskError:
     kind = type(exc).__name__
     if kind == "KilledWorker":
-        return WorkerLostError(
+        return DaskTaskError(
             f"the Dask worker running {what} died (the step crashed its process, ran out of memory "
             f"or called os._exit): {exc}"
         )
-    if isinstance(exc, (ModuleNotFoundError, AttributeError)) or "pickl" in str(exc).lower():
-        return WorkerLostError(
+    if isinstance(exc, (ModuleNotFoundError, AttributeError)):
+        return DaskTaskError(
             f"{what} could not be loaded on a Dask worker: {kind}: {exc}. Install the modules your steps import "
             "on the workers (same environment as here)"
         )
+    if "pickl" in str(exc).lower() or "serializ" in str(exc).lower():
+        return DaskTaskError(
+            f"the result of {what} could not travel back from its Dask worker: {kind}: {exc}. Outputs of steps "
+            "that run on Dask must be picklable"
+        )
     if isinstance(exc, cf.CancelledError) or kind in ("CancelledError", "FutureCancelledError"):
-        return WorkerLostError(f"{what} was cancelled by the Dask scheduler (was the cluster restarted or closed?): {exc}")
-    return WorkerLostError(f"{what} failed on the Dask cluster: {kind}: {exc}")
+        return DaskTaskError(f"{what} was cancelled by the Dask scheduler (was the cluster restarted or closed?): {exc}")
+    return DaskTaskError(f"{what} failed on the Dask cluster: {kind}: {exc}")
 
 
 def _failed_results(unit: Any, error: str) -> list[ExecutionResult]:
@@ -117,6 +123,22 @@ def _describe(args: tuple[Any, ...]) -> str:
     return "a task"
 
 
+def _unit_context(context: Any, unit: Any) -> Any:
+    """The run parameters a unit's steps receive: the only ones worth sending to a worker.
+
+    A parameter no step of the unit takes (a client handle, a lock, a large
+    table meant for another step) neither travels nor has to be picklable. A
+    step with a condition or ``**kwargs`` may see every parameter, so then all go.
+    """
+    params = context.params
+    needed: dict[str, Any] = {}
+    for step in unit_steps(unit):
+        if step.condition is not None or step.accepts_any_kwargs:
+            return context
+        needed.update({name: params[name] for name in step.param_names if name in params})
+    return context if len(needed) == len(params) else type(context)(**needed)
+
+
 # -- the pool the walker submits to -------------------------------------------------------
 class DaskPool(cf.Executor):
     """A ``concurrent.futures`` pool over a Dask client, for :class:`PipelineWalker`.
@@ -128,7 +150,7 @@ class DaskPool(cf.Executor):
     gathers every finished task's result in one ``client.gather`` call, instead
     of one round trip to a worker per task. A task that fails on the cluster's
     side (lost worker, unloadable step, cancelled) completes with a
-    :class:`WorkerLostError` that says which unit and why.
+    :class:`DaskTaskError` that says which unit and why.
     """
 
     #: Calls bigger than this (pickled) are scattered to the workers first, so
@@ -169,15 +191,25 @@ class DaskPool(cf.Executor):
         import cloudpickle
 
         what = _describe(args)
+        if fn is execute_unit and len(args) == 6 and not kwargs:
+            executor, unit, available, fingerprints, context, stores = args
+            args = (executor, unit, available, fingerprints, _unit_context(context, unit), stores)
         outer: cf.Future = cf.Future()
         outer.set_running_or_notify_cancel()
         try:
             blob = cloudpickle.dumps((fn, args, kwargs), protocol=5)
+        except Exception as exc:  # an input or parameter that cannot leave this process
+            outer.set_exception(DaskTaskError(
+                f"{what} could not be sent to the Dask cluster: {type(exc).__name__}: {exc}. Inputs and "
+                "parameters of steps that run on Dask must be picklable"
+            ))
+            return outer
+        try:
             data: Any = blob
             if len(blob) > self.scatter_threshold:
                 data = self._client.scatter(blob, hash=False)
             future = self._client.submit(run_pickled, data, key=self._key(args), pure=False)
-        except Exception as exc:  # unpicklable inputs, or the client is closed / lost its scheduler
+        except Exception as exc:  # the client is closed or lost its scheduler
             outer.set_exception(_explain(exc, what))
             return outer
         with self._cond:
@@ -261,7 +293,7 @@ class DaskPool(cf.Executor):
             if future.status == "finished":
                 continue
             if future.status == "cancelled":
-                self._resolve(future, error=WorkerLostError(f"{self._what(future)} was cancelled by the Dask scheduler"))
+                self._resolve(future, error=DaskTaskError(f"{self._what(future)} was cancelled by the Dask scheduler"))
             else:
                 self._resolve(future, error=_explain(future.exception(), self._what(future)))
 
@@ -277,7 +309,7 @@ class DaskPool(cf.Executor):
             self._pending.clear()
         for outer, what in pending:
             if not outer.done():
-                outer.set_exception(WorkerLostError(f"{what} was abandoned: the Dask executor was closed"))
+                outer.set_exception(DaskTaskError(f"{what} was abandoned: the Dask executor was closed"))
 
 
 def _quiet_dask_logging() -> None:
@@ -477,7 +509,7 @@ class DaskExecutor(Executor):
         future = pool.submit(fn, *args)
         try:
             return future.result()
-        except WorkerLostError as exc:
+        except DaskTaskError as exc:
             logger.error("%s", exc)
             return _failed_results(unit, str(exc))
 
