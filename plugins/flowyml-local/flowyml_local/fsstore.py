@@ -15,8 +15,9 @@ Artifacts
 a directory (a prefix on object stores) holding::
 
     data-<token><ext>    the payload, written under a fresh unique name
-    meta.json            the sidecar: type, materializer, data file, size, sha256,
-                         signature (pickle); written last, atomically
+    meta.json            the sidecar: its own location (relative to the root), type,
+                         materializer, data file, size, sha256, signature (pickle);
+                         written last, atomically
 
 The sidecar is the commit point. A reader reads it, then the data file it
 names, and checks size and sha256 before decoding, so an interrupted write
@@ -25,15 +26,19 @@ names, and checks size and sha256 before decoding, so an interrupted write
 data file and the sidecar is one atomic object, two writers of one artifact
 end with the complete write of whichever published its sidecar last; the
 superseded data file is deleted by the writer that replaced it, and a reader
-that lost the race re-reads the sidecar.
+that lost the race re-reads the sidecar. (Writers racing on one artifact may
+each leave an unreferenced data file behind, as does a killed writer: never
+read, only disk space.) A sidecar copied over another artifact's is refused:
+it records where it belongs.
 
 Cache entries
 -------------
-One file (object) per key, ``<root>/<key>`` (flat: no directory to create per entry): a magic line, a JSON
-header line (materializer, type, size, sha256, signature, step_name,
-code_hash, fingerprint, created) and the payload, published with a temp file
-and an atomic rename (one atomic PUT on object stores). A torn, altered or
-untrusted entry is a miss with a warning.
+One file (object) per key, ``<root>/<key>`` (flat: no directory to create on
+a cold run): a magic line, a JSON header line (key, materializer, type, size,
+sha256, signature bound to the key, step_name, code_hash, fingerprint,
+created) and the payload, published with a temp file and an atomic rename (one
+atomic PUT on object stores). A torn, altered, moved or untrusted entry is a
+miss with a warning.
 
 Trust
 -----
