@@ -507,11 +507,26 @@ def _parse_bytes(data: bytes) -> dict[str, Any] | None:
 
 
 def _json_text(out: str) -> str:
-    """JSON output with non-ASCII characters as themselves (json.dumps escapes them)."""
+    """The strings inside JSON output, as themselves (not JSON-escaped), one per line."""
     try:
-        return json.dumps(json.loads(out), ensure_ascii=False)
+        data = json.loads(out)
     except ValueError:
         return out
+    strings: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, str):
+            strings.append(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                strings.append(str(key))
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(data)
+    return "\n".join(strings)
 
 
 STACK_COMMANDS = {"list", "show", "use", "validate", "remove"}

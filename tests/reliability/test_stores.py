@@ -61,9 +61,8 @@ def test_tampered_bytes_are_refused(tamper_report):
     assert len(tamper_report.cases) >= 25
 
 
-@pytest.mark.xfail(strict=True, reason="routed to flowyml-local (fsstore.FsArtifactStore._load_from): a payload its "
-                   "materializer cannot decode (a planted pickle labelled json or parquet, with a matching sha256) "
-                   "raises the decoder's own UnicodeDecodeError/ArrowInvalid instead of an IntegrityError naming the artifact")
 def test_undecodable_payloads_are_clear_errors(tamper_report):
+    """A planted payload labelled json or parquet (with a matching sha256) is an IntegrityError naming the artifact,
+    not the decoder's own UnicodeDecodeError/ArrowInvalid (it was, once)."""
     raw = [f"{c.name}: {c.outcome}" for c in tamper_report.cases if "(raw)" in c.outcome]
     assert not raw, raw
