@@ -7,6 +7,7 @@ import os
 import pickle
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -472,3 +473,22 @@ def test_a_payload_its_materializer_cannot_decode_is_an_integrity_error(artifact
     with pytest.raises(IntegrityError, match=r"its json payload cannot be decoded \(UnicodeDecodeError"):
         artifacts.load(uri)
     assert not marker.exists()
+
+
+def test_prune_removes_only_old_unreferenced_data(artifacts):
+    uri = artifacts.materialize(b"kept", "out", "run", "step")
+    orphan = Path(uri, "data-00000000deadbeef.bin")
+    orphan.write_bytes(b"from a killed writer")
+    fresh = Path(uri, "data-0000000012345678.bin")
+    fresh.write_bytes(b"a write still in progress")
+    interrupted = Path(artifacts.uri_for("run", "step", "never-published"))
+    interrupted.mkdir(parents=True)
+    (interrupted / "data-1111111111111111.bin").write_bytes(b"no sidecar ever came")
+    old = time.time() - 7200
+    for path in (orphan, interrupted / "data-1111111111111111.bin"):
+        os.utime(path, (old, old))
+    assert artifacts.prune(older_than=3600) == 2
+    assert not orphan.exists() and fresh.exists()
+    assert artifacts.load(uri) == b"kept"
+    assert artifacts.prune(older_than=0) == 1  # now the in-progress one is old enough
+    assert artifacts.load(uri) == b"kept"

@@ -28,7 +28,7 @@ end with the complete write of whichever published its sidecar last; the
 superseded data file is deleted by the writer that replaced it, and a reader
 that lost the race re-reads the sidecar. (Writers racing on one artifact may
 each leave an unreferenced data file behind, as does a killed writer: never
-read, only disk space.) A sidecar copied over another artifact's is refused:
+read; ``prune()`` deletes them.) A sidecar copied over another artifact's is refused:
 it records where it belongs.
 
 Cache entries
@@ -261,6 +261,10 @@ class StoreBackend:
     def mkdirs(self, path: str) -> None:
         """Make a directory (a no-op on object stores)."""
 
+    def walk_ages(self, path: str) -> Iterator[tuple[str, float | None]]:
+        """Every file under ``path`` with its age in seconds (None when unknown)."""
+        raise NotImplementedError
+
 
 def _write_all(fd: int, buf: Any) -> None:
     view = _byte_view(buf)
@@ -412,6 +416,16 @@ class LocalBackend(StoreBackend):
 
     def mkdirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
+
+    def walk_ages(self, path: str) -> Iterator[tuple[str, float | None]]:
+        now = time.time()
+        for dirpath, _, files in os.walk(path):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                try:
+                    yield full, now - os.stat(full).st_mtime
+                except FileNotFoundError:
+                    continue
 
 
 def _unlink_quietly(path: str) -> None:
@@ -630,6 +644,35 @@ class FsspecBackend(StoreBackend):
     def mkdirs(self, path: str) -> None:
         if not self.atomic_put:
             self.fs.makedirs(path, exist_ok=True)
+
+    def walk_ages(self, path: str) -> Iterator[tuple[str, float | None]]:
+        try:
+            found = self._call("list", self.fs.find, path, detail=True)
+        except FileNotFoundError:
+            return
+        now = time.time()
+        for name, info in sorted(found.items()):
+            if info.get("type", "file") != "file":
+                continue
+            stamp = _timestamp(info.get("mtime") or info.get("updated") or info.get("created"))
+            yield name, (now - stamp) if stamp is not None else None
+
+
+def _timestamp(value: Any) -> float | None:
+    """Seconds since the epoch from what fsspec listings give (numbers, datetimes, ISO strings)."""
+    import datetime
+
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime.datetime):
+        return value.timestamp() if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc).timestamp()
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return _timestamp(parsed)
 
 
 def backend_for(url: str, storage_options: Mapping[str, Any] | None = None,
@@ -974,6 +1017,30 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
                     (step_name is None or rel[2] == _segment(step_name, "")):
                 found.append(b.to_uri(head))
         return sorted(found)
+
+    def prune(self, older_than: float = 3600.0) -> int:
+        """Delete data files no sidecar references (killed or racing writers), older than ``older_than`` s.
+
+        The age guard keeps the data of a write still in progress: it is not
+        referenced until its sidecar is published. Returns how many were deleted.
+        """
+        b = self.backend
+        sep = "/" if b.fs is not None else os.sep
+        by_dir: dict[str, list[tuple[str, float | None]]] = {}
+        for path, age in b.walk_ages(b.root):
+            directory, _, name = path.rpartition(sep)
+            if name.startswith("data-") or name == SIDECAR or (name.startswith(SIDECAR + ".") and name.endswith(".tmp")):
+                by_dir.setdefault(directory, []).append((name, age))
+        deleted = 0
+        for directory, files in by_dir.items():
+            meta = self._read_sidecar(b.join(directory, SIDECAR), quiet=True)
+            keep = meta.get("data") if meta else None
+            for name, age in files:
+                if name in (SIDECAR, keep) or age is None or age < older_than:
+                    continue
+                if b.delete(b.join(directory, name)):
+                    deleted += 1
+        return deleted
 
     def delete(self, uri: str) -> bool:
         """Remove an artifact (sidecar first, so it stops reading as valid at once)."""
