@@ -549,7 +549,7 @@ class FsspecBackend(StoreBackend):
     range_size = 8 * 1024 * 1024
     ranges_in_flight = 4
 
-    def _read_ranges(self, path: str, size: int, allocate: Callable[[int], Any] | None) -> tuple[Any, str]:
+    def _read_ranges(self, path: str, size: int, buf: Any) -> tuple[Any, str]:
         """Fetch ``path`` as concurrent range requests and hash each range as it arrives, in order.
 
         The hash of range i overlaps the downloads of the next ones, and the
@@ -558,9 +558,7 @@ class FsspecBackend(StoreBackend):
         """
         import asyncio
 
-        buf = allocate(size) if allocate is not None else None
-        out = _byte_view(buf) if buf is not None else None
-        parts: list[bytes] = []
+        out = _byte_view(buf)
         h = hashlib.sha256()
         starts = list(range(0, size, self.range_size))
         pending: dict[int, Any] = {}
@@ -586,21 +584,21 @@ class FsspecBackend(StoreBackend):
                 if len(chunk) != end - start:
                     raise IntegrityError(f"{self.to_uri(path)}: object is shorter than the {size} bytes the sidecar says")
                 h.update(chunk)
-                if out is not None:
-                    out[start:end] = chunk
-                else:
-                    parts.append(chunk)
+                out[start:end] = chunk
         finally:
             for future in pending.values():
                 future.cancel()
-        return (buf if buf is not None else b"".join(parts)), h.hexdigest()
+        return buf, h.hexdigest()
 
     def read_verified(self, path: str, size: int, sha256: str, allocate: Callable[[int], Any] | None,
                       exact: bool) -> Any:
-        if size >= PARALLEL_HASH_MIN and getattr(self.fs, "async_impl", False) and hasattr(self.fs, "_cat_file"):
-            # Only the first ``size`` bytes are read, hashed and returned: bytes an
-            # attacker appends are never used, and missing ones fail the length check.
-            data, digest = self._read_ranges(path, size, allocate)
+        buf = allocate(size) if allocate is not None and size >= PARALLEL_HASH_MIN else None
+        if buf is not None and getattr(self.fs, "async_impl", False) and hasattr(self.fs, "_cat_file"):
+            # Straight into the materializer's buffer, range by range. Only the first
+            # ``size`` bytes are read, hashed and returned: bytes an attacker appends
+            # are never used, and missing ones fail the length check. (Plain bytes
+            # come in one GET below: assembling ranges would cost a copy.)
+            data, digest = self._read_ranges(path, size, buf)
             if digest != sha256:
                 raise IntegrityError(
                     f"{self.to_uri(path)}: content does not match its recorded sha256 (the bytes were altered or corrupted)"
