@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,28 @@ def load_pipeline(target: str) -> Any:
     return obj
 
 
+#: Module names this loader gave to pipeline files: loading another file under
+#: the same name replaces ours, never a library's.
+_LOADED_FILES: dict[str, Path] = {}
+
+
+def _other_module(name: str, path: Path, existing: Any) -> str | None:
+    """Where a *different* module of that name lives, if importing the file would shadow one."""
+    if name in sys.stdlib_module_names:
+        return "the standard library's"
+    if name in _LOADED_FILES:
+        return None
+    if existing is not None:
+        return getattr(existing, "__file__", None) or "built in"
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not os.path.exists(spec.origin):
+        return None
+    return None if Path(spec.origin).resolve() == path else spec.origin
+
+
 def _import(source: str) -> Any:
     path = Path(source)
     if source.endswith(".py") or path.is_file():
@@ -53,11 +76,13 @@ def _import(source: str) -> Any:
         existing = sys.modules.get(name)
         if existing is not None and getattr(existing, "__file__", None) == str(resolved):
             return existing
-        if existing is not None or name in sys.stdlib_module_names:
+        other = _other_module(name, resolved, existing)
+        if other is not None:
             raise FlowymlError(
                 f"pipeline file {source} would be imported as module {name!r}, which is already a different "
-                f"module ({getattr(existing, '__file__', None) or 'built in'}); rename the file"
+                f"module ({other}); rename the file"
             )
+        _LOADED_FILES[name] = resolved
         directory = str(resolved.parent)
         if directory not in sys.path:
             sys.path.insert(0, directory)
