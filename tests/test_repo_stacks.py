@@ -55,5 +55,3 @@ def test_gcs_local_without_the_emulator_variable_says_what_is_missing(run_cli, p
     assert "STORAGE_EMULATOR_HOST" in result.stderr
     assert "Traceback" not in result.stderr
 
-
-from tests.servers.fixtures import gcs_emulator  # noqa: E402,F401  (until fixtures load from tests/conftest.py)

@@ -6,18 +6,6 @@ import uuid
 
 import pytest
 
-import sys
-
-# Fixtures are visible per conftest directory, so import them here unconditionally.
-# tests/servers/conftest.py skips its import when the module is already loaded; so
-# that it still gets its own copy when pytest collects this directory first, leave
-# sys.modules as it was (the fixture functions bound here stay valid).
-_loaded_before = "tests.servers.fixtures" in sys.modules
-from tests.servers.fixtures import *  # noqa: E402,F401,F403
-
-if not _loaded_before:
-    del sys.modules["tests.servers.fixtures"]
-
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
 from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
 

@@ -4,5 +4,4 @@ try:  # pytester's in-process runs unload modules imported inside them; numpy ca
     import numpy  # noqa: F401
 except ImportError:  # pragma: no cover - numpy is in requirements-dev.txt
     pass
-
-pytest_plugins = ["pytester"]
+# pytester is enabled in tests/conftest.py (pytest allows pytest_plugins only there).

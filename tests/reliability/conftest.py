@@ -13,9 +13,6 @@ import os
 
 import pytest
 
-# Unconditionally: fixtures are visible per conftest directory.
-from tests.servers.fixtures import *  # noqa: E402,F401,F403
-
 LONG_ENV = "FLOWYML_LONG"
 
 

@@ -25,16 +25,6 @@ from typing import Any, Callable
 import attrs
 import pytest
 
-# Fixtures are visible per conftest directory, so import them here unconditionally.
-# tests/servers/conftest.py skips its own import when the module is already
-# loaded: leave sys.modules as it was so that directory still gets its copy when
-# this one is collected first (the fixture functions bound here stay valid).
-_loaded_before = "tests.servers.fixtures" in sys.modules
-from tests.servers.fixtures import *  # noqa: E402,F401,F403  (gcs_emulator, gcs_bucket, docker_*)
-
-if not _loaded_before:
-    del sys.modules["tests.servers.fixtures"]
-from tests.servers.vertex_fixtures import *  # noqa: F401,F403  (fake_gcp, fake_gcp_factory)
 from tests.servers.vertex_fixtures import TEST_LOCATION, TEST_PROJECT
 
 HERE = Path(__file__).resolve().parent
