@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
-"$VPY" -m pip install -q --disable-pip-version-check -U pip 'setuptools>=70.1' wheel
+"$VPY" -m pip install -q --disable-pip-version-check -U pip 'setuptools>=77' wheel
 pkgs=(-e .)
 for dir in plugins/*/ tests/plugins/*/; do
   [ -f "$dir/pyproject.toml" ] && pkgs+=(-e "$dir")
