@@ -438,13 +438,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OneLineFormatter(logging.Formatter):
+    """Log records as one line each: no traceback unless ``--debug``.
+
+    Libraries log with ``logger.exception`` (gcsfs does when it runs out of
+    retries), which put a 40-line traceback on stderr before the one-line
+    ``error:`` that says what went wrong.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return super().format(record).split("\n", 1)[0]
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    log_format = "%(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(log_format) if args.debug else _OneLineFormatter(log_format))
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, handlers=[handler])
     try:
         return int(args.func(args) or 0)
     except FlowymlError as exc:
