@@ -98,6 +98,7 @@ class GcsRunReport:
     torn_in_run: int = 0  # a step received a partial value: must be 0
     artifacts_checked: int = 0
     cache_entries_checked: int = 0
+    step_traceback_lines: int = 0  # most traceback lines printed under a failed step's error (console runs)
     partial_reads: int = 0  # an artifact or entry read back that is not complete: must be 0
     refused_reads: int = 0  # IntegrityError / corrupt miss on read-back: must be 0
     faults: dict[str, int] = attrs.Factory(dict)
@@ -143,6 +144,10 @@ def pipeline_runs_under_faults(workdir: Path, emulator: Any, proxy: Any, bucket:
                     report.runs += 1
                     row["runs"] += 1
                     problems = cli_problems(result)
+                    if "error: step '" in result.err:
+                        after = result.err[result.err.index("error: step '"):].splitlines()[1:]
+                        report.step_traceback_lines = max(report.step_traceback_lines,
+                                                          sum(1 for line in after if line.startswith(("  File ", "Traceback"))))
                     if "TORN" in result.err + result.out:
                         report.torn_in_run += 1
                         _example(report, f"{label}: a step received a partial value: {result.err[-500:]}")
