@@ -137,7 +137,7 @@ def pipeline_runs_under_faults(workdir: Path, emulator: Any, proxy: Any, bucket:
                     argv = ["run", "gcs_pipeline.py:pipeline", "--stack", "faulty", "--param", f"seed={seed}"]
                     if r == count - 1 and (count > 1 or must_fail):
                         # the console script too: what reaches stderr there (library logs) is checked as well
-                        result = run_console(argv, cwd=project, env=dict(os.environ))
+                        result = run_console(argv, cwd=project, env=dict(os.environ), timeout=900)
                         row["console_runs"] = row.get("console_runs", 0) + 1
                     else:
                         result = run_inprocess(argv, cwd=project)
