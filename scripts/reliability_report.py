@@ -329,6 +329,8 @@ def render(results: Results, long: bool, total: float) -> str:
               "- core, `flowyml run json:dumps` (a factory that raises) ended in an \"unexpected TypeError\" (b9115a9)",
               "- core, `stack use \"\"` saved a choice that read back as none (8a360b0); `stack remove` split the file "
               "at \\x85/\\u2028 inside strings, refusing plain stacks or leaving fragments (landed in cfb4798)",
+              "- core, cli: a library's logger.exception (gcsfs out of retries) printed a 40-line traceback on stderr "
+              "without --debug; log records are one line now (2534e5a)",
               "- flowyml-local stores: a cache entry moved to another key and an artifact copied over another were "
               "served; planted payloads labelled json/parquet raised the decoder's own error (b823e59)",
               ]

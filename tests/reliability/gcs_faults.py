@@ -160,7 +160,8 @@ def pipeline_runs_under_faults(workdir: Path, emulator: Any, proxy: Any, bucket:
                     elif result.code == 1 and not problems:
                         report.failed_cleanly += 1
                         row["failed_cleanly"] += 1
-                        _example(report, f"{label}: failed cleanly: {result.err.strip().splitlines()[0][:300]}")
+                        first = next((x for x in result.err.splitlines() if x.startswith("error:")), result.err.strip())
+                        _example(report, f"{label}: failed cleanly: {first[:300]}")
                     else:
                         report.unclean += 1
                         _example(report, f"{label}: unclean end (exit {result.code}; {problems}): {result.err[-800:]}")

@@ -39,6 +39,7 @@ def test_generated_inputs_console_script(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the suite's 300 s per-test limit is for default-size tests
 def test_generated_inputs_long(tmp_path):
     report = fuzz_cli(LONG_EXAMPLES, tmp_path / "ws", tmp_path / "plugins", console_examples=50, derandomize=False)
     assert report.examples == LONG_EXAMPLES

@@ -26,6 +26,7 @@ def test_pipeline_runs_through_drops_503s_and_delays(tmp_path, gcs_emulator, fau
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the suite's 300 s per-test limit is for default-size tests
 def test_pipeline_runs_under_faults_long(tmp_path, gcs_emulator, fault_proxy, gcs_bucket):
     report = pipeline_runs_under_faults(tmp_path, gcs_emulator, fault_proxy, gcs_bucket, runs_per_fault=15, seeds=5,
                                         outage_runs=2)
@@ -44,6 +45,7 @@ def test_kill_9_during_gcs_writes(tmp_path, gcs_emulator, gcs_bucket):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the suite's 300 s per-test limit is for default-size tests
 def test_kill_9_during_gcs_writes_long(tmp_path, gcs_emulator, gcs_bucket):
     spec = gcs_spec(gcs_bucket, gcs_emulator.url, "crash")
     report = crash_test(tmp_path, rounds=20, count=1000, names=50, spec=spec, worker_env=emulator_env(), seed=5)

@@ -23,6 +23,7 @@ def test_kill_9_during_1000_writes_20_times(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the suite's 300 s per-test limit is for default-size tests
 def test_kill_9_long(tmp_path):
     report = crash_test(tmp_path, rounds=200, count=1000, seed=1234)
     summary = json.dumps(attrs.asdict(report), indent=1)
@@ -38,6 +39,7 @@ def test_2_to_4_processes_on_the_same_keys(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the suite's 300 s per-test limit is for default-size tests
 def test_processes_on_the_same_keys_long(tmp_path):
     report = concurrency_test(tmp_path, processes=(2, 3, 4, 4), ops=5000, seconds=120, keys=3, seed=99)
     summary = json.dumps(attrs.asdict(report), indent=1)
