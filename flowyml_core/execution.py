@@ -335,7 +335,10 @@ def _store_outputs(
                     obj=obj, name=name, run_id=run_id, step_name=step.name, project_name=project_name
                 )
         except Exception as exc:
-            return f"{stage} output {name!r} failed: {exc!r}\n{traceback.format_exc()}"
+            # A store's failure is not the user's code: its frames (flowyml, fsspec,
+            # gcsfs) go to the debug log (``--debug``), the result says what failed.
+            logger.debug("step %s: %s output %r failed", step.name, stage, name, exc_info=True)
+            return f"{stage} output {name!r} failed: {exc!r}"
         if uri is not None:
             result.artifact_uris[name] = uri
             if result.artifact_uri is None:
