@@ -22,24 +22,15 @@ import argparse
 import hashlib
 import os
 import shutil
-import statistics
 import sys
+from pathlib import Path
 import tempfile
-import time
 from typing import Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import timed  # noqa: E402
+
 TARGET = 1.2
-
-
-def timed(func: Callable[[], object], repeat: int, before: Callable[[], object] | None = None) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,30 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __version__ = "0.1.0"
 
+def _lazy_exports(namespace: dict, exports: dict):
+    """``__getattr__`` and ``__dir__`` (PEP 562) for a package whose ``exports`` map name → module.
+
+    Defined here rather than in a module of its own: ``import flowyml_core``
+    (and the pytest plugin) must load nothing but this file.
+    """
+    import importlib
+
+    package = namespace["__name__"]
+
+    def __getattr__(name: str):
+        module_name = exports.get(name)
+        if module_name is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module_name), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__
+
+
 _EXPORTS = {
     "step": "flowyml_core.step",
     "Step": "flowyml_core.step",
@@ -37,19 +61,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'flowyml_core' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = _lazy_exports(globals(), _EXPORTS)
 
 
 class _Package(_types.ModuleType):
