@@ -9,11 +9,12 @@ Cases (each the best of ``--repeat`` runs; the median is shown too):
 * npy write:   ``store.materialize(arr)`` vs ``numpy.save(p, arr)``
 * npy read:    ``store.load(uri)``        vs ``numpy.load(p)``
 
-The store also computes the payload's sha256 on write and checks it on read
-(the sidecar's integrity record); the ``sha256 alone`` row measures that hash
-on the same bytes, to show how much of the difference it is: on a machine
-whose page-cache writes are faster than sha256, the ratio cannot reach 1.0.
-Target: 1.2x.
+The store also computes the payload's BLAKE3 digest on write and checks it on
+read (the sidecar's integrity record; see ``flowyml_local/digests.py``), in a
+helper thread while the bytes move. The ``blake3 alone`` row measures that hash
+on the same bytes; the ``sha256 alone`` row shows why it is not SHA-256: on a
+machine whose page-cache writes are faster than SHA-256, a store that checks
+SHA-256 cannot come near a raw write. Target: 1.2x.
 """
 
 from __future__ import annotations
@@ -103,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                      timed(lambda: np.save(npy_path, array), args.repeat, fresh(npy_path))))
         drop("npy")()
         rows.append(("npy read", timed(lambda: store.load(uri_npy), args.repeat), timed(lambda: np.load(npy_path), args.repeat)))
-        sha = timed(lambda: hashlib.sha256(data).digest(), args.repeat)
+        import blake3
+
+        hashes = [("blake3 alone", timed(lambda: blake3.blake3(data).digest(), args.repeat), "the store's digest"),
+                  ("sha256 alone", timed(lambda: hashlib.sha256(data).digest(), args.repeat), "for comparison")]
 
         print(f"flowyml local artifact store, {args.size_mb} MB payloads (python {sys.version.split()[0]}, "
               f"{os.cpu_count()} cpus, best of {args.repeat}; median in brackets)")
@@ -113,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             ratio = s_best / r_best
             verdict = "ok" if ratio <= TARGET else "OVER TARGET"
             print(f"{name:<14}{s_best:>8.4f}s [{s_med:.3f}]{r_best:>8.4f}s [{r_med:.3f}]{ratio:>7.2f}x{TARGET:>7.1f}x  {verdict}")
-        print(f"{'sha256 alone':<14}{sha[0]:>8.4f}s [{sha[1]:.3f}]  (the integrity hash of {args.size_mb} MB, "
-              f"{size / sha[0] / 1e9:.2f} GB/s; included in every store row)")
+        for name, (best, median), what in hashes:
+            print(f"{name:<14}{best:>8.4f}s [{median:.3f}]  ({what}, {size / best / 1e9:.2f} GB/s on one core)")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0

@@ -11,8 +11,8 @@ median in brackets):
 * npy write:   ``store.materialize(arr)`` vs ``np.save`` into memory + ``fs.pipe_file``
 * npy read:    ``store.load(uri)``        vs ``fs.cat_file`` + ``np.load``
 
-The store also hashes the payload (sha256, overlapped with the upload), writes
-the sidecar object and checks the sha256 on read. Target: 1.3x.
+The store also hashes the payload (BLAKE3, overlapped with the upload), writes
+the sidecar object and checks the digest on read. Target: 1.3x.
 """
 
 from __future__ import annotations

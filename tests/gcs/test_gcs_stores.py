@@ -3,7 +3,6 @@ concurrent writers, faults (drops, delays, 503) and validate()."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -15,7 +14,8 @@ import pytest
 from flowyml_core.errors import ConfigError, FlowymlError, IntegrityError
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
 from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
-from flowyml_local.fsstore import SIDECAR, UntrustedPickleError
+from flowyml_local import digests
+from flowyml_local.fsstore import ARTIFACT_FORMAT, SIDECAR, UntrustedPickleError
 
 np = pytest.importorskip("numpy")
 
@@ -131,7 +131,7 @@ def test_altered_bytes_are_refused(gcs_artifacts, gcs_fs):
     raw = bytearray(gcs_fs.cat_file(data))
     raw[-1] ^= 1
     gcs_fs.pipe_file(data, bytes(raw))
-    with pytest.raises(IntegrityError, match="failed its integrity check.*sha256"):
+    with pytest.raises(IntegrityError, match="failed its integrity check.*digest"):
         gcs_artifacts.load(uri)
 
 
@@ -150,9 +150,9 @@ def test_planted_pickle_is_refused_and_opt_in_works(gcs_emulator, gcs_bucket, gc
     payload = pickle.dumps(_Planted(str(marker)))
     uri = store.uri_for("run", "step", "planted")
     gcs_fs.pipe_file(object_path(uri) + "/data-aaaaaaaaaaaaaaaa.pkl", payload)
-    meta = {"format": "flowyml-artifact/1", "type": "builtins.int", "materializer": "pickle",
+    meta = {"format": ARTIFACT_FORMAT, "type": "builtins.int", "materializer": "pickle",
             "data": "data-aaaaaaaaaaaaaaaa.pkl", "size": len(payload),
-            "sha256": hashlib.sha256(payload).hexdigest(), "created": 0.0}
+            "digest": digests.of(payload), "created": 0.0}
     gcs_fs.pipe_file(object_path(uri) + "/" + SIDECAR, json.dumps(meta).encode())
     with pytest.raises(UntrustedPickleError, match="allow_unsigned_pickle = true"):
         store.load(uri)

@@ -17,7 +17,6 @@ as a stack would build them. Figures are returned as plain dicts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import attrs
+
+from flowyml_local import digests
+from flowyml_local.fsstore import ARTIFACT_FORMAT
 
 from tests.reliability.kit import REPO, record_logs
 from tests.reliability.store_worker import Payload, build_stores, cache_key, verify
@@ -356,8 +358,8 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
         def mutate(raw: bytes, marker: str) -> bytes:
             magic, header, _ = _split_cache(raw)
             payload = pickle.dumps(Boom(marker))
-            sha = hashlib.sha256(payload).hexdigest()
-            header.update(materializer=label, size=len(payload), sha256=sha, type="builtins.object")
+            sha = digests.of(payload)
+            header.update(materializer=label, size=len(payload), digest=sha, type="builtins.object")
             header.pop("signature", None)
             sig = signature(sha, len(payload))
             if sig:
@@ -454,14 +456,14 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
         return mutate
 
     case("artifact: one data byte changed", "artifact", "IntegrityError",
-         art_mutation(lambda d, s, m: Path(d).write_bytes(_flip(Path(d).read_bytes())), "sha256"))
+         art_mutation(lambda d, s, m: Path(d).write_bytes(_flip(Path(d).read_bytes())), "digest"))
     case("artifact: data truncated", "artifact", "IntegrityError",
          art_mutation(lambda d, s, m: Path(d).write_bytes(Path(d).read_bytes()[:100]), "bytes"))
     case("artifact: data extended", "artifact", "IntegrityError",
          art_mutation(lambda d, s, m: Path(d).write_bytes(Path(d).read_bytes() + b"!"), "bytes"))
     case("artifact: data file deleted", "artifact", "IntegrityError",
          art_mutation(lambda d, s, m: os.unlink(d), "missing"))
-    case("artifact: sidecar sha256 edited", "artifact", "IntegrityError", art_mutation(edit_sidecar(sha256="0" * 64), "sha256"))
+    case("artifact: sidecar digest edited", "artifact", "IntegrityError", art_mutation(edit_sidecar(digest="blake3:" + "0" * 64), "digest"))
     case("artifact: sidecar size edited", "artifact", "IntegrityError", art_mutation(edit_sidecar(size=4999), "bytes"))
     case("artifact: sidecar not JSON", "artifact", "IntegrityError",
          art_mutation(lambda d, s, m: Path(s).write_text("{not json"), "sidecar"))
@@ -492,7 +494,7 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
         uri_a, data_a, _ = art_write("dsa" + secrets.token_hex(4), os.urandom(3000))
         uri_b, data_b, _ = art_write("dsb" + secrets.token_hex(4), os.urandom(3000))
         Path(data_b).write_bytes(Path(data_a).read_bytes())
-        return expect_refused(uri_b, "sha256")
+        return expect_refused(uri_b, "digest")
 
     case("artifact: another artifact's bytes under this sidecar", "artifact", "IntegrityError", data_swap)
 
@@ -512,9 +514,9 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
             directory = artifacts.backend.from_uri(uri)
             os.makedirs(directory, exist_ok=True)
             payload = pickle.dumps(Boom(marker))
-            sha = hashlib.sha256(payload).hexdigest()
-            meta = {"format": "flowyml-artifact/1", "type": "builtins.object", "materializer": label,
-                    "data": "data-planted.bin", "size": len(payload), "sha256": sha, "created": time.time()}
+            sha = digests.of(payload)
+            meta = {"format": ARTIFACT_FORMAT, "type": "builtins.object", "materializer": label,
+                    "data": "data-planted.bin", "size": len(payload), "digest": sha, "created": time.time()}
             sig = signature(sha, len(payload))
             if sig:
                 meta["signature"] = sig
@@ -557,8 +559,8 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
     payload = pickle.dumps(Boom(control_marker))
     Path(directory, "data-c.bin").write_bytes(payload)
     Path(directory, "meta.json").write_text(json.dumps({
-        "format": "flowyml-artifact/1", "type": "x", "materializer": "pickle", "data": "data-c.bin",
-        "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(), "created": 0}))
+        "format": ARTIFACT_FORMAT, "type": "x", "materializer": "pickle", "data": "data-c.bin",
+        "size": len(payload), "digest": digests.of(payload), "created": 0}))
     try:
         trusting.load(uri)
     except Exception as exc:  # recorded below: the control must run

@@ -64,7 +64,7 @@ def test_tampered_bytes_are_refused(tamper_report):
 
 
 def test_undecodable_payloads_are_clear_errors(tamper_report):
-    """A planted payload labelled json or parquet (with a matching sha256) is an IntegrityError naming the artifact,
+    """A planted payload labelled json or parquet (with a matching digest) is an IntegrityError naming the artifact,
     not the decoder's own UnicodeDecodeError/ArrowInvalid (it was, once)."""
     raw = [f"{c.name}: {c.outcome}" for c in tamper_report.cases if "(raw)" in c.outcome]
     assert not raw, raw

@@ -14,7 +14,8 @@ import pytest
 
 from flowyml_core.errors import ConfigError, FlowymlError, IntegrityError
 from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
-from flowyml_local.fsstore import SIDECAR, ArtifactNotFoundError, UntrustedPickleError
+from flowyml_local import digests
+from flowyml_local.fsstore import ARTIFACT_FORMAT, SIDECAR, ArtifactNotFoundError, UntrustedPickleError
 from flowyml_local.signing import user_key_path
 
 np = pytest.importorskip("numpy")
@@ -153,7 +154,7 @@ def test_layout_and_uri(artifacts, tmp_path):
     names = sorted(os.listdir(uri))
     assert names[1] == SIDECAR and names[0].startswith("data-") and names[0].endswith(".json")
     meta = artifacts.metadata(uri)
-    assert {"type", "materializer", "size", "sha256", "created", "data"} <= set(meta)
+    assert {"type", "materializer", "size", "digest", "created", "data"} <= set(meta)
     assert meta["type"] == "builtins.list" and meta["size"] == len(b"[1]")
     assert artifacts.load_artifact("run-7", "evaluate", "metrics", "proj") == [1]
 
@@ -232,7 +233,7 @@ def test_altered_bytes_are_refused_with_a_clear_error(artifacts):
     raw = bytearray(path.read_bytes())
     raw[-3] ^= 0x01
     path.write_bytes(bytes(raw))
-    with pytest.raises(IntegrityError, match=r"artifact .*arr failed its integrity check: .*does not match its recorded sha256"):
+    with pytest.raises(IntegrityError, match=r"artifact .*arr failed its integrity check: .*does not match its recorded digest"):
         artifacts.load(uri)
 
 
@@ -245,7 +246,58 @@ def test_altered_large_bytes_are_refused(artifacts):
     with open(path, "r+b") as fh:
         fh.seek(5 * 1024 * 1024)
         fh.write(b"X")
-    with pytest.raises(IntegrityError, match="sha256"):
+    with pytest.raises(IntegrityError, match="digest"):
+        artifacts.load(uri)
+
+
+def test_the_sidecar_records_the_blake3_digest_of_the_data_file(artifacts):
+    """Checked with the blake3 library itself, not with the store's own helper."""
+    import blake3
+
+    value = np.arange(2_000_000, dtype="float64")  # 16 MB: the threaded write path
+    uri = artifacts.materialize(value, "arr", "run", "step")
+    meta = artifacts.metadata(uri)
+    assert meta["digest"] == "blake3:" + blake3.blake3(data_file(artifacts, uri).read_bytes()).hexdigest()
+    assert "sha256" not in meta
+
+
+def test_altered_large_array_is_refused(artifacts):
+    """Arrays are read into their buffer chunk by chunk and hashed as they arrive: a change anywhere is caught."""
+    value = np.arange(2_000_000, dtype="float64")
+    uri = artifacts.materialize(value, "arr", "run", "step")
+    path = data_file(artifacts, uri)
+    size = path.stat().st_size
+    for offset in (200, size // 2, size - 1):
+        uri = artifacts.materialize(value, "arr", "run", "step")
+        path = data_file(artifacts, uri)
+        with open(path, "r+b") as fh:
+            fh.seek(offset)
+            byte = fh.read(1)
+            fh.seek(offset)
+            fh.write(bytes([byte[0] ^ 0x10]))
+        with pytest.raises(IntegrityError, match="does not match its recorded digest"):
+            artifacts.load(uri)
+
+
+def test_a_digest_of_another_algorithm_is_refused_clearly(artifacts):
+    uri = artifacts.materialize(b"payload", "out", "run", "step")
+    meta = artifacts.metadata(uri)
+    meta["digest"] = "sha256:" + "0" * 64
+    Path(uri, SIDECAR).write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match="records a 'sha256' digest; this version checks 'blake3' digests only"):
+        artifacts.load(uri)
+    meta["digest"] = "blake3:xyz"
+    Path(uri, SIDECAR).write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match=r"records no valid digest"):
+        artifacts.load(uri)
+
+
+def test_an_artifact_of_the_previous_format_asks_to_be_written_again(artifacts):
+    uri = artifacts.materialize(b"payload", "out", "run", "step")
+    meta = artifacts.metadata(uri)
+    meta["format"] = "flowyml-artifact/1"
+    Path(uri, SIDECAR).write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match=r"format 'flowyml-artifact/1', this flowyml reads .*write the artifact again"):
         artifacts.load(uri)
 
 
@@ -271,7 +323,7 @@ def test_swapped_sidecars_are_refused(artifacts):
 def test_a_sidecar_claiming_another_size_or_digest_is_refused(artifacts):
     uri = artifacts.materialize(b"payload", "out", "run", "step")
     meta = artifacts.metadata(uri)
-    meta["sha256"] = "0" * 64
+    meta["digest"] = "blake3:" + "0" * 64
     Path(uri, SIDECAR).write_text(json.dumps(meta))
     with pytest.raises(IntegrityError):
         artifacts.load(uri)
@@ -293,9 +345,7 @@ def test_planted_npy_with_object_dtype_is_refused(artifacts, tmp_path):
     planted = path.with_suffix(".tmp.npy").read_bytes()
     path.write_bytes(planted)
     meta = artifacts.metadata(uri)
-    import hashlib
-
-    meta.update(size=len(planted), sha256=hashlib.sha256(planted).hexdigest())
+    meta.update(size=len(planted), digest=digests.of(planted))
     Path(uri, SIDECAR).write_text(json.dumps(meta))
     with pytest.raises(IntegrityError, match="object dtype"):
         artifacts.load(uri)
@@ -305,14 +355,12 @@ def test_planted_npy_with_object_dtype_is_refused(artifacts, tmp_path):
 # -- trust -------------------------------------------------------------------------
 def plant_pickle(store: LocalArtifactStore, marker: Path, name: str = "planted") -> str:
     """What an attacker with write access to the store can do: a consistent sidecar, no valid signature."""
-    import hashlib
-
     uri = store.uri_for("run", "step", name)
     os.makedirs(uri, exist_ok=True)
     payload = pickle.dumps(_Planted(str(marker)))
     Path(uri, "data-aaaaaaaaaaaaaaaa.pkl").write_bytes(payload)
-    meta = {"format": "flowyml-artifact/1", "type": "builtins.dict", "materializer": "pickle",
-            "data": "data-aaaaaaaaaaaaaaaa.pkl", "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
+    meta = {"format": ARTIFACT_FORMAT, "type": "builtins.dict", "materializer": "pickle",
+            "data": "data-aaaaaaaaaaaaaaaa.pkl", "size": len(payload), "digest": digests.of(payload),
             "created": 0.0, "signature": "hmac-sha256:" + "0" * 64}
     Path(uri, SIDECAR).write_text(json.dumps(meta))
     return uri
@@ -460,15 +508,13 @@ def test_a_copied_store_root_still_loads(artifacts, tmp_path):
 
 
 def test_a_payload_its_materializer_cannot_decode_is_an_integrity_error(artifacts, tmp_path):
-    """A consistent sidecar (matching sha256) that labels a pickle as JSON: refused clearly, never unpickled."""
-    import hashlib
-
+    """A consistent sidecar (matching digest) that labels a pickle as JSON: refused clearly, never unpickled."""
     marker = tmp_path / "pwned"
     uri = artifacts.materialize({"a": 1}, "x", "run", "step")
     meta = artifacts.metadata(uri)
     payload = pickle.dumps(_Planted(str(marker)))
     Path(uri, meta["data"]).write_bytes(payload)
-    meta.update(size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    meta.update(size=len(payload), digest=digests.of(payload))
     Path(uri, SIDECAR).write_text(json.dumps(meta))
     with pytest.raises(IntegrityError, match=r"its json payload cannot be decoded \(UnicodeDecodeError"):
         artifacts.load(uri)
@@ -492,3 +538,28 @@ def test_prune_removes_only_old_unreferenced_data(artifacts):
     assert artifacts.load(uri) == b"kept"
     assert artifacts.prune(older_than=0) == 1  # now the in-progress one is old enough
     assert artifacts.load(uri) == b"kept"
+
+
+def test_a_materializer_may_hand_over_any_contiguous_buffer(tmp_path):
+    """A plugin's save() returning a float64 memoryview is hashed as the bytes written, like a byte view."""
+    from flowyml_local.materializers import Materializer, MaterializerSet
+
+    class FloatView(Materializer):
+        name = "floatview"
+        extension = ".bin"
+
+        def can_save(self, obj: object) -> bool:
+            return isinstance(obj, np.ndarray)
+
+        def save(self, obj):
+            return [memoryview(np.ascontiguousarray(obj, dtype="float64"))]
+
+        def load(self, data, info):
+            return np.frombuffer(bytes(data), dtype="float64")
+
+    artifacts = LocalArtifactStore(LocalArtifactStoreConfig(path=str(tmp_path / "a")),
+                                   materializers=MaterializerSet([("floatview", FloatView, ("numpy.ndarray",), 0)]))
+    value = np.linspace(0, 1, 1_000_000)  # 8 MB: hashed in the helper thread
+    uri = artifacts.materialize(value, "x", "run", "step", materializer="floatview")
+    assert np.array_equal(artifacts.load(uri), value)
+    assert artifacts.metadata(uri)["digest"] == digests.of(value.tobytes())

@@ -14,6 +14,7 @@ import pytest
 
 from flowyml_core.components import CacheEntry
 from flowyml_core.errors import FlowymlError
+from flowyml_local import digests
 from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
 from flowyml_local.fsstore import CACHE_MAGIC
 
@@ -138,6 +139,21 @@ def test_a_corrupt_entry_is_a_miss_with_a_warning(cache, caplog, damage):
     assert cache.get(KEY).value == 2
 
 
+def test_an_entry_of_the_previous_format_is_a_quiet_miss(cache, caplog):
+    """Entries written by the sha256 version (FLOWYML-CACHE/1) are recomputed without a corruption warning."""
+    cache.set_value(KEY, {"v": 1}, "step", "code")
+    path = entry_file(cache, KEY)
+    raw = path.read_bytes()
+    assert raw.startswith(CACHE_MAGIC)
+    path.write_bytes(b"FLOWYML-CACHE/1\n" + raw[len(CACHE_MAGIC):])
+    with caplog.at_level(logging.INFO, logger="flowyml.stores"):
+        assert cache.get(KEY) is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("written by another flowyml version" in r.getMessage() for r in caplog.records)
+    stats = cache.stats()
+    assert (stats["misses"], stats["corrupt"]) == (1, 0)
+
+
 def test_a_directory_in_place_of_an_entry_is_a_miss(cache, caplog):
     path = entry_file(cache, KEY)
     path.mkdir(parents=True)
@@ -148,11 +164,9 @@ def test_a_directory_in_place_of_an_entry_is_a_miss(cache, caplog):
 
 # -- trust ---------------------------------------------------------------------------
 def plant(cache: LocalCacheStore, key: str, marker: Path) -> None:
-    import hashlib
-
     payload = pickle.dumps(_Planted(str(marker)))
     header = {"key": key, "materializer": "pickle", "type": "builtins.int", "size": len(payload),
-              "sha256": hashlib.sha256(payload).hexdigest(), "step_name": "s", "code_hash": "c"}
+              "digest": digests.of(payload), "step_name": "s", "code_hash": "c"}
     path = entry_file(cache, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + b"\n" + payload)

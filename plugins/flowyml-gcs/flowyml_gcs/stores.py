@@ -6,7 +6,7 @@ options, adds GCS-specific checks (``validate``) and messages.
 
 Atomic publication on GCS: an object appears whole or not at all, so the data
 object is uploaded under a fresh unique name and the sidecar (carrying the
-data's sha256) is uploaded last, as one object. A reader never sees a
+data's digest) is uploaded last, as one object. A reader never sees a
 half-written artifact; an interrupted write leaves only an unreferenced data
 object; concurrent writers of one artifact or cache key end with the last
 complete write. No rename (copy + delete on GCS) is ever needed.

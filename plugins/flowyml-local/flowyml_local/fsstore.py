@@ -16,12 +16,12 @@ a directory (a prefix on object stores) holding::
 
     data-<token><ext>    the payload, written under a fresh unique name
     meta.json            the sidecar: its own location (relative to the root), type,
-                         materializer, data file, size, sha256, signature (pickle);
+                         materializer, data file, size, digest, signature (pickle);
                          written last, atomically
 
 The sidecar is the commit point. A reader reads it, then the data file it
-names, and checks size and sha256 before decoding, so an interrupted write
-(data without sidecar) reads as absent and altered bytes are refused with an
+names, and checks size and digest (BLAKE3, see :mod:`flowyml_local.digests`)
+before decoding, so an interrupted write (data without sidecar) reads as absent and altered bytes are refused with an
 :class:`~flowyml_core.errors.IntegrityError`. Because every write has its own
 data file and the sidecar is one atomic object, two writers of one artifact
 end with the complete write of whichever published its sidecar last; the
@@ -35,7 +35,7 @@ Cache entries
 -------------
 One file (object) per key, ``<root>/<key>`` (flat: no directory to create on
 a cold run): a magic line, a JSON header line (key, materializer, type, size,
-sha256, signature bound to the key, step_name, code_hash, fingerprint,
+digest, signature bound to the key, step_name, code_hash, fingerprint,
 created) and the payload, published with a temp file and an atomic rename (one
 atomic PUT on object stores). A torn, altered, moved or untrusted entry is a
 miss with a warning.
@@ -55,6 +55,7 @@ import itertools
 import json
 import logging
 import os
+import queue
 import random
 import secrets
 import threading
@@ -67,6 +68,7 @@ from flowyml_core.components import ArtifactStore, CacheEntry, CacheStore
 from flowyml_core.config import secret_field
 from flowyml_core.errors import FlowymlError, IntegrityError
 
+from flowyml_local import digests
 from flowyml_local.materializers import Materializer, MaterializerSet, default_materializers
 
 logger = logging.getLogger("flowyml.stores")
@@ -78,8 +80,9 @@ PARALLEL_HASH_MIN = 4 * 1024 * 1024
 _IO_CHUNK = 1 << 30  # os.write/os.read move at most ~2 GiB per call on Linux
 _HASH_CHUNK = 1 << 20
 SIDECAR = "meta.json"
-ARTIFACT_FORMAT = "flowyml-artifact/1"
-CACHE_MAGIC = b"FLOWYML-CACHE/1\n"
+ARTIFACT_FORMAT = "flowyml-artifact/2"  # /2: BLAKE3 "digest" instead of "sha256"
+CACHE_MAGIC = b"FLOWYML-CACHE/2\n"
+_CACHE_MAGIC_FAMILY = b"FLOWYML-CACHE/"
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
 
@@ -166,7 +169,7 @@ def _byte_view(buf: Any) -> memoryview:
 
 
 class _Hasher:
-    """sha256 of a sequence of buffers, in a helper thread when they are large."""
+    """The digest of a sequence of buffers, in a helper thread when they are large."""
 
     def __init__(self, buffers: Sequence[Any], total: int) -> None:
         self._digest: str | None = None
@@ -181,10 +184,7 @@ class _Hasher:
 
     @staticmethod
     def _run(buffers: Sequence[Any]) -> str:
-        h = hashlib.sha256()
-        for buf in buffers:
-            h.update(buf)
-        return h.hexdigest()
+        return digests.of(*buffers)
 
     def _background(self, buffers: Sequence[Any]) -> None:
         try:
@@ -233,12 +233,12 @@ class StoreBackend:
         raise NotImplementedError
 
     def put_new(self, path: str, buffers: Sequence[Any]) -> tuple[int, str]:
-        """Write a new file (a unique name nobody reads yet); returns size and sha256."""
+        """Write a new file (a unique name nobody reads yet); returns its size and digest."""
         raise NotImplementedError
 
-    def read_verified(self, path: str, size: int, sha256: str, allocate: Callable[[int], Any] | None,
+    def read_verified(self, path: str, size: int, expected: str, allocate: Callable[[int], Any] | None,
                       exact: bool) -> Any:
-        """The payload, after checking its size and sha256 (IntegrityError if they differ).
+        """The payload, after checking its size and digest (IntegrityError if they differ).
 
         ``exact``: hash the very bytes returned (for formats that execute code);
         otherwise the local backend may hash the file while reading it.
@@ -352,39 +352,43 @@ class LocalBackend(StoreBackend):
             _unlink_quietly(path)
             raise
 
-    def read_verified(self, path: str, size: int, sha256: str, allocate: Callable[[int], Any] | None,
+    def read_verified(self, path: str, size: int, expected: str, allocate: Callable[[int], Any] | None,
                       exact: bool) -> Any:
         fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_BINARY)
         try:
             before = os.fstat(fd)
             if before.st_size != size:
                 raise IntegrityError(f"{path}: {before.st_size} bytes on disk, the sidecar says {size}")
-            if exact or size < PARALLEL_HASH_MIN:
-                data = _read_fd(fd, size, allocate)
-                digest = hashlib.sha256(data).hexdigest()
+            buf = allocate(size) if allocate is not None else None
+            if buf is not None:
+                data, got = buf, _read_into_hashing(fd, size, _byte_view(buf))
+            elif exact or size < PARALLEL_HASH_MIN:
+                data = _read_fd(fd, size)
+                got = digests.of(data)
             else:
-                # Hash the file in a helper thread (pread: its own offset) while
-                # this thread reads it; then make sure nobody changed the file
-                # in between (inode, size, mtime, ctime).
+                # A bytes object cannot be filled piece by piece, so a helper
+                # thread hashes the file (pread: its own offset) while this
+                # thread reads it; then make sure nobody changed the file in
+                # between (inode, size, mtime, ctime).
                 box: dict[str, Any] = {}
                 worker = threading.Thread(target=_hash_fd_into, args=(fd, size, box), daemon=True,
                                           name="flowyml-verify")
                 worker.start()
                 try:
-                    data = _read_fd(fd, size, allocate)
+                    data = _read_fd(fd, size)
                 finally:
                     worker.join()
                 if "error" in box:
                     raise box["error"]
-                digest = box["digest"]
+                got = box["digest"]
                 after = os.fstat(fd)
                 if (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
                         before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns):
-                    return self.read_verified(path, size, sha256, allocate, True)
+                    return self.read_verified(path, size, expected, allocate, True)
         finally:
             os.close(fd)
-        if digest != sha256:
-            raise IntegrityError(f"{path}: content does not match its recorded sha256 (the bytes were altered or corrupted)")
+        if got != expected:
+            raise IntegrityError(f"{path}: content does not match its recorded digest (the bytes were altered or corrupted)")
         return data
 
     def delete(self, path: str) -> bool:
@@ -436,17 +440,17 @@ def _unlink_quietly(path: str) -> None:
             logger.warning("could not remove temporary file %s: %s", path, exc)
 
 
-def _read_fd(fd: int, size: int, allocate: Callable[[int], Any] | None) -> Any:
-    buf = allocate(size) if allocate is not None else None
-    if buf is not None:
-        view = _byte_view(buf)
-        done = 0
-        while done < size:
-            n = os.preadv(fd, [view[done:done + _IO_CHUNK]], done)
-            if n == 0:
-                raise IntegrityError(f"file ended after {done} of {size} bytes")
-            done += n
-        return buf
+def _fill(fd: int, view: memoryview, start: int, end: int) -> None:
+    """Read bytes ``start:end`` of the file into ``view[start:end]``."""
+    done = start
+    while done < end:
+        n = os.preadv(fd, [view[done:min(end, done + _IO_CHUNK)]], done)
+        if n == 0:
+            raise IntegrityError(f"file ended after {done} of {len(view)} bytes")
+        done += n
+
+
+def _read_fd(fd: int, size: int) -> bytes:
     data = os.pread(fd, size, 0) if size else b""
     if len(data) < size:
         parts = [data]
@@ -461,9 +465,44 @@ def _read_fd(fd: int, size: int, allocate: Callable[[int], Any] | None) -> Any:
     return data
 
 
+def _read_into_hashing(fd: int, size: int, view: memoryview) -> str:
+    """Fill ``view`` from the file and return the digest of exactly those bytes.
+
+    Large files are read in chunks; a helper thread hashes each chunk while
+    this one reads the next, so the check costs little more than the read.
+    """
+    if size < PARALLEL_HASH_MIN:
+        _fill(fd, view, 0, size)
+        return digests.of(view)
+    hasher = digests.new_hasher()
+    ready: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+    failure: list[BaseException] = []
+
+    def hash_chunks() -> None:
+        try:
+            while (chunk := ready.get()) is not None:
+                hasher.update(chunk)
+        except BaseException as exc:  # handed to the reading thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=hash_chunks, daemon=True, name="flowyml-verify")
+    worker.start()
+    try:
+        for start in range(0, size, _HASH_CHUNK):
+            end = min(start + _HASH_CHUNK, size)
+            _fill(fd, view, start, end)
+            ready.put(view[start:end])
+    finally:
+        ready.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
+    return digests.text(hasher)
+
+
 def _hash_fd_into(fd: int, size: int, box: dict[str, Any]) -> None:
     try:
-        h = hashlib.sha256()
+        h = digests.new_hasher()
         buf = bytearray(_HASH_CHUNK)
         view = memoryview(buf)
         offset = 0
@@ -473,7 +512,7 @@ def _hash_fd_into(fd: int, size: int, box: dict[str, Any]) -> None:
                 break
             h.update(view[:n])
             offset += n
-        box["digest"] = h.hexdigest()
+        box["digest"] = digests.text(h)
     except BaseException as exc:  # handed to the reading thread
         box["error"] = exc
 
@@ -559,7 +598,7 @@ class FsspecBackend(StoreBackend):
         import asyncio
 
         out = _byte_view(buf)
-        h = hashlib.sha256()
+        h = digests.new_hasher()
         starts = list(range(0, size, self.range_size))
         pending: dict[int, Any] = {}
 
@@ -588,9 +627,9 @@ class FsspecBackend(StoreBackend):
         finally:
             for future in pending.values():
                 future.cancel()
-        return buf, h.hexdigest()
+        return buf, digests.text(h)
 
-    def read_verified(self, path: str, size: int, sha256: str, allocate: Callable[[int], Any] | None,
+    def read_verified(self, path: str, size: int, expected: str, allocate: Callable[[int], Any] | None,
                       exact: bool) -> Any:
         buf = allocate(size) if allocate is not None and size >= PARALLEL_HASH_MIN else None
         if buf is not None and getattr(self.fs, "async_impl", False) and hasattr(self.fs, "_cat_file"):
@@ -598,18 +637,15 @@ class FsspecBackend(StoreBackend):
             # ``size`` bytes are read, hashed and returned: bytes an attacker appends
             # are never used, and missing ones fail the length check. (Plain bytes
             # come in one GET below: assembling ranges would cost a copy.)
-            data, digest = self._read_ranges(path, size, buf)
-            if digest != sha256:
-                raise IntegrityError(
-                    f"{self.to_uri(path)}: content does not match its recorded sha256 (the bytes were altered or corrupted)"
-                )
-            return data
-        data = self.read_bytes(path)
-        if len(data) != size:
-            raise IntegrityError(f"{self.to_uri(path)}: {len(data)} bytes stored, the sidecar says {size}")
-        if hashlib.sha256(data).hexdigest() != sha256:
+            data, got = self._read_ranges(path, size, buf)
+        else:
+            data = self.read_bytes(path)
+            if len(data) != size:
+                raise IntegrityError(f"{self.to_uri(path)}: {len(data)} bytes stored, the sidecar says {size}")
+            got = digests.of(data)
+        if got != expected:
             raise IntegrityError(
-                f"{self.to_uri(path)}: content does not match its recorded sha256 (the bytes were altered or corrupted)"
+                f"{self.to_uri(path)}: content does not match its recorded digest (the bytes were altered or corrupted)"
             )
         return data
 
@@ -785,17 +821,17 @@ class _FsStoreMixin:
             + ("; ".join(problems) if problems else "no materializer accepts this type")
         )
 
-    def _signature_for(self, m: Materializer, sha256: str, size: int, context: str = "") -> str | None:
+    def _signature_for(self, m: Materializer, digest: str, size: int, context: str = "") -> str | None:
         if not m.unsafe:
             return None
-        return self._get_signer().sign(m.name, sha256, size, context)
+        return self._get_signer().sign(m.name, digest, size, context)
 
     def _check_trust(self, m: Materializer, meta: Mapping[str, Any], where: str, kind: str, context: str = "") -> None:
         """Refuse unsafe formats without a valid signature, unless the store opted in."""
         if not m.unsafe or self.allow_unsigned_pickle:
             return
         signer = self._get_signer()
-        if signer.verify(meta.get("signature"), m.name, meta["sha256"], meta["size"], context):
+        if signer.verify(meta.get("signature"), m.name, meta["digest"], meta["size"], context):
             return
         why = "carries no signature" if not meta.get("signature") else "carries a signature that does not match"
         raise UntrustedPickleError(
@@ -850,7 +886,7 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
         ``"npy"`` — alias ``"numpy"`` —, ``"parquet"``, ``"pickle"`` or one a
         plugin registered) instead of choosing by type; a format that cannot
         hold ``obj`` is an error. The write is atomic and carries a sidecar
-        with sha256 (and a signature for pickle).
+        with the payload's digest (and a signature for pickle).
         """
         uri = self.uri_for(run_id, step_name, name, project_name)
         return self._write(obj, self.backend.from_uri(uri), materializer)
@@ -877,7 +913,7 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
             "materializer": m.name,
             "data": data_name,
             "size": size,
-            "sha256": digest,
+            "digest": digest,
             "created": time.time(),
         }
         if info:
@@ -921,7 +957,7 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
         return meta
 
     def metadata(self, uri: str) -> dict[str, Any]:
-        """The sidecar of the artifact at ``uri`` (type, materializer, size, sha256, created…)."""
+        """The sidecar of the artifact at ``uri`` (type, materializer, size, digest, created…)."""
         directory = self._resolve(uri)
         meta = self._read_sidecar(self.backend.join(directory, SIDECAR))
         if meta is None:
@@ -958,14 +994,20 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
 
     def _load_from(self, meta: Mapping[str, Any], directory: str, uri: str) -> Any:
         try:
-            m_name, data_name, size, digest = meta["materializer"], meta["data"], meta["size"], meta["sha256"]
+            m_name, data_name, size, digest = meta["materializer"], meta["data"], meta["size"], meta["digest"]
         except KeyError as exc:
-            raise IntegrityError(f"{uri}: the sidecar lacks {exc.args[0]!r}; it was not written by flowyml") from None
+            raise IntegrityError(f"{uri}: the sidecar lacks {exc.args[0]!r}; it was not written by this flowyml") from None
         if meta.get("format") != ARTIFACT_FORMAT:
-            raise IntegrityError(f"{uri}: unknown sidecar format {meta.get('format')!r}")
-        if not isinstance(data_name, str) or not _plain_name(data_name) or not isinstance(size, int) \
-                or not isinstance(digest, str):
+            raise IntegrityError(
+                f"{uri}: its sidecar is in format {meta.get('format')!r}, this flowyml reads {ARTIFACT_FORMAT!r} "
+                "(written by another version?); write the artifact again"
+            )
+        if not isinstance(data_name, str) or not _plain_name(data_name) or not isinstance(size, int):
             raise IntegrityError(f"{uri}: the sidecar is malformed")
+        try:
+            digests.check_recorded(digest)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{uri}: the sidecar {exc}") from None
         m = self.materializers.by_name(m_name)
         self._check_trust(m, meta, uri, self.kind)
         b = self.backend
@@ -1111,7 +1153,7 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
             "materializer": m.name,
             "type": _type_name(value),
             "size": total,
-            "sha256": digest,
+            "digest": digest,
             "step_name": step_name,
             "code_hash": code_hash,
             "fingerprint": fingerprint,
@@ -1138,6 +1180,11 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
             return None
         except OSError as exc:
             self._miss_with_warning(path, f"cannot be read ({exc})")
+            return None
+        if raw.startswith(_CACHE_MAGIC_FAMILY) and not raw.startswith(CACHE_MAGIC):
+            logger.info("cache entry %s was written by another flowyml version; it will be recomputed",
+                        self.backend.to_uri(path))
+            self._misses += 1
             return None
         try:
             return self._decode(raw, path, safe)
@@ -1177,13 +1224,13 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
         header, payload = self._split(raw, path)
         if header.get("key") != key:
             raise IntegrityError(f"the entry was written for key {header.get('key')!r} (moved or copied here?)")
-        size, digest = header["size"], header["sha256"]
+        size, digest = header["size"], digests.check_recorded(header["digest"])
         if len(payload) != size:
             raise IntegrityError(f"payload is {len(payload)} bytes, the header says {size}")
         m = self.materializers.by_name(header["materializer"])
         self._check_trust(m, header, f"cache entry {self.backend.to_uri(path)}", self.kind, context=key)
-        if hashlib.sha256(payload).hexdigest() != digest:
-            raise IntegrityError("payload does not match its recorded sha256")
+        if digests.of(payload) != digest:
+            raise IntegrityError("payload does not match its recorded digest")
         buf = m.allocate(size) if size >= 65536 else None
         if buf is not None:
             _byte_view(buf)[:] = payload

@@ -12,9 +12,10 @@ created on first use at ``$XDG_CONFIG_HOME/flowyml/signing.key`` (mode 0600):
 the default local stack then works out of the box, and a pickle planted by
 someone else — who cannot read that file — is refused.
 
-What is signed is the payload's sha256 (plus the materializer name and size),
-not the payload itself: the store verifies the sha256 of the bytes anyway, so
-signing a 100 MB pickle costs one HMAC over a few dozen bytes.
+What is signed is the payload's digest (BLAKE3, a cryptographic hash: see
+:mod:`flowyml_local.digests`) plus the materializer name and size, not the
+payload itself: the store verifies the digest of the bytes anyway, so signing a
+100 MB pickle costs one HMAC over a few dozen bytes.
 """
 
 from __future__ import annotations
@@ -56,18 +57,18 @@ class Signer:
         return f"Signer(source={self.source!r})"
 
     @staticmethod
-    def _message(materializer: str, sha256: str, size: int, context: str) -> bytes:
-        return f"flowyml-sig-v1\0{materializer}\0{sha256}\0{size}\0{context}".encode("utf-8", "surrogatepass")
+    def _message(materializer: str, digest: str, size: int, context: str) -> bytes:
+        return f"flowyml-sig-v2\0{materializer}\0{digest}\0{size}\0{context}".encode("utf-8", "surrogatepass")
 
-    def sign(self, materializer: str, sha256: str, size: int, context: str = "") -> str:
+    def sign(self, materializer: str, digest: str, size: int, context: str = "") -> str:
         """``context`` binds the signature to where the object belongs (a cache key), so it cannot be replayed elsewhere."""
-        mac = hmac.new(self._key, self._message(materializer, sha256, size, context), hashlib.sha256)
+        mac = hmac.new(self._key, self._message(materializer, digest, size, context), hashlib.sha256)
         return SIGNATURE_PREFIX + mac.hexdigest()
 
-    def verify(self, signature: object, materializer: str, sha256: str, size: int, context: str = "") -> bool:
+    def verify(self, signature: object, materializer: str, digest: str, size: int, context: str = "") -> bool:
         if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
             return False
-        return hmac.compare_digest(signature, self.sign(materializer, sha256, size, context))
+        return hmac.compare_digest(signature, self.sign(materializer, digest, size, context))
 
 
 def user_key_path() -> Path:
