@@ -56,7 +56,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 logger = logging.getLogger(__name__)
@@ -728,8 +728,32 @@ class _TaskRun:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class _JobKind:
+    """What differs between the two job resources the fake runs: names and state enum."""
+
+    collection: str  # in resource names: pipelineJobs / customJobs
+    label: str  # in messages: PipelineJob / CustomJob
+    enum: str  # aiplatform_v1 state enum: PipelineState / JobState
+    prefix: str  # of its state names: PIPELINE_STATE_ / JOB_STATE_
+
+    def state(self, short: str) -> Any:
+        """The enum member for ``short`` ("RUNNING", "CANCELLED"...)."""
+        from google.cloud.aiplatform_v1 import types as v1
+
+        return getattr(v1, self.enum)[self.prefix + short]
+
+    def is_terminal(self, state_name: str) -> bool:
+        return state_name[len(self.prefix):] in ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+_PIPELINE_JOB = _JobKind("pipelineJobs", "PipelineJob", "PipelineState", "PIPELINE_STATE_")
+_CUSTOM_JOB = _JobKind("customJobs", "CustomJob", "JobState", "JOB_STATE_")
+
+
 @dataclass
 class _PipelineRun:
+    kind: ClassVar[_JobKind] = _PIPELINE_JOB
     job: Any  # aiplatform_v1.PipelineJob, guarded by FakeGoogleCloud._lock
     project: str
     location: str
@@ -743,6 +767,7 @@ class _PipelineRun:
 
 @dataclass
 class _CustomRun:
+    kind: ClassVar[_JobKind] = _CUSTOM_JOB
     job: Any  # aiplatform_v1.CustomJob
     project: str
     location: str
@@ -751,9 +776,6 @@ class _CustomRun:
     thread: threading.Thread | None = None
 
 
-_TERMINAL_PIPELINE = {"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED",
-                      "PIPELINE_STATE_CANCELLED"}
-_TERMINAL_JOB = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"}
 _JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 
 
@@ -933,11 +955,12 @@ class FakeGoogleCloud:
             run.thread.start()
             return self._pipeline_json(run)
 
-    def _get_pipeline_run(self, project: str, location: str, job_id: str) -> _PipelineRun:
-        name = f"projects/{project}/locations/{location}/pipelineJobs/{job_id}"
-        run = self._pipeline_runs.get(name)
+    def _get_run(self, kind: _JobKind, project: str, location: str, job_id: str) -> Any:
+        name = f"projects/{project}/locations/{location}/{kind.collection}/{job_id}"
+        runs = self._pipeline_runs if kind is _PIPELINE_JOB else self._custom_runs
+        run = runs.get(name)
         if run is None:
-            raise _not_found(f"PipelineJob {name} not found")
+            raise _not_found(f"{kind.label} {name} not found")
         return run
 
     def _pipeline_json(self, run: _PipelineRun) -> str:
@@ -982,26 +1005,26 @@ class FakeGoogleCloud:
         run.job.job_detail = v1.PipelineJobDetail(task_details=details)
         return v1.PipelineJob.to_json(run.job)
 
-    def _set_pipeline_state(self, run: _PipelineRun, state: str) -> None:
-        from google.cloud.aiplatform_v1 import types as v1
-
+    @staticmethod
+    def _set_state(run: _PipelineRun | _CustomRun, short: str) -> None:
+        """Move a job to state ``short`` ("RUNNING"...), stamping the times Vertex stamps (caller holds the lock)."""
         now = _utcnow()
-        run.job.state = v1.PipelineState[state]
+        run.job.state = run.kind.state(short)
         run.job.update_time = now
-        if state == "PIPELINE_STATE_RUNNING":
+        if short == "RUNNING":
             run.job.start_time = now
-        if state in _TERMINAL_PIPELINE:
+        if run.kind.is_terminal(run.kind.prefix + short):
             run.job.end_time = now
 
-    def _cancel_pipeline_job(self, project: str, location: str, job_id: str) -> None:
+    def _cancel(self, kind: _JobKind, project: str, location: str, job_id: str) -> None:
         with self._lock:
-            run = self._get_pipeline_run(project, location, job_id)
+            run = self._get_run(kind, project, location, job_id)
             state = run.job.state.name
-            if state in _TERMINAL_PIPELINE:
+            if kind.is_terminal(state):
                 raise _ApiError(400, "FAILED_PRECONDITION",
-                                f"Cannot cancel PipelineJob {run.job.name} in state {state}")
-            if state != "PIPELINE_STATE_CANCELLING":
-                self._set_pipeline_state(run, "PIPELINE_STATE_CANCELLING")
+                                f"Cannot cancel {kind.label} {run.job.name} in state {state}")
+            if state != kind.prefix + "CANCELLING":
+                self._set_state(run, "CANCELLING")
             run.cancel_event.set()
 
     def _execute_pipeline(self, run: _PipelineRun) -> None:
@@ -1011,7 +1034,7 @@ class FakeGoogleCloud:
 
         with self._lock:
             if not run.cancel_event.is_set():
-                self._set_pipeline_state(run, "PIPELINE_STATE_RUNNING")
+                self._set_state(run, "RUNNING")
             fail_fast = (run.job.runtime_config.failure_policy
                          == v1.PipelineFailurePolicy.PIPELINE_FAILURE_POLICY_FAIL_FAST)
         order = list(run.tasks)
@@ -1073,7 +1096,7 @@ class FakeGoogleCloud:
             if run.cancel_event.is_set() and not failed:
                 run.job.error = {"code": _RPC_CANCELLED,
                                  "message": "The pipeline job was cancelled."}
-                self._set_pipeline_state(run, "PIPELINE_STATE_CANCELLED")
+                self._set_state(run, "CANCELLED")
             elif failed:
                 names = ", ".join(t.plan.name for t in failed)
                 reasons = "; ".join(f"Task {t.plan.name} failed: {t.error}" for t in failed)
@@ -1082,9 +1105,9 @@ class FakeGoogleCloud:
                     "message": (f"The DAG failed because some tasks failed. The failed tasks "
                                 f"are: [{names}].; {reasons}"),
                 }
-                self._set_pipeline_state(run, "PIPELINE_STATE_FAILED")
+                self._set_state(run, "FAILED")
             else:
-                self._set_pipeline_state(run, "PIPELINE_STATE_SUCCEEDED")
+                self._set_state(run, "SUCCEEDED")
             logger.info("pipeline %s finished: %s", run.job_id, run.job.state.name)
 
     @staticmethod
@@ -1181,40 +1204,11 @@ class FakeGoogleCloud:
             run.thread.start()
             return v1.CustomJob.to_json(job)
 
-    def _get_custom_run(self, project: str, location: str, job_id: str) -> _CustomRun:
-        name = f"projects/{project}/locations/{location}/customJobs/{job_id}"
-        run = self._custom_runs.get(name)
-        if run is None:
-            raise _not_found(f"CustomJob {name} not found")
-        return run
-
-    def _set_job_state(self, run: _CustomRun, state: str) -> None:
-        from google.cloud.aiplatform_v1 import types as v1
-
-        now = _utcnow()
-        run.job.state = v1.JobState[state]
-        run.job.update_time = now
-        if state == "JOB_STATE_RUNNING":
-            run.job.start_time = now
-        if state in _TERMINAL_JOB:
-            run.job.end_time = now
-
-    def _cancel_custom_job(self, project: str, location: str, job_id: str) -> None:
-        with self._lock:
-            run = self._get_custom_run(project, location, job_id)
-            state = run.job.state.name
-            if state in _TERMINAL_JOB:
-                raise _ApiError(400, "FAILED_PRECONDITION",
-                                f"Cannot cancel CustomJob {run.job.name} in state {state}")
-            if state != "JOB_STATE_CANCELLING":
-                self._set_job_state(run, "JOB_STATE_CANCELLING")
-            run.cancel_event.set()
-
     def _execute_custom_job(self, run: _CustomRun) -> None:
         """Run worker pool 0's container once (replica_count is not simulated)."""
         with self._lock:
             if not run.cancel_event.is_set():
-                self._set_job_state(run, "JOB_STATE_RUNNING")
+                self._set_state(run, "RUNNING")
             spec = run.job.job_spec.worker_pool_specs[0].container_spec
             image, argv = spec.image_uri, [*spec.command, *spec.args]
             env = {e.name: e.value for e in spec.env}
@@ -1235,15 +1229,15 @@ class FakeGoogleCloud:
                                        resource=resource, labels={}))
         with self._lock:
             if outcome.ok:
-                self._set_job_state(run, "JOB_STATE_SUCCEEDED")
+                self._set_state(run, "SUCCEEDED")
             elif outcome.cancelled:
                 run.job.error = {"code": _RPC_CANCELLED, "message": "CANCELED"}
-                self._set_job_state(run, "JOB_STATE_CANCELLED")
+                self._set_state(run, "CANCELLED")
             else:
                 code = _RPC_DEADLINE_EXCEEDED if outcome.timed_out else _RPC_INVALID_ARGUMENT
                 run.job.error = {"code": code, "message": (
                     f"The replica {CUSTOM_JOB_REPLICA} failed: {outcome.describe()}")}
-                self._set_job_state(run, "JOB_STATE_FAILED")
+                self._set_state(run, "FAILED")
             logger.info("custom job %s finished: %s", run.job_id, run.job.state.name)
 
     # ------------------------------------------------------------- listing
@@ -1452,9 +1446,9 @@ class _Handler(BaseHTTPRequestHandler):
             if name == "get_pipeline_job":
                 with fake._lock:
                     return fake._pipeline_json(
-                        fake._get_pipeline_run(g["project"], g["location"], g["job"]))
+                        fake._get_run(_PIPELINE_JOB, g["project"], g["location"], g["job"]))
             if name == "cancel_pipeline_job":
-                fake._cancel_pipeline_job(g["project"], g["location"], g["job"])
+                fake._cancel(_PIPELINE_JOB, g["project"], g["location"], g["job"])
                 return "{}"
             if name == "list_pipeline_jobs":
                 return fake._list_json("pipelineJobs", g["project"], g["location"], query)
@@ -1463,10 +1457,10 @@ class _Handler(BaseHTTPRequestHandler):
             if name == "get_custom_job":
                 from google.cloud.aiplatform_v1 import types as v1
                 with fake._lock:
-                    run = fake._get_custom_run(g["project"], g["location"], g["job"])
+                    run = fake._get_run(_CUSTOM_JOB, g["project"], g["location"], g["job"])
                     return v1.CustomJob.to_json(run.job)
             if name == "cancel_custom_job":
-                fake._cancel_custom_job(g["project"], g["location"], g["job"])
+                fake._cancel(_CUSTOM_JOB, g["project"], g["location"], g["job"])
                 return "{}"
             if name == "list_custom_jobs":
                 return fake._list_json("customJobs", g["project"], g["location"], query)
