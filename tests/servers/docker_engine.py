@@ -30,10 +30,11 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import weakref
 from pathlib import Path
+
+from tests.servers.readiness import wait_for_http_ok
 
 __all__ = [
     "DockerEngine",
@@ -412,7 +413,7 @@ class LocalRegistry:
                 raise EngineUnavailable(f"cannot execute {binary}: {exc}") from exc
             _live.add(self)
             self.port = port
-            ok, last = self._wait_ready(t0 + self.start_timeout)
+            ok, last = wait_for_http_ok(f"{self.url}/v2/", self._proc, t0 + self.start_timeout, self.output)
             if ok:
                 self.start_seconds = time.monotonic() - t0
                 return self
@@ -421,24 +422,6 @@ class LocalRegistry:
                 break
         self._cleanup_dir()
         raise EngineUnavailable(f"docker-registry did not start: {last}")
-
-    def _wait_ready(self, deadline: float) -> tuple[bool, str]:
-        last = "no answer"
-        while time.monotonic() < deadline:
-            rc = self._proc.poll()
-            if rc is not None:
-                return False, f"exited with code {rc}: {self.output()[-2000:]}"
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as resp:
-                    if resp.status == 200:
-                        return True, ""
-                    last = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}"
-            except OSError as exc:
-                last = repr(exc)
-            time.sleep(0.05)
-        return False, f"no answer on {self.url}/v2/ within {self.start_timeout:.0f}s (last: {last}); log: {self.output()[-2000:]}"
 
     def output(self) -> str:
         if self.root is None:

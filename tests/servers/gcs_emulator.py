@@ -28,10 +28,11 @@ import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from tests.servers.readiness import wait_for_http_ok  # noqa: E402
 
 __all__ = ["EmulatorUnavailable", "GcsEmulator", "find_binary", "free_port"]
 
@@ -149,7 +150,7 @@ class GcsEmulator:
                 self._proc = None
                 raise EmulatorUnavailable(f"cannot execute {binary}: {exc}") from exc
             self.port = port
-            ok, last_error = self._wait_ready(url, t0 + self.start_timeout)
+            ok, last_error = wait_for_http_ok(f"{url}/storage/v1/b", self._proc, t0 + self.start_timeout, self.output)
             if ok:
                 self.start_seconds = time.monotonic() - t0
                 return self
@@ -157,26 +158,6 @@ class GcsEmulator:
             if "address already in use" not in last_error:
                 break
         raise EmulatorUnavailable(f"fake-gcs-server did not start: {last_error}")
-
-    def _wait_ready(self, url: str, deadline: float) -> tuple[bool, str]:
-        delay = 0.01
-        last = "no answer"
-        while time.monotonic() < deadline:
-            rc = self._proc.poll()
-            if rc is not None:
-                return False, f"exited with code {rc}: {self.output()[-2000:]}"
-            try:
-                with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2) as resp:
-                    if resp.status == 200:
-                        return True, ""
-                    last = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}"
-            except OSError as exc:
-                last = repr(exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-        return False, f"not ready after {self.start_timeout:.1f}s (last: {last}); output: {self.output()[-2000:]}"
 
     def output(self) -> str:
         """What the server has logged so far."""
