@@ -202,8 +202,9 @@ class RetryPolicy:
                 out_of_time = self.deadline is not None and elapsed + delay >= self.deadline
                 if out_of_tries or out_of_time:
                     raise StoreUnavailableError(self._gave_up(what, where, exc, tries, elapsed, out_of_time)) from exc
-                # A single blip is routine on object stores; say so loudly only when it persists.
-                logger.log(logging.WARNING if tries >= 3 else logging.INFO,
+                # Blips are routine on object stores: one warning per request, once it persists
+                # (an outage would otherwise print a line per attempt); each retry at INFO.
+                logger.log(logging.WARNING if tries == 3 else logging.INFO,
                            "%s failed (%s); retry %d in %.2fs%s", label, _last_error(exc), tries, delay,
                            "" if self.deadline is None else f" ({self.deadline - elapsed:.1f}s of {self.deadline:g}s left)")
                 time.sleep(delay)
