@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import threading
 import time
 
@@ -15,7 +16,7 @@ from flowyml_core.errors import ConfigError, FlowymlError, IntegrityError
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
 from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
 from flowyml_local import digests
-from flowyml_local.fsstore import ARTIFACT_FORMAT, SIDECAR, UntrustedPickleError
+from flowyml_local.fsstore import ARTIFACT_FORMAT, SIDECAR, StoreUnavailableError, UntrustedPickleError
 
 np = pytest.importorskip("numpy")
 
@@ -287,21 +288,89 @@ def test_readers_never_see_half_written_data_under_faults(fault_proxy, gcs_bucke
     assert reader_store.load(uri) in values
 
 
+#: The methods of object uploads (gcsfs: POST for simple and resumable uploads, PUT for their chunks).
+UPLOADS = {"POST", "PUT"}
+
+
 def test_a_persistent_outage_fails_cleanly(fault_proxy, gcs_bucket):
-    """Every sidecar upload answered 503: the write raises (after retries) and nothing reads as valid."""
+    """Every request for a sidecar answered 503, retries=0: one request, one clear error, nothing reads as valid."""
     artifacts, _ = faulty_stores(fault_proxy, gcs_bucket, retries=0)
     artifacts.backend
     fault_proxy.set_faults(error503=1.0, path_contains="meta.json")
     start = time.monotonic()
-    with pytest.raises(Exception) as info:
+    with pytest.raises(StoreUnavailableError) as info:
         artifacts.materialize({"a": 1}, "doomed", "run", "step")
+    elapsed = time.monotonic() - start
     fault_proxy.clear_faults()
-    assert "503" in str(info.value) or "Service Unavailable" in str(info.value) or info.type.__name__ == "HttpError"
-    assert time.monotonic() - start < 120
+    message = str(info.value)
+    assert "after 1 attempt " in message and "503" in message and "raise the retries option" in message, message
+    assert fault_proxy.stats["error503"] == 1  # gcsfs's own retries are off: the store's policy is the only layer
+    assert elapsed < 5, elapsed  # was ~35 s with gcsfs's 6 tries and their 1-16 s backoff
     uri = artifacts.uri_for("run", "step", "doomed")
     assert not artifacts.exists(uri)
     with pytest.raises(FileNotFoundError):
         artifacts.load(uri)
+
+
+def test_an_outage_fails_within_the_deadline(fault_proxy, gcs_bucket):
+    """A sustained outage (every upload answered 503) ends the write when the deadline is spent, not minutes later."""
+    artifacts, _ = faulty_stores(fault_proxy, gcs_bucket, deadline=3.0)  # retries unset: the deadline decides
+    artifacts.backend
+    fault_proxy.set_faults(error503=1.0, methods=UPLOADS)
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as info:
+        artifacts.materialize({"a": 1}, "doomed", "run", "step")
+    elapsed = time.monotonic() - start
+    fault_proxy.clear_faults()
+    message = str(info.value)
+    assert 1.0 < elapsed < 3.0 + 1.0, elapsed  # it kept trying for most of the budget, and stopped within it
+    attempts = int(re.search(r"after (\d+) attempts", message).group(1))
+    assert attempts == fault_proxy.stats["error503"] and attempts >= 4, (attempts, fault_proxy.stats)
+    uri = artifacts.uri_for("run", "step", "doomed")
+    assert message.startswith(f"the store at {uri}/data-"), message  # the data object is uploaded first
+    assert " did not answer a write within 3 s (gave up after " in message, message
+    assert "last error: HttpError: FaultProxy: injected 503 Service Unavailable" in message, message
+    assert "raise the deadline option of the artifact_store (flavor gcs) in stacks.toml (now 3 s)" in message, message
+    assert isinstance(info.value.__cause__, Exception) and "503" in str(info.value.__cause__)
+    assert not artifacts.exists(uri)
+
+
+def test_a_request_that_hangs_is_abandoned_at_the_deadline(fault_proxy, gcs_bucket):
+    """An answer that never comes in time (the proxy holds each upload 8 s) is cut off at the deadline."""
+    artifacts, _ = faulty_stores(fault_proxy, gcs_bucket, deadline=2.0)
+    artifacts.backend
+    fault_proxy.set_faults(delay=1.0, delay_ms=8000, methods=UPLOADS)
+    start = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailableError, match=r"did not answer a write within 2 s \(gave up after 1 attempt "
+                                                        r"in 2\.\d s; last error: FSTimeoutError"):
+            artifacts.materialize({"a": 1}, "slow", "run", "step")
+        elapsed = time.monotonic() - start
+    finally:
+        fault_proxy.clear_faults()
+    assert 2.0 <= elapsed < 2.0 + 1.0, elapsed
+
+
+def test_a_read_through_an_outage_fails_within_the_deadline(fault_proxy, gcs_bucket):
+    """Reads share the budget: a sidecar that cannot be fetched ends the load at the deadline, with the object named."""
+    artifacts, _ = faulty_stores(fault_proxy, gcs_bucket, deadline=2.0)
+    uri = artifacts.materialize(np.arange(1000.0), "x", "run", "step")
+    fault_proxy.set_faults(drop=1.0, path_contains="meta.json")
+    start = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailableError, match=r"did not answer a read within 2 s .*last error: "):
+            artifacts.load(uri)
+    finally:
+        fault_proxy.clear_faults()
+    assert time.monotonic() - start < 2.0 + 1.0
+    np.testing.assert_array_equal(artifacts.load(uri), np.arange(1000.0))  # and it reads again once GCS is back
+
+
+def test_store_budget_options_are_checked():
+    with pytest.raises(ValueError, match="deadline must be > 0 seconds"):
+        GcsArtifactStoreConfig(url="gs://b/p", deadline=0)
+    with pytest.raises(ValueError, match="retries must be >= 0"):
+        GcsArtifactStoreConfig(url="gs://b/p", retries=-1)
 
 
 # -- validate ------------------------------------------------------------------------

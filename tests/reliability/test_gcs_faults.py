@@ -8,7 +8,7 @@ import json
 import attrs
 import pytest
 
-from tests.reliability.gcs_faults import as_dict, emulator_env, ensure_gcs, gcs_spec, pipeline_runs_under_faults
+from tests.reliability.gcs_faults import DEADLINE, as_dict, emulator_env, ensure_gcs, gcs_spec, pipeline_runs_under_faults
 from tests.reliability.stores import concurrency_test, crash_test
 
 pytestmark = pytest.mark.skipif(not ensure_gcs(), reason="flowyml-gcs is not installed")
@@ -32,6 +32,9 @@ def test_pipeline_runs_under_faults_long(tmp_path, gcs_emulator, fault_proxy, gc
                                         outage_runs=2)
     summary = json.dumps(as_dict(report), indent=1)
     assert report.failed_cleanly >= 2, summary  # the outage: those runs must fail, cleanly
+    outage = [r for r in report.by_fault if r["faults"].startswith("outage")]
+    # within the store's deadline (a cache read does not touch a sidecar), plus start-up and slack
+    assert outage and outage[0]["seconds_per_run"] < DEADLINE + 10, summary
     assert report.unclean == 0 and report.torn_in_run == 0, summary
     assert report.partial_reads == 0 and report.refused_reads == 0, summary
 

@@ -37,6 +37,11 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
         raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
 
 
+def _above_zero(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0 seconds, not {value!r}")
+
+
 @attrs.define(kw_only=True)
 class GcsStoreConfig(StoreTrustOptions):
     """What both GCS stores accept."""
@@ -52,13 +57,22 @@ class GcsStoreConfig(StoreTrustOptions):
     token: str | None = secret_field()
     #: API endpoint for emulators and private endpoints, e.g. ``"http://127.0.0.1:4443"``.
     endpoint: str | None = None
-    #: Extra attempts flowyml makes around each operation after gcsfs's own
-    #: retries fail on a transient error (drops, timeouts, 429, 5xx).
-    retries: int = attrs.field(default=3, validator=_positive)
-    #: First backoff delay of those attempts, in seconds (doubles each time).
+    #: Attempts after the first for a request to GCS that fails transiently (drops, timeouts,
+    #: 429, 5xx). Unset: as many as fit in ``deadline``. These are the only retries: gcsfs's
+    #: own (6 tries per request, which used to multiply with these) are turned off.
+    retries: int | None = attrs.field(default=None, validator=_positive)
+    #: First backoff delay of those attempts, in seconds (doubles each time, with jitter).
     retry_delay: float = attrs.field(default=0.5, validator=_positive)
     #: Longest backoff delay, in seconds.
     retry_max_delay: float = attrs.field(default=8.0, validator=_positive)
+    #: Seconds one store request (a read, write, listing or delete) may take in all, its
+    #: retries and their waits included; the attempt in flight is abandoned when they are
+    #: spent. It bounds how long a step waits for GCS in an outage (60 s: Google's own
+    #: clients retry for up to 120 s, and bursts of 503/429 last tens of seconds, so less
+    #: would fail runs that a short blip should only slow down). A transfer must fit in it
+    #: too: raise it for artifacts that take longer to upload or download (1 GB at 10 MB/s
+    #: needs ~100 s).
+    deadline: float = attrs.field(default=60.0, validator=_above_zero)
     #: Seconds before one HTTP request is abandoned (and retried); unset: gcsfs's default.
     request_timeout: float | None = attrs.field(default=None, validator=_positive)
 

@@ -63,12 +63,8 @@ def make_filesystem(config: GcsStoreConfig) -> Any:
     """A gcsfs filesystem for the options (imports gcsfs)."""
     bucket, _ = parse_gs_url(config.url)
     token = resolve_token(config.token, config.endpoint, bucket)
-    # gcsfs >= 2025 first tries gRPC calls for "hierarchical namespace" buckets
-    # unless this is "false" when it is imported; against emulators and private
-    # endpoints each such call waits ~60 s. An explicit choice is kept.
-    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     try:
-        import gcsfs
+        from flowyml_gcs._gcsfs import SingleAttemptGCSFileSystem
     except ImportError as exc:  # pragma: no cover - a dependency of this package
         raise FlowymlError(f"the gcs stores need gcsfs: pip install flowyml-gcs ({exc})") from None
     kwargs: dict[str, Any] = {
@@ -82,7 +78,7 @@ def make_filesystem(config: GcsStoreConfig) -> Any:
     if config.request_timeout:
         kwargs["requests_timeout"] = config.request_timeout
     try:
-        return gcsfs.GCSFileSystem(**kwargs)
+        return SingleAttemptGCSFileSystem(**kwargs)
     except Exception as exc:  # google.auth and json errors for unusable credentials
         raise ConfigError(
             f"gcs store for bucket {bucket!r}: credentials could not be loaded: {type(exc).__name__}: "
@@ -108,8 +104,10 @@ class _GcsStore:
     def _make_backend(self) -> StoreBackend:
         fs = make_filesystem(self.config)
         root = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
-        retry = RetryPolicy(attempts=self.config.retries + 1, base_delay=self.config.retry_delay,
-                            max_delay=self.config.retry_max_delay)
+        retries = self.config.retries
+        retry = RetryPolicy(attempts=None if retries is None else retries + 1, base_delay=self.config.retry_delay,
+                            max_delay=self.config.retry_max_delay, deadline=self.config.deadline,
+                            owner=f"the {self.kind} (flavor gcs) in stacks.toml")
         return FsspecBackend(fs, root, retry=retry, atomic_put=True)
 
     def _where(self) -> str:

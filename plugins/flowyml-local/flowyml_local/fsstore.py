@@ -133,28 +133,106 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+class StoreUnavailableError(FlowymlError, OSError):
+    """A store kept failing transiently (drops, timeouts, 5xx) until its retry budget was spent.
+
+    An ``OSError`` as well, so that code which treats an unreadable store as
+    I/O trouble (a cache read becomes a miss with a warning) keeps doing so.
+    The last transient error is its ``__cause__``.
+    """
+
+
 @attrs.define(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff with jitter: ``attempts`` tries in all."""
+    """Bounded exponential backoff with jitter, around each request to a store.
 
-    attempts: int = 5
+    Two bounds, whichever is reached first: ``attempts`` tries in all (None: no
+    count limit) and ``deadline`` seconds for the whole call, attempts and waits
+    included (None: no time limit). A deadline is what makes an outage fail in
+    a known time: no new attempt starts when its backoff would end past the
+    deadline, and a backend that can (fsspec's async filesystems, see
+    :meth:`FsspecBackend._call`) abandons the attempt in flight when the time is
+    spent. Non-transient errors (missing objects, no access) are raised at once.
+    """
+
+    attempts: int | None = 5
     base_delay: float = 0.2
     max_delay: float = 5.0
+    deadline: float | None = None
+    #: Whose options set these bounds, for the final error, e.g. "the gcs artifact store";
+    #: empty when the bounds are not configurable (the message then names none).
+    owner: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.attempts is None and self.deadline is None:
+            raise ValueError("RetryPolicy needs attempts or a deadline: without either it would retry forever")
+        if self.attempts is not None and self.attempts < 1:
+            raise ValueError(f"RetryPolicy attempts must be >= 1, not {self.attempts!r}")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError(f"RetryPolicy deadline must be > 0 seconds, not {self.deadline!r}")
 
     def call(self, what: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        attempt = 1
+        """``func(*args, **kwargs)`` with retries (the attempt in flight is not bounded: see :meth:`run`)."""
+        return self.run(what, lambda remaining: func(*args, **kwargs))
+
+    def run(self, what: str, attempt: Callable[[float | None], T], where: str = "") -> T:
+        """``attempt(remaining)`` until it succeeds, fails for good, or the budget is spent.
+
+        ``remaining`` is the time left before the deadline (None without one);
+        the attempt should not wait longer than that. ``what`` names the
+        operation ("write") and ``where`` its target (a URI) in the messages.
+        Out of budget, raises :class:`StoreUnavailableError` (the last error
+        as its cause): one line with the target, the time, the attempts, the
+        last error and the option to change.
+        """
+        started = time.monotonic()
+        label = f"{what} {where}".strip()
+        tries = 0
         while True:
+            tries += 1
+            remaining = None if self.deadline is None else max(self.deadline - (time.monotonic() - started), 1e-3)
             try:
-                return func(*args, **kwargs)
+                return attempt(remaining)
             except Exception as exc:
-                if attempt >= self.attempts or not is_transient(exc):
+                if not is_transient(exc):
                     raise
-                delay = min(self.max_delay, self.base_delay * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
-                logger.warning("%s failed (%s: %s); retry %d/%d in %.2fs",
-                               what, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", attempt,
-                               self.attempts - 1, delay)
+                elapsed = time.monotonic() - started
+                delay = min(self.max_delay, self.base_delay * (2 ** (tries - 1))) * (0.5 + random.random() / 2)
+                out_of_tries = self.attempts is not None and tries >= self.attempts
+                out_of_time = self.deadline is not None and elapsed + delay >= self.deadline
+                if out_of_tries or out_of_time:
+                    raise StoreUnavailableError(self._gave_up(what, where, exc, tries, elapsed, out_of_time)) from exc
+                # Blips are routine on object stores: one warning per request, once it persists
+                # (an outage would otherwise print a line per attempt); each retry at INFO.
+                logger.log(logging.WARNING if tries == 3 else logging.INFO,
+                           "%s failed (%s); retry %d in %.2fs%s", label, _last_error(exc), tries, delay,
+                           "" if self.deadline is None else f" ({self.deadline - elapsed:.1f}s of {self.deadline:g}s left)")
                 time.sleep(delay)
-                attempt += 1
+
+    def _gave_up(self, what: str, where: str, exc: BaseException, tries: int, elapsed: float,
+                 out_of_time: bool) -> str:
+        """The one-line message of :class:`StoreUnavailableError`."""
+        target = f"the store at {where}" if where else "the store"
+        attempts = f"{tries} attempt{'s' if tries != 1 else ''}"
+        if out_of_time:
+            head = (f"{target} did not answer a {what} within {self.deadline:g} s "
+                    f"(gave up after {attempts} in {elapsed:.1f} s; last error: {_last_error(exc)})")
+            fix = (f"; if it is only slow or the transfer is large, raise the deadline option of {self.owner} "
+                   f"(now {self.deadline:g} s)" if self.owner else "")
+        else:
+            head = (f"{target} did not answer a {what} after {attempts} in {elapsed:.1f} s "
+                    f"(last error: {_last_error(exc)})")
+            fix = (f"; to keep trying longer, raise the retries option of {self.owner} (now {tries - 1})"
+                   if self.owner else "")
+        return f"{head}; check that the service is up and reachable{fix}"
+
+
+def _last_error(exc: BaseException) -> str:
+    """``Type: first line`` of an error, for one-line messages (a timeout of ours says what it was)."""
+    text = str(exc).strip()
+    if not text and isinstance(exc, TimeoutError):
+        return f"{type(exc).__name__}: no answer before the deadline"
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 # -- hashing ---------------------------------------------------------------------
@@ -536,7 +614,48 @@ class FsspecBackend(StoreBackend):
         return f"FsspecBackend({self.to_uri(self.root)!r})"
 
     def _call(self, what: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return self.retry.call(f"{what} {args[0] if args else ''}".strip(), func, *args, **kwargs)
+        """``func(*args, **kwargs)`` (a method of ``self.fs``, the path first) under the retry policy."""
+        where = self.to_uri(args[0]) if args and isinstance(args[0], str) else ""
+        return self.retry.run(what, self._bounded(func, *args, **kwargs), where=where)
+
+    def _bounded(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[float | None], T]:
+        """One attempt of ``func`` that gives up when the policy's remaining time is spent.
+
+        The blocking methods of fsspec's async filesystems (gcsfs, s3fs...) are
+        wrappers that run a coroutine on the filesystem's event loop through
+        ``fsspec.asyn.sync``, which takes a ``timeout``: the coroutine (and the
+        HTTP request in it) is cancelled and ``FSTimeoutError`` (a
+        ``TimeoutError``) raised. Without that, one hung request would outlast
+        any deadline. Other filesystems cannot be interrupted; their attempts
+        run to the end and only the retries are bounded.
+        """
+        import inspect
+
+        inner = getattr(func, "__wrapped__", None)
+        if getattr(self.fs, "async_impl", False) and inspect.iscoroutinefunction(inner):
+            def attempt(remaining: float | None) -> T:
+                return func(*args, timeout=remaining, **kwargs) if remaining is not None else func(*args, **kwargs)
+        else:
+            def attempt(remaining: float | None) -> T:
+                return func(*args, **kwargs)
+        return attempt
+
+    def _range(self, first: Any, path: str, start: int, end: int) -> bytes:
+        """One range of :meth:`_read_ranges` under the retry policy; the request already in flight is attempt 1."""
+        again = self._bounded(self.fs.cat_file, path, start=start, end=end)
+        box = [first]
+
+        def attempt(remaining: float | None) -> bytes:
+            if not box:
+                return again(remaining)
+            future = box.pop()
+            try:
+                return future.result(timeout=remaining)
+            except TimeoutError:
+                future.cancel()  # a concurrent.futures timeout: stop the request on the loop too
+                raise
+
+        return self.retry.run("read", attempt, where=self.to_uri(path))
 
     def join(self, *parts: str) -> str:
         return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
@@ -612,12 +731,7 @@ class FsspecBackend(StoreBackend):
         try:
             for i, start in enumerate(starts):
                 end = min(start + self.range_size, size)
-                try:
-                    chunk = pending.pop(i).result()
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    chunk = self._call("read", self.fs.cat_file, path, start=start, end=end)
+                chunk = self._range(pending.pop(i), path, start, end)
                 if i + self.ranges_in_flight < len(starts):
                     submit(i + self.ranges_in_flight)
                 if len(chunk) != end - start:
