@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 import attrs
 
 from flowyml_core.capture import capture_output
-from flowyml_core.errors import StepTimeoutError, StopExecution
+from flowyml_core.errors import FlowymlError, StepTimeoutError, StopExecution
 from flowyml_core.fingerprint import combine, fingerprint
 from flowyml_core.grouping import StepGroup
 from flowyml_core.results import ExecutionResult
@@ -191,6 +191,14 @@ def _describe_error(exc: BaseException) -> str:
 _THIS_FILE = _describe_error.__code__.co_filename  # what tracebacks call this module
 
 
+def _store_error(exc: BaseException) -> str:
+    """A store's error in one line: flowyml's own errors are sentences for people, shown as
+    ``Type: message``; others as their repr (``OSError(28, 'No space left on device')``)."""
+    if isinstance(exc, FlowymlError):
+        return f"{type(exc).__name__}: {exc}"
+    return repr(exc)
+
+
 def _failure(step: Step, start: float, message: str, retries: int = 0, logs: str | None = None) -> ExecutionResult:
     logger.error(
         "step %s failed: %s", step.name, message.splitlines()[0] if message else message, extra=_FAILURE_EXTRA
@@ -338,7 +346,7 @@ def _store_outputs(
             # A store's failure is not the user's code: its frames (flowyml, fsspec,
             # gcsfs) go to the debug log (``--debug``), the result says what failed.
             logger.debug("step %s: %s output %r failed", step.name, stage, name, exc_info=True)
-            return f"{stage} output {name!r} failed: {exc!r}"
+            return f"{stage} output {name!r} failed: {_store_error(exc)}"
         if uri is not None:
             result.artifact_uris[name] = uri
             if result.artifact_uri is None:

@@ -8,11 +8,18 @@ import pytest
 
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
 from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
+from flowyml_local.fsstore import forget_unavailable
 
 
 @pytest.fixture(autouse=True)
 def no_inherited_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FLOWYML_SIGNING_KEY", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def no_outage_from_earlier_tests() -> None:
+    """Stores of later tests have the same options: an outage one test caused must not shorten the next's retries."""
+    forget_unavailable()
 
 
 @pytest.fixture

@@ -366,6 +366,40 @@ def test_a_read_through_an_outage_fails_within_the_deadline(fault_proxy, gcs_buc
     np.testing.assert_array_equal(artifacts.load(uri), np.arange(1000.0))  # and it reads again once GCS is back
 
 
+def test_once_a_request_gave_up_the_next_ones_are_tried_once(fault_proxy, gcs_bucket):
+    """In an outage a step must not wait one deadline for the cache and another for its output: after a request
+    gives up, the requests that follow (from any store on that filesystem) are tried once, until one is answered."""
+    artifacts, cache = faulty_stores(fault_proxy, gcs_bucket, deadline=2.0)
+    assert artifacts.backend.fs.storage_options == cache.backend.fs.storage_options  # one service, same options
+    fault_proxy.set_faults(error503=1.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match=r"did not answer a write within 2 s \(gave up after \d+ attempts"):
+            artifacts.materialize({"a": 1}, "first", "run", "step")
+        assert 1.0 < time.monotonic() - start < 3.0
+        before = fault_proxy.stats["error503"]
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match=r"did not answer a write \(tried once: another request to this "
+                                                        r"service gave up \d+\.\d s ago, after its whole retry budget; "
+                                                        r"last error: HttpError: .*503"):
+            artifacts.materialize({"a": 2}, "second", "run", "step")
+        assert cache.get("0" * 64) is None  # the cache store shares the filesystem: a miss, at once
+        assert time.monotonic() - start < 1.0
+        assert fault_proxy.stats["error503"] - before == 2  # one request each
+    finally:
+        fault_proxy.clear_faults()
+    uri = artifacts.materialize({"a": 3}, "third", "run", "step")  # the first answer ends it...
+    assert artifacts.load(uri) == {"a": 3}
+    fault_proxy.set_faults(error503=1.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match=r"within 2 s \(gave up after"):  # ...so a new outage gets the whole budget
+            artifacts.materialize({"a": 4}, "fourth", "run", "step")
+        assert time.monotonic() - start > 1.0
+    finally:
+        fault_proxy.clear_faults()
+
+
 def test_store_budget_options_are_checked():
     with pytest.raises(ValueError, match="deadline must be > 0 seconds"):
         GcsArtifactStoreConfig(url="gs://b/p", deadline=0)

@@ -189,6 +189,22 @@ def test_route_failure_is_reported_not_swallowed(executor: LocalExecutor) -> Non
     assert "routing output 'model' failed: PermissionError('cannot write model of produce')" in result.error
 
 
+def test_a_store_error_written_for_people_is_shown_as_its_message(executor: LocalExecutor) -> None:
+    """flowyml's own errors are sentences: no repr quoting (and escaping) around them."""
+    from flowyml_core.errors import IntegrityError
+
+    class FussyRouter(Router):
+        def route(self, output, *, name, step_name, run_id, project_name="default", return_type=None):
+            raise IntegrityError(f"the store at mem://x/{name} refused it; it's 'altered'")
+
+    @step(outputs="model")
+    def produce() -> list[int]:
+        return [1, 2]
+
+    result = executor.execute_step(produce, {}, {}, router=FussyRouter(), run_id="r1")
+    assert result.error == "routing output 'model' failed: IntegrityError: the store at mem://x/model refused it; it's 'altered'"
+
+
 def test_result_fields_of_a_plain_success(executor: LocalExecutor) -> None:
     @step(outputs="y")
     def double(x: int) -> int:

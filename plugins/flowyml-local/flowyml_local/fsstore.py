@@ -171,10 +171,6 @@ class RetryPolicy:
         if self.deadline is not None and self.deadline <= 0:
             raise ValueError(f"RetryPolicy deadline must be > 0 seconds, not {self.deadline!r}")
 
-    def call(self, what: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``func(*args, **kwargs)`` with retries (the attempt in flight is not bounded: see :meth:`run`)."""
-        return self.run(what, lambda remaining: func(*args, **kwargs))
-
     def run(self, what: str, attempt: Callable[[float | None], T], where: str = "") -> T:
         """``attempt(remaining)`` until it succeeds, fails for good, or the budget is spent.
 
@@ -599,6 +595,18 @@ def _hash_fd_into(fd: int, size: int, box: dict[str, Any]) -> None:
 ATOMIC_OBJECT_PROTOCOLS = frozenset({"gs", "gcs", "s3", "s3a", "az", "abfs", "abfss", "memory", "adl"})
 
 
+#: Services whose last request gave up (by filesystem options: stores built with the same
+#: options share the entry), with when (monotonic) and for how long to try the next
+#: requests only once (see :meth:`FsspecBackend._run`).
+_gave_up: dict[str, tuple[float, float]] = {}
+_DOWN_WINDOW = 60.0  # seconds, for policies without a deadline
+
+
+def forget_unavailable() -> None:
+    """Forget which services gave up (for tests, and processes that know the service is back)."""
+    _gave_up.clear()
+
+
 class FsspecBackend(StoreBackend):
     """Any fsspec filesystem. Object stores publish with one PUT; others with a temp file and a move."""
 
@@ -609,6 +617,9 @@ class FsspecBackend(StoreBackend):
         self.root = fs._strip_protocol(root).rstrip("/")
         self.retry = retry or RetryPolicy()
         self.atomic_put = bool(set(protocols) & ATOMIC_OBJECT_PROTOCOLS) if atomic_put is None else atomic_put
+        # fsspec's token for the filesystem's class and options (the same for two stores
+        # built with the same options, even when each has its own instance).
+        self._service = str(getattr(fs, "_fs_token", None) or id(fs))
 
     def __repr__(self) -> str:
         return f"FsspecBackend({self.to_uri(self.root)!r})"
@@ -616,7 +627,44 @@ class FsspecBackend(StoreBackend):
     def _call(self, what: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``func(*args, **kwargs)`` (a method of ``self.fs``, the path first) under the retry policy."""
         where = self.to_uri(args[0]) if args and isinstance(args[0], str) else ""
-        return self.retry.run(what, self._bounded(func, *args, **kwargs), where=where)
+        return self._run(what, self._bounded(func, *args, **kwargs), where)
+
+    def _run(self, what: str, attempt: Callable[[float | None], T], where: str) -> T:
+        """``attempt`` under the retry policy, or only once while the service is known to be down.
+
+        In an outage every request would spend a whole deadline: a step that
+        looks up the cache and then writes an output would wait twice, and each
+        other branch of the pipeline as long again. So once a request to this
+        filesystem has given up, the requests that follow within one deadline
+        (from any store on it) are tried once, and fail at once if the service
+        is still not answering; the first answer ends that.
+        """
+        since = _gave_up.get(self._service)
+        if since is not None and time.monotonic() - since[0] < since[1]:
+            try:
+                result = attempt(self.retry.deadline)
+            except Exception as exc:
+                if is_transient(exc):
+                    ago = time.monotonic() - since[0]
+                    target = f"the store at {where}" if where else "the store"
+                    budget = (f"; a request gives up after {self.retry.deadline:g} s "
+                              f"(the deadline option of {self.retry.owner})"
+                              if self.retry.deadline and self.retry.owner else "")
+                    raise StoreUnavailableError(
+                        f"{target} did not answer a {what} (tried once: another request to this service gave up "
+                        f"{ago:.1f} s ago, after its whole retry budget; last error: {_last_error(exc)}); "
+                        f"check that the service is up and reachable{budget}"
+                    ) from exc
+                _gave_up.pop(self._service, None)  # an answer, if not the one hoped for: the service is up
+                raise
+            _gave_up.pop(self._service, None)
+            logger.info("%s answers again", self.to_uri(self.root))
+            return result
+        try:
+            return self.retry.run(what, attempt, where=where)
+        except StoreUnavailableError:
+            _gave_up[self._service] = (time.monotonic(), self.retry.deadline or _DOWN_WINDOW)
+            raise
 
     def _bounded(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[float | None], T]:
         """One attempt of ``func`` that gives up when the policy's remaining time is spent.
@@ -655,7 +703,7 @@ class FsspecBackend(StoreBackend):
                 future.cancel()  # a concurrent.futures timeout: stop the request on the loop too
                 raise
 
-        return self.retry.run("read", attempt, where=self.to_uri(path))
+        return self._run("read", attempt, self.to_uri(path))
 
     def join(self, *parts: str) -> str:
         return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
