@@ -3,7 +3,7 @@
 Every component, the local ones included, comes from a plugin found through the
 ``flowyml.plugins`` entry-point group. Entry points are read once per process;
 ``FLOWYML_DISABLE_PLUGINS=a,b`` blocks plugins by name before they are
-imported; a plugin that fails is reported with its error and the others keep
+imported (a name that matches no plugin is a warning); a plugin that fails is reported with its error and the others keep
 working. Implementations are ``"module:Name"`` strings imported only when a
 stack uses them.
 """
@@ -281,6 +281,35 @@ class Registry:
                 logger.warning("plugin %r failed to import: %s", ep.name, info.error)
                 continue
             self._register(module, info)
+        self._warn_unknown_blocked(blocked)
+
+    def _warn_unknown_blocked(self, blocked: set[str]) -> None:
+        """One warning for FLOWYML_DISABLE_PLUGINS names that match no installed plugin.
+
+        A misspelt name disables nothing, so the plugin someone meant to switch
+        off still loads: say so instead of ignoring it. Only entry-point names
+        block; a distribution name gets a hint with the name to write.
+        """
+        unknown = sorted(blocked - set(self.plugins))
+        if not unknown:
+            return
+        installed = ", ".join(sorted(self.plugins))
+        by_distribution: dict[str, list[str]] = {}
+        for info in self.plugins.values():
+            if info.distribution:
+                by_distribution.setdefault(info.distribution, []).append(info.name)
+        hints = [
+            f"write {' or '.join(repr(n) for n in sorted(by_distribution[name]))} for the distribution {name}"
+            for name in unknown if name in by_distribution
+        ]
+        logger.warning(
+            "FLOWYML_DISABLE_PLUGINS: no installed plugin is named %s, so %s nothing (%s); "
+            "use the names `flowyml plugins` lists%s",
+            " or ".join(repr(n) for n in unknown),
+            "it disables" if len(unknown) == 1 else "they disable",
+            f"installed plugins: {installed}" if installed else "no plugins are installed",
+            ": " + "; ".join(hints) if hints else "",
+        )
 
     def register(self, plugin: Any, name: str | None = None, *, distribution: str | None = None, version: str | None = None) -> PluginInfo:
         """Register an in-process plugin (a module or an object with hookimpls)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from importlib import metadata
@@ -127,6 +128,62 @@ def test_disabled_plugins_are_marked_in_text_output(run_cli):
     out = run_cli("plugins", env={"FLOWYML_DISABLE_PLUGINS": "testplugin"})
     assert out.returncode == 0
     assert "testplugin 0.3.1 (flowyml-testplugin) [disabled by FLOWYML_DISABLE_PLUGINS]" in out.stdout
+
+
+
+def load_warnings(caplog, blocked: set[str], names=("local", "testplugin")) -> tuple[Registry, list[str]]:
+    registry = Registry()
+    eps = [ep for ep in iter_entry_points() if ep.name in names]
+    with caplog.at_level(logging.WARNING, logger="flowyml.plugins"):
+        registry.load_entry_points(eps, blocked=blocked)
+    return registry, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_unknown_names_in_flowyml_disable_plugins_give_one_warning(caplog):
+    registry, warnings = load_warnings(caplog, {"testplugin", "tetsplugin", "nosuch"})
+    assert warnings == [
+        "FLOWYML_DISABLE_PLUGINS: no installed plugin is named 'nosuch' or 'tetsplugin', so they disable nothing "
+        "(installed plugins: local, testplugin); use the names `flowyml plugins` lists"
+    ]
+    assert registry.plugins["testplugin"].blocked and registry.plugins["testplugin"].flavors == []
+    assert not registry.plugins["local"].blocked and registry.flavor("executor", "local").plugin == "local"
+
+
+def test_a_distribution_name_in_flowyml_disable_plugins_says_which_plugin_name_to_write(caplog):
+    registry, warnings = load_warnings(caplog, {"flowyml-testplugin"})
+    assert warnings == [
+        "FLOWYML_DISABLE_PLUGINS: no installed plugin is named 'flowyml-testplugin', so it disables nothing "
+        "(installed plugins: local, testplugin); use the names `flowyml plugins` lists: "
+        "write 'testplugin' for the distribution flowyml-testplugin"
+    ]
+    assert not registry.plugins["testplugin"].blocked  # a warning, not a second way to name plugins
+
+
+def test_known_names_in_flowyml_disable_plugins_give_no_warning(caplog):
+    assert load_warnings(caplog, {"testplugin"})[1] == []
+    assert load_warnings(caplog, {"tetsplugin"}, names=())[1] == [
+        "FLOWYML_DISABLE_PLUGINS: no installed plugin is named 'tetsplugin', so it disables nothing "
+        "(no plugins are installed); use the names `flowyml plugins` lists"
+    ]
+
+
+def test_unknown_disabled_name_through_the_cli_warns_and_breaks_nothing(run_cli, project):
+    env = {"FLOWYML_DISABLE_PLUGINS": "tetsplugin, local"}
+    out = run_cli("plugins", env=env)
+    assert out.returncode == 0
+    assert out.stderr.startswith(
+        "WARNING flowyml.plugins: FLOWYML_DISABLE_PLUGINS: no installed plugin is named 'tetsplugin', "
+        "so it disables nothing (installed plugins: "
+    ) and out.stderr.count("\n") == 1, out.stderr
+    assert "testplugin" in out.stderr.split("installed plugins: ")[1]
+    assert "local 0.1.0 (flowyml-local) [disabled by FLOWYML_DISABLE_PLUGINS]" in out.stdout
+    assert "testplugin 0.3.1 (flowyml-testplugin)\n" in out.stdout  # not disabled
+    listed = run_cli("plugins", "--json", env=env)
+    plugins = by_name(json.loads(listed.stdout))
+    assert plugins["local"]["blocked"] and not plugins["testplugin"]["blocked"]
+    write(project / "stacks.toml", ECHO_STACKS)
+    valid = run_cli("stack", "validate", "echo", cwd=project, env=env)
+    assert valid.returncode == 0 and "tetsplugin" in valid.stderr, valid.stderr
 
 
 # -- broken plugins ----------------------------------------------------------------------------
