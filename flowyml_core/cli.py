@@ -53,7 +53,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             if p["error"]:
                 lines.append(f"  ERROR: {p['error']}")
             if p["api_problem"]:
-                lines.append(f"  INCOMPATIBLE: {p['api_problem']}")
+                lines.append(f"  INCOMPATIBLE: {p['api_problem']}; not used: its flavors are refused and its hooks "
+                             "are not called")
         for c in conflicts:
             lines.append(f"CONFLICT: {c['kind']} flavor {c['flavor']!r} is registered by {' and '.join(c['plugins'])}")
         return "\n".join(lines)

@@ -250,6 +250,8 @@ class Registry:
         self.flavors: dict[str, dict[str, Flavor]] = {kind: {} for kind in KINDS}
         self.conflicts: dict[tuple[str, str], list[str]] = {}
         self.materializers: list[MaterializerSpec] = []
+        #: (kind, flavor) -> the incompatible plugin that offers it: refused, named in errors.
+        self.refused: dict[tuple[str, str], str] = {}
 
     @property
     def hook(self) -> Any:
@@ -322,21 +324,52 @@ class Registry:
     def _register(self, plugin: Any, info: PluginInfo) -> None:
         info.api_version = getattr(plugin, "FLOWYML_API_VERSION", None)
         info.api_problem = _api_problem(info.api_version)
+        if info.api_problem:
+            self._list_incompatible(plugin, info)
+            return
+        if not self._add_to(self.pm, plugin, info):
+            return
+        for kind, hook_name in HOOK_FOR_KIND.items():
+            self._call_register_hook(self.pm, plugin, info, hook_name, self._flavor_callback(kind, info))
+        self._call_register_hook(self.pm, plugin, info, "register_materializers", self._materializer_callback(info))
+
+    def _add_to(self, pm: pluggy.PluginManager, plugin: Any, info: PluginInfo) -> bool:
+        """Register ``plugin`` with ``pm``; a plugin whose hookimpls pluggy refuses is reported and left out."""
         try:
-            self.pm.register(plugin, name=info.name)
-            self.pm.check_pending()
+            pm.register(plugin, name=info.name)
+            pm.check_pending()
         except Exception as exc:
             info.error = f"invalid plugin: {type(exc).__name__}: {exc}"
             logger.warning("plugin %r rejected: %s", info.name, info.error)
-            if self.pm.is_registered(plugin):
-                self.pm.unregister(plugin)
-            return
-        for kind, hook_name in HOOK_FOR_KIND.items():
-            self._call_register_hook(plugin, info, hook_name, self._flavor_callback(kind, info))
-        self._call_register_hook(plugin, info, "register_materializers", self._materializer_callback(info))
+            if pm.is_registered(plugin):
+                pm.unregister(plugin)
+            return False
+        return True
 
-    def _call_register_hook(self, plugin: Any, info: PluginInfo, hook_name: str, callback: Callable[..., None]) -> None:
-        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+    def _list_incompatible(self, plugin: Any, info: PluginInfo) -> None:
+        """Record what a plugin written for another API offers, without letting it take part.
+
+        Its flavors used to be registered and refused only at lookup, but the
+        plugin sat in the plugin manager, so its observer hooks ran on every
+        run and its materializers were chosen for data: code written against
+        another contract, called anyway. Now it never joins ``self.pm``. Only
+        its flavor registrations are read, through a plugin manager of their
+        own, so that ``flowyml plugins`` can show them and a stack naming one
+        gets the version mismatch rather than "unknown flavor". Materializers
+        are not read: nobody names them in a stack.
+        """
+        listing = pluggy.PluginManager("flowyml")
+        listing.add_hookspecs(hookspecs)
+        if not self._add_to(listing, plugin, info):
+            return
+        logger.debug("plugin %r is not used: %s", info.name, info.api_problem)
+        for kind, hook_name in HOOK_FOR_KIND.items():
+            self._call_register_hook(listing, plugin, info, hook_name, self._refused_callback(kind, info))
+
+    def _call_register_hook(
+        self, pm: pluggy.PluginManager, plugin: Any, info: PluginInfo, hook_name: str, callback: Callable[..., None]
+    ) -> None:
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
             if impl.plugin is not plugin:
                 continue
             try:
@@ -368,6 +401,18 @@ class Registry:
 
         return register
 
+    def _refused_callback(self, kind: str, info: PluginInfo) -> Callable[..., None]:
+        def register(name: str, implementation: Any, *, config: Any = None, summary: str = "") -> None:
+            try:
+                _check_registration(kind, name, implementation, config)
+            except PluginError as exc:
+                _report(info, f"{HOOK_FOR_KIND[kind]}: {exc}")
+                return
+            self.refused.setdefault((kind, name), info.name)
+            info.flavors.append((kind, name))
+
+        return register
+
     def _materializer_callback(self, info: PluginInfo) -> Callable[..., None]:
         def register(name: str, implementation: Any, *, types: Iterable[str] = (), priority: int = 0) -> None:
             try:
@@ -392,10 +437,11 @@ class Registry:
             )
         flavor = self.flavors.get(kind, {}).get(name)
         if flavor is not None:
-            problem = self.plugins[flavor.plugin].api_problem if flavor.plugin in self.plugins else None
-            if problem:
-                raise PluginError(f"plugin {flavor.plugin!r} providing {label} flavor {name!r} is {problem}")
             return flavor
+        refused_by = self.refused.get((kind, name))
+        if refused_by is not None:
+            problem = self.plugins[refused_by].api_problem
+            raise PluginError(f"plugin {refused_by!r} providing {label} flavor {name!r} cannot be used: {problem}")
         package = KNOWN_FLAVORS.get((kind, name))
         blocked = [p for p in self.plugins.values() if p.blocked and package and p.distribution == package]
         if blocked:
