@@ -3,9 +3,10 @@
 Every component, the local ones included, comes from a plugin found through the
 ``flowyml.plugins`` entry-point group. Entry points are read once per process;
 ``FLOWYML_DISABLE_PLUGINS=a,b`` blocks plugins by name before they are
-imported (a name that matches no plugin is a warning); a plugin that fails is reported with its error and the others keep
-working. Implementations are ``"module:Name"`` strings imported only when a
-stack uses them.
+imported (a name that matches no plugin is a warning); a plugin that fails is
+reported with its error and the others keep working; a plugin written for
+another plugin API takes no part. Implementations are ``"module:Name"``
+strings imported only when a stack uses them.
 """
 
 from __future__ import annotations
