@@ -53,7 +53,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             if p["error"]:
                 lines.append(f"  ERROR: {p['error']}")
             if p["api_problem"]:
-                lines.append(f"  INCOMPATIBLE: {p['api_problem']}")
+                lines.append(f"  INCOMPATIBLE: {p['api_problem']}; not used: its flavors are refused and its hooks "
+                             "are not called")
         for c in conflicts:
             lines.append(f"CONFLICT: {c['kind']} flavor {c['flavor']!r} is registered by {' and '.join(c['plugins'])}")
         return "\n".join(lines)
@@ -156,15 +157,19 @@ def cmd_stack_add(args: argparse.Namespace) -> int:
         value = getattr(args, kind)
         if value is not None:
             components[kind] = parse_component_arg(kind, value)
-    registry = _registry()
+    from flowyml_core.stacks import StackRegistry
+
+    # The one command that may create the file FLOWYML_STACKS_FILE names: it was asked to write there.
+    registry = StackRegistry.load(missing_ok=True)
     problems: list[str] = []
     spec = parse_stack(args.name, components, "command line", problems)
     if spec is not None:
         _check_flavors(spec, problems)
     if problems:
         raise FlowymlError("stack not added:\n  " + "\n  ".join(problems))
+    created = not registry.project_file.exists
     path = add_stack(registry, args.name, components)
-    print(f"added stack {args.name} to {path}")
+    print(f"added stack {args.name} to {path}" + (" (new file)" if created else ""))
     return 0
 
 
@@ -391,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stack.add_parser("use", parents=[common], formatter_class=_Formatter, help="make a stack the active one")
     p.add_argument("name")
     p.set_defaults(func=cmd_stack_use)
-    p = stack.add_parser("add", parents=[common], formatter_class=_Formatter, help="add a stack to ./stacks.toml")
+    p = stack.add_parser("add", parents=[common], formatter_class=_Formatter, help="add a stack to ./stacks.toml (or $FLOWYML_STACKS_FILE, created if missing)")
     p.add_argument("name")
     p.add_argument("--executor", required=True, metavar="FLAVOR[:k=v,...]")
     p.add_argument("--artifact-store", dest="artifact_store", metavar="FLAVOR[:k=v,...]")

@@ -3,9 +3,10 @@
 Every component, the local ones included, comes from a plugin found through the
 ``flowyml.plugins`` entry-point group. Entry points are read once per process;
 ``FLOWYML_DISABLE_PLUGINS=a,b`` blocks plugins by name before they are
-imported; a plugin that fails is reported with its error and the others keep
-working. Implementations are ``"module:Name"`` strings imported only when a
-stack uses them.
+imported (a name that matches no plugin is a warning); a plugin that fails is
+reported with its error and the others keep working; a plugin written for
+another plugin API takes no part. Implementations are ``"module:Name"``
+strings imported only when a stack uses them.
 """
 
 from __future__ import annotations
@@ -250,6 +251,8 @@ class Registry:
         self.flavors: dict[str, dict[str, Flavor]] = {kind: {} for kind in KINDS}
         self.conflicts: dict[tuple[str, str], list[str]] = {}
         self.materializers: list[MaterializerSpec] = []
+        #: (kind, flavor) -> the incompatible plugin that offers it: refused, named in errors.
+        self.refused: dict[tuple[str, str], str] = {}
 
     @property
     def hook(self) -> Any:
@@ -281,6 +284,35 @@ class Registry:
                 logger.warning("plugin %r failed to import: %s", ep.name, info.error)
                 continue
             self._register(module, info)
+        self._warn_unknown_blocked(blocked)
+
+    def _warn_unknown_blocked(self, blocked: set[str]) -> None:
+        """One warning for FLOWYML_DISABLE_PLUGINS names that match no installed plugin.
+
+        A misspelt name disables nothing, so the plugin someone meant to switch
+        off still loads: say so instead of ignoring it. Only entry-point names
+        block; a distribution name gets a hint with the name to write.
+        """
+        unknown = sorted(blocked - set(self.plugins))
+        if not unknown:
+            return
+        installed = ", ".join(sorted(self.plugins))
+        by_distribution: dict[str, list[str]] = {}
+        for info in self.plugins.values():
+            if info.distribution:
+                by_distribution.setdefault(info.distribution, []).append(info.name)
+        hints = [
+            f"write {' or '.join(repr(n) for n in sorted(by_distribution[name]))} for the distribution {name}"
+            for name in unknown if name in by_distribution
+        ]
+        logger.warning(
+            "FLOWYML_DISABLE_PLUGINS: no installed plugin is named %s, so %s nothing (%s); "
+            "use the names `flowyml plugins` lists%s",
+            " or ".join(repr(n) for n in unknown),
+            "it disables" if len(unknown) == 1 else "they disable",
+            f"installed plugins: {installed}" if installed else "no plugins are installed",
+            ": " + "; ".join(hints) if hints else "",
+        )
 
     def register(self, plugin: Any, name: str | None = None, *, distribution: str | None = None, version: str | None = None) -> PluginInfo:
         """Register an in-process plugin (a module or an object with hookimpls)."""
@@ -293,21 +325,52 @@ class Registry:
     def _register(self, plugin: Any, info: PluginInfo) -> None:
         info.api_version = getattr(plugin, "FLOWYML_API_VERSION", None)
         info.api_problem = _api_problem(info.api_version)
+        if info.api_problem:
+            self._list_incompatible(plugin, info)
+            return
+        if not self._add_to(self.pm, plugin, info):
+            return
+        for kind, hook_name in HOOK_FOR_KIND.items():
+            self._call_register_hook(self.pm, plugin, info, hook_name, self._flavor_callback(kind, info))
+        self._call_register_hook(self.pm, plugin, info, "register_materializers", self._materializer_callback(info))
+
+    def _add_to(self, pm: pluggy.PluginManager, plugin: Any, info: PluginInfo) -> bool:
+        """Register ``plugin`` with ``pm``; a plugin whose hookimpls pluggy refuses is reported and left out."""
         try:
-            self.pm.register(plugin, name=info.name)
-            self.pm.check_pending()
+            pm.register(plugin, name=info.name)
+            pm.check_pending()
         except Exception as exc:
             info.error = f"invalid plugin: {type(exc).__name__}: {exc}"
             logger.warning("plugin %r rejected: %s", info.name, info.error)
-            if self.pm.is_registered(plugin):
-                self.pm.unregister(plugin)
-            return
-        for kind, hook_name in HOOK_FOR_KIND.items():
-            self._call_register_hook(plugin, info, hook_name, self._flavor_callback(kind, info))
-        self._call_register_hook(plugin, info, "register_materializers", self._materializer_callback(info))
+            if pm.is_registered(plugin):
+                pm.unregister(plugin)
+            return False
+        return True
 
-    def _call_register_hook(self, plugin: Any, info: PluginInfo, hook_name: str, callback: Callable[..., None]) -> None:
-        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+    def _list_incompatible(self, plugin: Any, info: PluginInfo) -> None:
+        """Record what a plugin written for another API offers, without letting it take part.
+
+        Its flavors used to be registered and refused only at lookup, but the
+        plugin sat in the plugin manager, so its observer hooks ran on every
+        run and its materializers were chosen for data: code written against
+        another contract, called anyway. Now it never joins ``self.pm``. Only
+        its flavor registrations are read, through a plugin manager of their
+        own, so that ``flowyml plugins`` can show them and a stack naming one
+        gets the version mismatch rather than "unknown flavor". Materializers
+        are not read: nobody names them in a stack.
+        """
+        listing = pluggy.PluginManager("flowyml")
+        listing.add_hookspecs(hookspecs)
+        if not self._add_to(listing, plugin, info):
+            return
+        logger.debug("plugin %r is not used: %s", info.name, info.api_problem)
+        for kind, hook_name in HOOK_FOR_KIND.items():
+            self._call_register_hook(listing, plugin, info, hook_name, self._refused_callback(kind, info))
+
+    def _call_register_hook(
+        self, pm: pluggy.PluginManager, plugin: Any, info: PluginInfo, hook_name: str, callback: Callable[..., None]
+    ) -> None:
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
             if impl.plugin is not plugin:
                 continue
             try:
@@ -339,6 +402,18 @@ class Registry:
 
         return register
 
+    def _refused_callback(self, kind: str, info: PluginInfo) -> Callable[..., None]:
+        def register(name: str, implementation: Any, *, config: Any = None, summary: str = "") -> None:
+            try:
+                _check_registration(kind, name, implementation, config)
+            except PluginError as exc:
+                _report(info, f"{HOOK_FOR_KIND[kind]}: {exc}")
+                return
+            self.refused.setdefault((kind, name), info.name)
+            info.flavors.append((kind, name))
+
+        return register
+
     def _materializer_callback(self, info: PluginInfo) -> Callable[..., None]:
         def register(name: str, implementation: Any, *, types: Iterable[str] = (), priority: int = 0) -> None:
             try:
@@ -363,10 +438,11 @@ class Registry:
             )
         flavor = self.flavors.get(kind, {}).get(name)
         if flavor is not None:
-            problem = self.plugins[flavor.plugin].api_problem if flavor.plugin in self.plugins else None
-            if problem:
-                raise PluginError(f"plugin {flavor.plugin!r} providing {label} flavor {name!r} is {problem}")
             return flavor
+        refused_by = self.refused.get((kind, name))
+        if refused_by is not None:
+            problem = self.plugins[refused_by].api_problem
+            raise PluginError(f"plugin {refused_by!r} providing {label} flavor {name!r} cannot be used: {problem}")
         package = KNOWN_FLAVORS.get((kind, name))
         blocked = [p for p in self.plugins.values() if p.blocked and package and p.distribution == package]
         if blocked:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flowyml_core.errors import ConfigError
-from flowyml_core.stacks import StackRegistry, tomllib
+from flowyml_core.stacks import StackRegistry, stacks_file_variable, tomllib
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -42,10 +42,22 @@ def render_stack(name: str, components: dict[str, Any]) -> str:
 
 
 def add_stack(registry: StackRegistry, name: str, components: dict[str, Any]) -> Path:
-    """Append ``[stacks.NAME]`` to the project file (created if missing)."""
+    """Append ``[stacks.NAME]`` to the project file (created if missing).
+
+    The project file is ``./stacks.toml`` or the one ``FLOWYML_STACKS_FILE``
+    names. That file is created when missing (the person asked for a stack to
+    be written there), but not its directory: a typo in a directory name
+    should not leave a new directory tree behind.
+    """
     if not name.strip():
         raise ConfigError("stack add needs a stack name (an empty or blank name could never be selected)")
     target = registry.project_file
+    if not target.exists and not target.path.parent.is_dir():
+        label = stacks_file_variable(registry.environ, target.path) or str(target.path)
+        raise ConfigError(
+            f"{label}: directory {target.path.parent.absolute()} does not exist; create it, fix the path, "
+            "or unset FLOWYML_STACKS_FILE to use ./stacks.toml"
+        )
     if name in registry.stacks and registry.stacks[name].origin != "built-in":
         raise ConfigError(f"stack {name!r} already exists in {registry.stacks[name].origin}; remove it first")
     old_text = target.text if target.exists else ""

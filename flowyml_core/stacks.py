@@ -1,7 +1,8 @@
 """``stacks.toml``: named sets of components, and how a name becomes live objects.
 
-Files: the project's ``./stacks.toml`` (or ``$FLOWYML_STACKS_FILE``) over the
-user's ``$XDG_CONFIG_HOME/flowyml/stacks.toml``; a stack named in both is the
+Files: the project's ``./stacks.toml`` (or ``$FLOWYML_STACKS_FILE``, which
+must name an existing file) over the user's
+``$XDG_CONFIG_HOME/flowyml/stacks.toml``; a stack named in both is the
 project's. Active stack: explicit name > ``$FLOWYML_STACK`` > ``flowyml stack
 use`` > ``default`` > ``local``. Every problem names the file, the stack, the
 component and the field; all problems of a stack are reported at once.
@@ -75,10 +76,47 @@ class StackSpec:
         return out
 
 
+STACKS_FILE_VAR = "FLOWYML_STACKS_FILE"
+_UNSET_HINT = f"unset {STACKS_FILE_VAR} to use ./stacks.toml"
+
+
 def project_stacks_path(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path:
     env = os.environ if environ is None else environ
-    explicit = env.get("FLOWYML_STACKS_FILE")
+    explicit = env.get(STACKS_FILE_VAR)
     return Path(explicit) if explicit else (cwd or Path.cwd()) / "stacks.toml"
+
+
+def stacks_file_variable(environ: Mapping[str, str], path: Path) -> str | None:
+    """``FLOWYML_STACKS_FILE=...`` as the person set it (plus the absolute path if relative), or None if unset.
+
+    Errors about the file start with this, so they say where the path came from:
+    the variable is easy to forget once exported.
+    """
+    raw = environ.get(STACKS_FILE_VAR)
+    if not raw:
+        return None
+    return f"{STACKS_FILE_VAR}={raw}" + ("" if Path(raw).is_absolute() else f" ({path.absolute()})")
+
+
+def check_stacks_file_variable(environ: Mapping[str, str], path: Path, *, missing_ok: bool = False) -> None:
+    """Refuse a ``FLOWYML_STACKS_FILE`` that names no readable file.
+
+    ``./stacks.toml`` is optional, but a path someone exported on purpose is
+    not: treating a typo there as "no stacks" would silently run every
+    pipeline on the built-in local stack. ``missing_ok`` is for ``flowyml
+    stack add``, which was asked to write a stack to that file and creates it.
+    """
+    label = stacks_file_variable(environ, path)
+    if label is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"{label}: is a directory, not a stacks.toml file; point it at a file, or {_UNSET_HINT}")
+    if path.exists() or missing_ok:
+        return
+    raise ConfigError(
+        f"{label}: no such file; fix the path, create the file "
+        f"(flowyml stack add NAME --executor FLAVOR writes it), or {_UNSET_HINT}"
+    )
 
 
 def user_stacks_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -266,9 +304,13 @@ class StackRegistry:
         raise_problems("invalid stacks configuration:", problems)
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> StackRegistry:
+    def load(
+        cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None, *, missing_ok: bool = False
+    ) -> StackRegistry:
+        """Read the stacks files; a ``FLOWYML_STACKS_FILE`` that does not exist is an error unless ``missing_ok``."""
         env = dict(os.environ if environ is None else environ)
         project = project_stacks_path(env, cwd)
+        check_stacks_file_variable(env, project, missing_ok=missing_ok)
         files = [StacksFile.load(project, "project"), StacksFile.load(user_stacks_path(env), "user")]
         return cls(files, env, project.parent)
 

@@ -79,6 +79,10 @@ class KitProject:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.stacks_file = self.path / "stacks.toml"
+        if not self.stacks_file.exists():
+            # FLOWYML_STACKS_FILE points here, and naming a missing file is an error:
+            # a test may run the CLI before it adds a stack.
+            self.stacks_file.write_text("# stacks of a flowyml conformance-kit test project\n", encoding="utf-8")
         self.extra_plugins = dict(plugins or {})
         self.recorder = EventRecorder()
         self._registry: Any = None

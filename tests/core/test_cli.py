@@ -264,6 +264,50 @@ def test_broken_stacks_file_fails_every_command_cleanly(demo, run_cli, case):
     assert snapshot(demo, xdg()) == before
 
 
+@pytest.mark.parametrize("args", [a for a in ALL_COMMANDS if a[:2] != ["stack", "add"]] + [["stack", "show", "a"]])
+def test_flowyml_stacks_file_naming_a_missing_file_fails_cleanly(demo, run_cli, tmp_path, args):
+    missing = tmp_path / "conf" / "stcks.toml"  # a typo: it must not fall back to the built-in local stack
+    before = snapshot(demo, xdg())
+    out = run_cli(*args, cwd=demo, env={"FLOWYML_STACKS_FILE": str(missing)})
+    assert out.returncode == 1, (args, out.stdout, out.stderr)
+    assert out.stdout == "" and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr == (
+        f"error: FLOWYML_STACKS_FILE={missing}: no such file; fix the path, create the file "
+        "(flowyml stack add NAME --executor FLAVOR writes it), or unset FLOWYML_STACKS_FILE to use ./stacks.toml\n"
+    )
+    assert snapshot(demo, xdg()) == before and not missing.parent.exists()
+
+
+def test_stack_add_creates_the_file_flowyml_stacks_file_names(demo, run_cli, tmp_path):
+    target = tmp_path / "conf" / "team-stacks.toml"
+    target.parent.mkdir()
+    env = {"FLOWYML_STACKS_FILE": str(target)}
+    added = run_cli("stack", "add", "team", "--executor", "echo:prefix=T", cwd=demo, env=env)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == f"added stack team to {target} (new file)\n"
+    from flowyml_core.stacks import tomllib
+
+    assert tomllib.loads(target.read_text()) == {"stacks": {"team": {"executor": {"flavor": "echo", "prefix": "T"}}}}
+    listed = run_cli("stack", "list", "--json", cwd=demo, env=env)
+    rows = {r["name"]: r["origin"] for r in json.loads(listed.stdout)["stacks"]}
+    assert rows == {"team": str(target), "local": "built-in"}  # ./stacks.toml is not read when the variable is set
+    # A second add appends to the file it created, and says nothing about a new file.
+    again = run_cli("stack", "add", "more", "--executor", "echo", cwd=demo, env=env)
+    assert again.stdout == f"added stack more to {target}\n"
+
+
+def test_stack_add_does_not_create_the_directory_flowyml_stacks_file_names(demo, run_cli, tmp_path):
+    target = tmp_path / "cnof" / "stacks.toml"
+    before = snapshot(demo, xdg())
+    out = run_cli("stack", "add", "team", "--executor", "echo", cwd=demo, env={"FLOWYML_STACKS_FILE": str(target)})
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == (
+        f"error: FLOWYML_STACKS_FILE={target}: directory {target.parent} does not exist; "
+        "create it, fix the path, or unset FLOWYML_STACKS_FILE to use ./stacks.toml\n"
+    )
+    assert not target.parent.exists() and snapshot(demo, xdg()) == before
+
+
 def test_broken_user_file_is_named(demo, run_cli):
     user = write(xdg() / "flowyml" / "stacks.toml", "[stacks.x\n")
     out = run_cli("stack", "list", cwd=demo)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -127,6 +129,62 @@ def test_disabled_plugins_are_marked_in_text_output(run_cli):
     out = run_cli("plugins", env={"FLOWYML_DISABLE_PLUGINS": "testplugin"})
     assert out.returncode == 0
     assert "testplugin 0.3.1 (flowyml-testplugin) [disabled by FLOWYML_DISABLE_PLUGINS]" in out.stdout
+
+
+
+def load_warnings(caplog, blocked: set[str], names=("local", "testplugin")) -> tuple[Registry, list[str]]:
+    registry = Registry()
+    eps = [ep for ep in iter_entry_points() if ep.name in names]
+    with caplog.at_level(logging.WARNING, logger="flowyml.plugins"):
+        registry.load_entry_points(eps, blocked=blocked)
+    return registry, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_unknown_names_in_flowyml_disable_plugins_give_one_warning(caplog):
+    registry, warnings = load_warnings(caplog, {"testplugin", "tetsplugin", "nosuch"})
+    assert warnings == [
+        "FLOWYML_DISABLE_PLUGINS: no installed plugin is named 'nosuch' or 'tetsplugin', so they disable nothing "
+        "(installed plugins: local, testplugin); use the names `flowyml plugins` lists"
+    ]
+    assert registry.plugins["testplugin"].blocked and registry.plugins["testplugin"].flavors == []
+    assert not registry.plugins["local"].blocked and registry.flavor("executor", "local").plugin == "local"
+
+
+def test_a_distribution_name_in_flowyml_disable_plugins_says_which_plugin_name_to_write(caplog):
+    registry, warnings = load_warnings(caplog, {"flowyml-testplugin"})
+    assert warnings == [
+        "FLOWYML_DISABLE_PLUGINS: no installed plugin is named 'flowyml-testplugin', so it disables nothing "
+        "(installed plugins: local, testplugin); use the names `flowyml plugins` lists: "
+        "write 'testplugin' for the distribution flowyml-testplugin"
+    ]
+    assert not registry.plugins["testplugin"].blocked  # a warning, not a second way to name plugins
+
+
+def test_known_names_in_flowyml_disable_plugins_give_no_warning(caplog):
+    assert load_warnings(caplog, {"testplugin"})[1] == []
+    assert load_warnings(caplog, {"tetsplugin"}, names=())[1] == [
+        "FLOWYML_DISABLE_PLUGINS: no installed plugin is named 'tetsplugin', so it disables nothing "
+        "(no plugins are installed); use the names `flowyml plugins` lists"
+    ]
+
+
+def test_unknown_disabled_name_through_the_cli_warns_and_breaks_nothing(run_cli, project):
+    env = {"FLOWYML_DISABLE_PLUGINS": "tetsplugin, local"}
+    out = run_cli("plugins", env=env)
+    assert out.returncode == 0
+    assert out.stderr.startswith(
+        "WARNING flowyml.plugins: FLOWYML_DISABLE_PLUGINS: no installed plugin is named 'tetsplugin', "
+        "so it disables nothing (installed plugins: "
+    ) and out.stderr.count("\n") == 1, out.stderr
+    assert "testplugin" in out.stderr.split("installed plugins: ")[1]
+    assert "local 0.1.0 (flowyml-local) [disabled by FLOWYML_DISABLE_PLUGINS]" in out.stdout
+    assert "testplugin 0.3.1 (flowyml-testplugin)\n" in out.stdout  # not disabled
+    listed = run_cli("plugins", "--json", env=env)
+    plugins = by_name(json.loads(listed.stdout))
+    assert plugins["local"]["blocked"] and not plugins["testplugin"]["blocked"]
+    write(project / "stacks.toml", ECHO_STACKS)
+    valid = run_cli("stack", "validate", "echo", cwd=project, env=env)
+    assert valid.returncode == 0 and "tetsplugin" in valid.stderr, valid.stderr
 
 
 # -- broken plugins ----------------------------------------------------------------------------
@@ -282,6 +340,148 @@ def test_api_version_compatibility(declared, ok):
     else:
         with pytest.raises(PluginError, match="versioned"):
             registry.flavor("executor", "v")
+
+
+
+# -- a plugin written for another API takes no part --------------------------------------------------
+class Participant:
+    """A plugin that uses every hook; ``calls`` records each one flowyml makes."""
+
+    def __init__(self, api_version: str, executor: str = "echo-too") -> None:
+        self.FLOWYML_API_VERSION = api_version
+        self.executor = executor
+        self.calls: list[str] = []
+
+    @hookimpl
+    def register_executors(self, register):
+        register(self.executor, "flowyml_testplugin.components:EchoExecutor",
+                 config="flowyml_testplugin.components:EchoExecutorConfig")
+
+    @hookimpl
+    def register_materializers(self, register):
+        self.calls.append("register_materializers")
+        register(f"{self.executor}-ints", "flowyml_testplugin.components:EchoExecutor", types=("builtins.int",))
+
+    @hookimpl
+    def on_run_start(self, run):
+        self.calls.append("on_run_start")
+
+    @hookimpl
+    def on_step_end(self, run, result):
+        self.calls.append(f"on_step_end {result.step_name}")
+
+    @hookimpl
+    def on_run_end(self, run, result):
+        self.calls.append("on_run_end")
+
+
+def run_two_steps(project, registry: Registry, stack: str) -> None:
+    from flowyml_core import Pipeline, step
+    from flowyml_core.pipeline import run_on_stack
+    from flowyml_core.stacks import StackRegistry
+
+    @step(outputs=["n"])
+    def one():
+        return 1
+
+    @step(inputs=["n"], outputs=["m"])
+    def two(n):
+        return n + 1
+
+    write(project / "stacks.toml", f"[stacks.s]\nexecutor = {stack!r}\n")
+    resolved = StackRegistry.load({"XDG_CONFIG_HOME": str(project / "xdg")}, cwd=project).resolve("s", registry=registry)
+    result = run_on_stack(Pipeline("p", [one, two]), resolved, registry=registry)
+    assert result.success and result.outputs["m"] == 2
+
+
+def test_incompatible_plugin_hooks_are_not_called(project):
+    registry = only_testplugin()
+    future = Participant("2.0")
+    current = Participant("1.0", executor="echo-now")  # the control: the same plugin, compatible
+    future_info = registry.register(future, "future")
+    registry.register(current, "current")
+    run_two_steps(project, registry, "echo-now")
+    assert current.calls == ["register_materializers", "on_run_start", "on_step_end one", "on_step_end two",
+                             "on_run_end"]
+    assert future.calls == []
+    assert [m.plugin for m in registry.materializer_specs()] == ["current"]
+    assert not registry.pm.is_registered(future)
+    # Its flavors are still listed (so `flowyml plugins` shows what it would provide) and refused by name.
+    assert future_info.flavors == [("executor", "echo-too")] and future_info.error is None
+    with pytest.raises(PluginError, match="plugin 'future' providing executor flavor 'echo-too' cannot be used: written for "
+                                          "flowyml plugin API 2.0"):
+        registry.flavor("executor", "echo-too")
+
+
+@pytest.mark.parametrize("future_first", [True, False])
+def test_incompatible_plugin_does_not_conflict_with_a_compatible_one(future_first):
+    registry = Registry()
+    plugins = [("future", Participant("2.0", executor="shared")), ("current", Participant("1.0", executor="shared"))]
+    for name, plugin in plugins if future_first else plugins[::-1]:
+        registry.register(plugin, name)
+    assert registry.conflicts == {}
+    assert registry.flavor("executor", "shared").plugin == "current"
+
+
+FUTURE_PLUGIN = """
+    from flowyml_core import hookimpl
+
+    FLOWYML_API_VERSION = "2.0"
+
+    @hookimpl
+    def register_executors(register):
+        register("future-exec", "flowyml_testplugin.components:EchoExecutor")
+
+    def _mark(event):
+        with open({marker!r}, "a") as fh:
+            fh.write(event + "\\n")
+
+    @hookimpl
+    def register_materializers(register):
+        _mark("register_materializers")
+
+    @hookimpl
+    def on_run_start(run):
+        _mark("on_run_start")
+
+    @hookimpl
+    def on_step_end(result):
+        _mark("on_step_end")
+
+    @hookimpl
+    def on_run_end(run, result):
+        _mark("on_run_end")
+"""
+
+
+def test_incompatible_plugin_takes_no_part_in_a_cli_run(make_plugin, plugin_site, run_cli, project, events, tmp_path):
+    marker = tmp_path / "future-hooks.txt"
+    make_plugin("future", FUTURE_PLUGIN.format(marker=str(marker)))
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(plugin_site), os.environ.get("PYTHONPATH")]))}
+    write(project / "stacks.toml", ECHO_STACKS)
+    write(project / "flow.py", """
+        from flowyml_core import Pipeline, step
+
+        @step(outputs=["n"])
+        def one():
+            return 1
+
+        pipeline = Pipeline("p", [one])
+    """)
+    out = run_cli("run", "flow.py:pipeline", "--stack", "echo", cwd=project, env=env)
+    assert out.returncode == 0, out.stderr
+    assert [e["event"] for e in events()] == ["run_start", "step_end", "run_end"]  # the compatible plugin's hooks ran
+    assert not marker.exists(), marker.read_text()
+
+    listed = run_cli("plugins", env=env)
+    assert listed.returncode == 0
+    block = listed.stdout.split("future 1.0 (flowyml-future)\n", 1)[1].split("\n")
+    assert block[0] == "  executor: future-exec"
+    assert block[1] == (
+        "  INCOMPATIBLE: written for flowyml plugin API 2.0, but this flowyml-core provides 1.0 (upgrade flowyml-core, "
+        "or install a release of the plugin made for API 1.x); not used: its flavors are refused and its hooks "
+        "are not called"
+    )
 
 
 # -- unknown / disabled flavors -------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from flowyml_core.errors import ConfigError, FlowymlError
@@ -73,6 +75,50 @@ def test_flowyml_stacks_file_replaces_the_project_file(project, tmp_path):
     write(project / "stacks.toml", "[stacks.near]\nexecutor = 'echo'\n")
     registry = load(project, FLOWYML_STACKS_FILE=str(elsewhere))
     assert "far" in registry.stacks and "near" not in registry.stacks
+
+
+def test_flowyml_stacks_file_naming_a_missing_file_is_an_error(project, tmp_path):
+    # A typo here used to give an empty registry: the run went to the built-in local stack.
+    write(project / "stacks.toml", "[stacks.near]\nexecutor = 'echo'\n")
+    missing = tmp_path / "conf" / "stcks.toml"
+    with pytest.raises(ConfigError) as info:
+        load(project, FLOWYML_STACKS_FILE=str(missing))
+    message = str(info.value)
+    assert message.startswith(f"FLOWYML_STACKS_FILE={missing}: no such file")
+    assert "flowyml stack add" in message and "unset FLOWYML_STACKS_FILE" in message
+    assert "\n" not in message
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_flowyml_stacks_file_relative_path_is_shown_resolved(project):
+    with pytest.raises(ConfigError) as info:
+        load(project, FLOWYML_STACKS_FILE="conf/stacks.toml")
+    assert str(info.value).startswith(f"FLOWYML_STACKS_FILE=conf/stacks.toml ({project / 'conf' / 'stacks.toml'}): no such file")
+
+
+def test_flowyml_stacks_file_naming_a_directory_is_an_error(project, tmp_path):
+    with pytest.raises(ConfigError, match=r"^FLOWYML_STACKS_FILE=.*: is a directory, not a stacks.toml file"):
+        load(project, FLOWYML_STACKS_FILE=str(tmp_path))
+
+
+def test_empty_flowyml_stacks_file_means_unset(project):
+    write(project / "stacks.toml", "[stacks.near]\nexecutor = 'echo'\n")
+    assert "near" in load(project, FLOWYML_STACKS_FILE="").stacks
+
+
+def test_the_kit_project_fixture_sets_flowyml_stacks_file_to_a_file_that_exists(flowyml_project, run_cli):
+    # Plugin authors' tests may run the CLI before adding a stack: the variable must not name a missing file.
+    assert flowyml_project.stacks_file.is_file()
+    out = run_cli("stack", "list", "--json", cwd=flowyml_project.path)
+    assert out.returncode == 0, out.stderr
+    assert [r["name"] for r in json.loads(out.stdout)["stacks"]] == ["local"]
+
+
+def test_a_missing_stacks_file_may_be_allowed_for_writing(project, tmp_path):
+    registry = StackRegistry.load({"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "FLOWYML_STACKS_FILE": str(tmp_path / "new.toml")},
+                                  cwd=project, missing_ok=True)
+    assert registry.project_file.path == tmp_path / "new.toml" and not registry.project_file.exists
+    assert list(registry.stacks) == ["local"]
 
 
 class TestPrecedence:
