@@ -123,6 +123,8 @@ def is_transient(exc: BaseException) -> bool:
     try:
         if code is not None and int(code) in _TRANSIENT_CODES:
             return True
+        if code is not None and int(code) == 401 and "Invalid Credentials" in str(exc):
+            return True  # an access token that expired in flight: the next attempt refreshes it
     except (TypeError, ValueError):
         pass
     module = type(exc).__module__ or ""
