@@ -153,7 +153,7 @@ def test_planted_pickle_is_refused_and_opt_in_works(gcs_emulator, gcs_bucket, gc
     gcs_fs.pipe_file(object_path(uri) + "/data-aaaaaaaaaaaaaaaa.pkl", payload)
     meta = {"format": ARTIFACT_FORMAT, "type": "builtins.int", "materializer": "pickle",
             "data": "data-aaaaaaaaaaaaaaaa.pkl", "size": len(payload),
-            "digest": digests.of(payload), "created": 0.0}
+            "digest": digests.of(digests.SECURE, payload), "created": 0.0}
     gcs_fs.pipe_file(object_path(uri) + "/" + SIDECAR, json.dumps(meta).encode())
     with pytest.raises(UntrustedPickleError, match="allow_unsigned_pickle = true"):
         store.load(uri)

@@ -250,15 +250,36 @@ def test_altered_large_bytes_are_refused(artifacts):
         artifacts.load(uri)
 
 
-def test_the_sidecar_records_the_blake3_digest_of_the_data_file(artifacts):
-    """Checked with the blake3 library itself, not with the store's own helper."""
+@pytest.mark.parametrize(
+    ("value", "algorithm"),
+    [
+        (np.arange(2_000_000, dtype="float64"), "xxh3-128"),  # 16 MB, safe: a fast digest, hashed while written
+        ([(i, str(i)) for i in range(200_000)], "blake3"),  # pickle (tuples): a cryptographic digest, signed
+    ],
+    ids=["npy", "pickle"],
+)
+def test_the_sidecar_records_the_digest_of_the_data_file(artifacts, value, algorithm):
+    """Checked with the hash libraries themselves, not with the store's own helper."""
     import blake3
+    import xxhash
 
-    value = np.arange(2_000_000, dtype="float64")  # 16 MB: the threaded write path
-    uri = artifacts.materialize(value, "arr", "run", "step")
+    uri = artifacts.materialize(value, "out", "run", "step")
     meta = artifacts.metadata(uri)
-    assert meta["digest"] == "blake3:" + blake3.blake3(data_file(artifacts, uri).read_bytes()).hexdigest()
-    assert "sha256" not in meta
+    data = data_file(artifacts, uri).read_bytes()
+    expected = {"xxh3-128": lambda: xxhash.xxh3_128(data).hexdigest(), "blake3": lambda: blake3.blake3(data).hexdigest()}
+    assert meta["digest"] == f"{algorithm}:{expected[algorithm]()}"
+    assert ("signature" in meta) == (algorithm == "blake3")
+
+
+def test_a_pickle_with_a_fast_digest_is_refused(artifacts, tmp_path):
+    """Signatures cover the digest, so a format that runs code must carry the cryptographic one."""
+    uri = artifacts.materialize((1, 2), "out", "run", "step")
+    meta = artifacts.metadata(uri)
+    assert meta["materializer"] == "pickle"
+    meta["digest"] = digests.of(digests.FAST, data_file(artifacts, uri).read_bytes())
+    Path(uri, SIDECAR).write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match="for a format that runs code when loaded; such payloads must carry a 'blake3'"):
+        artifacts.load(uri)
 
 
 def test_altered_large_array_is_refused(artifacts):
@@ -301,9 +322,10 @@ def test_swapped_sidecars_are_refused(artifacts):
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [
-        ("digest", "blake3:" + "0" * 64, "does not match its recorded digest"),
-        ("digest", "sha256:" + "0" * 64, "records a 'sha256' digest; this version checks 'blake3' digests only"),
-        ("digest", "blake3:xyz", "records no valid digest"),
+        ("digest", "xxh3-128:" + "0" * 32, "does not match its recorded digest"),
+        ("digest", "sha256:" + "0" * 64, "records a 'sha256' digest; this version checks 'xxh3-128' and 'blake3' digests"),
+        ("digest", "blake3:xyz", "records no valid blake3 digest"),
+        ("digest", None, "records no valid digest"),
         ("size", 8, "7 bytes on disk, the sidecar says 8"),
         ("data", "../../../../etc/passwd", "malformed"),
         ("format", "flowyml-artifact/1", r"format 'flowyml-artifact/1', this flowyml reads .*write the artifact again"),
@@ -334,7 +356,7 @@ def test_planted_npy_with_object_dtype_is_refused(artifacts, tmp_path):
     planted = path.with_suffix(".tmp.npy").read_bytes()
     path.write_bytes(planted)
     meta = artifacts.metadata(uri)
-    meta.update(size=len(planted), digest=digests.of(planted))
+    meta.update(size=len(planted), digest=digests.of(digests.FAST, planted))
     Path(uri, SIDECAR).write_text(json.dumps(meta))
     with pytest.raises(IntegrityError, match="object dtype"):
         artifacts.load(uri)
@@ -349,7 +371,7 @@ def plant_pickle(store: LocalArtifactStore, marker: Path, name: str = "planted")
     payload = pickle.dumps(_Planted(str(marker)))
     Path(uri, "data-aaaaaaaaaaaaaaaa.pkl").write_bytes(payload)
     meta = {"format": ARTIFACT_FORMAT, "type": "builtins.dict", "materializer": "pickle",
-            "data": "data-aaaaaaaaaaaaaaaa.pkl", "size": len(payload), "digest": digests.of(payload),
+            "data": "data-aaaaaaaaaaaaaaaa.pkl", "size": len(payload), "digest": digests.of(digests.SECURE, payload),
             "created": 0.0, "signature": "hmac-sha256:" + "0" * 64}
     Path(uri, SIDECAR).write_text(json.dumps(meta))
     return uri
@@ -503,7 +525,7 @@ def test_a_payload_its_materializer_cannot_decode_is_an_integrity_error(artifact
     meta = artifacts.metadata(uri)
     payload = pickle.dumps(_Planted(str(marker)))
     Path(uri, meta["data"]).write_bytes(payload)
-    meta.update(size=len(payload), digest=digests.of(payload))
+    meta.update(size=len(payload), digest=digests.of(digests.FAST, payload))
     Path(uri, SIDECAR).write_text(json.dumps(meta))
     with pytest.raises(IntegrityError, match=r"its json payload cannot be decoded \(UnicodeDecodeError"):
         artifacts.load(uri)
@@ -551,4 +573,4 @@ def test_a_materializer_may_hand_over_any_contiguous_buffer(tmp_path):
     value = np.linspace(0, 1, 1_000_000)  # 8 MB: hashed in the helper thread
     uri = artifacts.materialize(value, "x", "run", "step", materializer="floatview")
     assert np.array_equal(artifacts.load(uri), value)
-    assert artifacts.metadata(uri)["digest"] == digests.of(value.tobytes())
+    assert artifacts.metadata(uri)["digest"] == digests.of(digests.FAST, value.tobytes())

@@ -166,7 +166,7 @@ def test_a_directory_in_place_of_an_entry_is_a_miss(cache, caplog):
 def plant(cache: LocalCacheStore, key: str, marker: Path) -> None:
     payload = pickle.dumps(_Planted(str(marker)))
     header = {"key": key, "materializer": "pickle", "type": "builtins.int", "size": len(payload),
-              "digest": digests.of(payload), "step_name": "s", "code_hash": "c"}
+              "digest": digests.of(digests.SECURE, payload), "step_name": "s", "code_hash": "c"}
     path = entry_file(cache, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + b"\n" + payload)

@@ -1,78 +1,96 @@
-"""The content digest that artifact sidecars and cache headers record.
+"""The content digests that artifact sidecars and cache headers record.
 
-Every payload a store writes is recorded as ``"blake3:<64 hex digits>"`` and
-checked before it is decoded. Why BLAKE3 rather than SHA-256:
+Every payload a store writes is recorded as ``"<algorithm>:<hex>"`` and checked
+before it is decoded. Two algorithms, chosen by what the digest has to resist:
 
-- It must be *cryptographic*. Signatures of pickle-format objects
-  (:mod:`flowyml_local.signing`) sign this digest, not the payload; with a
-  non-cryptographic checksum (CRC32C, xxHash) anyone could craft a different
-  pickle with the digest of a signed one and have it unpickled. BLAKE3 is a
-  cryptographic hash with a 256-bit output and a 128-bit security target:
-  the collision resistance of SHA-256.
-- It must cost less than the I/O it guards. SHA-256 runs at ~1.4 GB/s here,
-  while a 100 MB file is written to the page cache in ~20 ms (~5 GB/s): the
-  hash alone tripled the time of a write. BLAKE3 runs at ~5 GB/s on one core
-  and releases the GIL, so the stores hash in a helper thread while the bytes
-  move, and the check nearly vanishes (``bench/bench_artifacts.py``).
+- ``xxh3-128`` for safe formats (JSON, bytes, npy, parquet). There the digest
+  guards against accidents only — torn writes, bit rot, a file edited by
+  mistake: an unkeyed digest next to the data cannot stop someone who can
+  write both, and loading a safe format runs no code anyway. XXH3 runs at
+  ~10 GB/s on one core, so checking 100 MB costs ~10 ms, less than the write
+  or read it guards (SHA-256, ~1.4 GB/s here, cost three times the write).
+- ``blake3`` for formats whose loading runs code (pickle). Their signature
+  (:mod:`flowyml_local.signing`) signs this digest rather than the payload, so
+  it must be cryptographic: with a 128-bit checksum anyone could craft a
+  different pickle with the digest of a signed one. BLAKE3 (~5 GB/s, 128-bit
+  security target, SHA-256's collision resistance) keeps that cheap too. A
+  payload of an unsafe format with any other digest is refused.
 
-The algorithm is part of the recorded text so that a future change can read
-what was written before it; this version writes and checks BLAKE3 only.
+Both release the GIL, so the stores hash in a helper thread while the bytes
+move (``bench/bench_artifacts.py``). The algorithm is part of the recorded
+text, so a later version can still read what this one wrote.
 """
 
 from __future__ import annotations
 
 import string
-from typing import Any, Protocol
+from typing import Any
 
 import blake3
+import xxhash
 
 from flowyml_core.errors import IntegrityError
 
-ALGORITHM = "blake3"
-_PREFIX = ALGORITHM + ":"
-_HEX_LENGTH = 64
+FAST = "xxh3-128"
+SECURE = "blake3"
+_CONSTRUCTORS = {FAST: xxhash.xxh3_128, SECURE: blake3.blake3}
+_HEX_LENGTH = {FAST: 32, SECURE: 64}
 _HEX = frozenset(string.hexdigits.lower())
 
 
-class Hasher(Protocol):
-    def update(self, data: Any, /) -> Any: ...
-
-    def hexdigest(self) -> str: ...
-
-
-def new_hasher() -> Hasher:
-    """An incremental hasher; ``text(h)`` turns it into the recorded form."""
-    return blake3.blake3()
+def algorithm_for(unsafe: bool) -> str:
+    """The digest a payload gets: cryptographic when loading it runs code (its signature covers the digest)."""
+    return SECURE if unsafe else FAST
 
 
-def text(hasher: Hasher) -> str:
-    """The recorded form of a finished hasher: ``"blake3:<hex>"``."""
-    return _PREFIX + hasher.hexdigest()
+class Hasher:
+    """An incremental digest that knows its algorithm, so that :meth:`text` is the recorded form."""
+
+    __slots__ = ("algorithm", "_h")
+
+    def __init__(self, algorithm: str) -> None:
+        self.algorithm = algorithm
+        self._h = _CONSTRUCTORS[algorithm]()
+
+    def update(self, buf: Any) -> None:
+        # Both libraries take byte-typed buffers only; a materializer may hand
+        # over e.g. a float64 memoryview, whose bytes are what lands in the file.
+        self._h.update(buf if isinstance(buf, (bytes, bytearray)) else _bytes_view(buf))
+
+    def text(self) -> str:
+        return f"{self.algorithm}:{self._h.hexdigest()}"
 
 
-def of(*buffers: Any) -> str:
+def of(algorithm: str, *buffers: Any) -> str:
     """The recorded digest of the concatenation of ``buffers`` (any C-contiguous buffers)."""
-    h = blake3.blake3()
+    h = Hasher(algorithm)
     for buf in buffers:
-        h.update(buf if isinstance(buf, (bytes, bytearray)) else _bytes_view(buf))
-    return _PREFIX + h.hexdigest()
+        h.update(buf)
+    return h.text()
+
+
+def parse(recorded: object, *, unsafe: bool) -> str:
+    """The algorithm of a recorded digest this version can check, else an IntegrityError saying why.
+
+    ``unsafe``: the payload's format runs code when loaded, so only a
+    cryptographic digest will do.
+    """
+    if not isinstance(recorded, str) or ":" not in recorded:
+        raise IntegrityError("records no valid digest (<algorithm>:<hex digits> expected)")
+    algorithm, hex_part = recorded.split(":", 1)
+    if algorithm not in _CONSTRUCTORS:
+        known = " and ".join(repr(a) for a in _CONSTRUCTORS)
+        raise IntegrityError(f"records a {algorithm!r} digest; this version checks {known} digests")
+    if len(hex_part) != _HEX_LENGTH[algorithm] or not _HEX.issuperset(hex_part):
+        raise IntegrityError(f"records no valid {algorithm} digest ({_HEX_LENGTH[algorithm]} hex digits expected)")
+    if unsafe and algorithm != SECURE:
+        raise IntegrityError(
+            f"records a {algorithm!r} digest for a format that runs code when loaded; such payloads must carry "
+            f"a {SECURE!r} digest (their signature covers it), so this one was not written by flowyml"
+        )
+    return algorithm
 
 
 def _bytes_view(buf: Any) -> memoryview:
-    # blake3 takes only byte-typed buffers; a materializer may hand over e.g. a
-    # float64 memoryview, whose bytes are what lands in the file.
     view = memoryview(buf)
     return view if view.format in ("B", "b", "c") and view.ndim == 1 else view.cast("B")
-
-
-def check_recorded(recorded: object) -> str:
-    """``recorded`` if this version can check it, else an IntegrityError that says why."""
-    if isinstance(recorded, str) and recorded.startswith(_PREFIX):
-        hex_part = recorded[len(_PREFIX):]
-        if len(hex_part) == _HEX_LENGTH and _HEX.issuperset(hex_part):
-            return recorded
-    if isinstance(recorded, str) and ":" in recorded and not recorded.startswith(_PREFIX):
-        raise IntegrityError(
-            f"records a {recorded.split(':', 1)[0]!r} digest; this version checks {ALGORITHM!r} digests only"
-        )
-    raise IntegrityError(f"records no valid digest ({ALGORITHM}:<{_HEX_LENGTH} hex digits> expected)")

@@ -20,7 +20,7 @@ a directory (a prefix on object stores) holding::
                          written last, atomically
 
 The sidecar is the commit point. A reader reads it, then the data file it
-names, and checks size and digest (BLAKE3, see :mod:`flowyml_local.digests`)
+names, and checks size and digest (see :mod:`flowyml_local.digests`)
 before decoding, so an interrupted write (data without sidecar) reads as absent and altered bytes are refused with an
 :class:`~flowyml_core.errors.IntegrityError`. Because every write has its own
 data file and the sidecar is one atomic object, two writers of one artifact
@@ -80,7 +80,7 @@ PARALLEL_HASH_MIN = 4 * 1024 * 1024
 _IO_CHUNK = 1 << 30  # os.write/os.read move at most ~2 GiB per call on Linux
 _HASH_CHUNK = 1 << 20
 SIDECAR = "meta.json"
-ARTIFACT_FORMAT = "flowyml-artifact/2"  # /2: BLAKE3 "digest" instead of "sha256"
+ARTIFACT_FORMAT = "flowyml-artifact/2"  # /2: "digest" (xxh3-128 or blake3) instead of "sha256"
 CACHE_MAGIC = b"FLOWYML-CACHE/2\n"
 _CACHE_MAGIC_FAMILY = b"FLOWYML-CACHE/"
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -247,24 +247,20 @@ def _byte_view(buf: Any) -> memoryview:
 class _Hasher:
     """The digest of a sequence of buffers, in a helper thread when they are large."""
 
-    def __init__(self, buffers: Sequence[Any], total: int) -> None:
+    def __init__(self, buffers: Sequence[Any], total: int, algorithm: str) -> None:
         self._digest: str | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if total < PARALLEL_HASH_MIN:
-            self._digest = self._run(buffers)
+            self._digest = digests.of(algorithm, *buffers)
         else:
-            self._thread = threading.Thread(target=self._background, args=(buffers,), daemon=True,
+            self._thread = threading.Thread(target=self._background, args=(buffers, algorithm), daemon=True,
                                             name="flowyml-hash")
             self._thread.start()
 
-    @staticmethod
-    def _run(buffers: Sequence[Any]) -> str:
-        return digests.of(*buffers)
-
-    def _background(self, buffers: Sequence[Any]) -> None:
+    def _background(self, buffers: Sequence[Any], algorithm: str) -> None:
         try:
-            self._digest = self._run(buffers)
+            self._digest = digests.of(algorithm, *buffers)
         except BaseException as exc:  # handed to the caller in result()
             self._error = exc
 
@@ -308,13 +304,15 @@ class StoreBackend:
         """Publish ``buffers`` at ``path`` all at once: readers see the old content, the new, or nothing."""
         raise NotImplementedError
 
-    def put_new(self, path: str, buffers: Sequence[Any]) -> tuple[int, str]:
-        """Write a new file (a unique name nobody reads yet); returns its size and digest."""
+    def put_new(self, path: str, buffers: Sequence[Any], algorithm: str) -> tuple[int, str]:
+        """Write a new file (a unique name nobody reads yet); returns its size and digest (of ``algorithm``)."""
         raise NotImplementedError
 
     def read_verified(self, path: str, size: int, expected: str, allocate: Callable[[int], Any] | None,
                       exact: bool) -> Any:
         """The payload, after checking its size and digest (IntegrityError if they differ).
+
+        ``expected`` is a recorded digest that :func:`digests.parse` accepted.
 
         ``exact``: hash the very bytes returned (for formats that execute code);
         otherwise the local backend may hash the file while reading it.
@@ -413,12 +411,12 @@ class LocalBackend(StoreBackend):
             _unlink_quietly(tmp)
             raise
 
-    def put_new(self, path: str, buffers: Sequence[Any]) -> tuple[int, str]:
+    def put_new(self, path: str, buffers: Sequence[Any], algorithm: str) -> tuple[int, str]:
         total = sum(_nbytes(b) for b in buffers)
         fd = self._create(path)
         try:
             try:
-                hasher = _Hasher(buffers, total)
+                hasher = _Hasher(buffers, total, algorithm)
                 for buf in buffers:
                     _write_all(fd, buf)
             finally:
@@ -430,6 +428,7 @@ class LocalBackend(StoreBackend):
 
     def read_verified(self, path: str, size: int, expected: str, allocate: Callable[[int], Any] | None,
                       exact: bool) -> Any:
+        algorithm = expected.partition(":")[0]
         fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_BINARY)
         try:
             before = os.fstat(fd)
@@ -437,17 +436,17 @@ class LocalBackend(StoreBackend):
                 raise IntegrityError(f"{path}: {before.st_size} bytes on disk, the sidecar says {size}")
             buf = allocate(size) if allocate is not None else None
             if buf is not None:
-                data, got = buf, _read_into_hashing(fd, size, _byte_view(buf))
+                data, got = buf, _read_into_hashing(fd, size, _byte_view(buf), algorithm)
             elif exact or size < PARALLEL_HASH_MIN:
                 data = _read_fd(fd, size)
-                got = digests.of(data)
+                got = digests.of(algorithm, data)
             else:
                 # A bytes object cannot be filled piece by piece, so a helper
                 # thread hashes the file (pread: its own offset) while this
                 # thread reads it; then make sure nobody changed the file in
                 # between (inode, size, mtime, ctime).
                 box: dict[str, Any] = {}
-                worker = threading.Thread(target=_hash_fd_into, args=(fd, size, box), daemon=True,
+                worker = threading.Thread(target=_hash_fd_into, args=(fd, size, box, algorithm), daemon=True,
                                           name="flowyml-verify")
                 worker.start()
                 try:
@@ -541,7 +540,7 @@ def _read_fd(fd: int, size: int) -> bytes:
     return data
 
 
-def _read_into_hashing(fd: int, size: int, view: memoryview) -> str:
+def _read_into_hashing(fd: int, size: int, view: memoryview, algorithm: str) -> str:
     """Fill ``view`` from the file and return the digest of exactly those bytes.
 
     Large files are read in chunks; a helper thread hashes each chunk while
@@ -549,8 +548,8 @@ def _read_into_hashing(fd: int, size: int, view: memoryview) -> str:
     """
     if size < PARALLEL_HASH_MIN:
         _fill(fd, view, 0, size)
-        return digests.of(view)
-    hasher = digests.new_hasher()
+        return digests.of(algorithm, view)
+    hasher = digests.Hasher(algorithm)
     ready: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
     failure: list[BaseException] = []
 
@@ -573,12 +572,12 @@ def _read_into_hashing(fd: int, size: int, view: memoryview) -> str:
         worker.join()
     if failure:
         raise failure[0]
-    return digests.text(hasher)
+    return hasher.text()
 
 
-def _hash_fd_into(fd: int, size: int, box: dict[str, Any]) -> None:
+def _hash_fd_into(fd: int, size: int, box: dict[str, Any], algorithm: str) -> None:
     try:
-        h = digests.new_hasher()
+        h = digests.Hasher(algorithm)
         buf = bytearray(_HASH_CHUNK)
         view = memoryview(buf)
         offset = 0
@@ -588,7 +587,7 @@ def _hash_fd_into(fd: int, size: int, box: dict[str, Any]) -> None:
                 break
             h.update(view[:n])
             offset += n
-        box["digest"] = digests.text(h)
+        box["digest"] = h.text()
     except BaseException as exc:  # handed to the reading thread
         box["error"] = exc
 
@@ -742,9 +741,9 @@ class FsspecBackend(StoreBackend):
                 logger.warning("could not remove temporary file %s: %s", tmp, exc)
             raise
 
-    def put_new(self, path: str, buffers: Sequence[Any]) -> tuple[int, str]:
+    def put_new(self, path: str, buffers: Sequence[Any], algorithm: str) -> tuple[int, str]:
         total = sum(_nbytes(b) for b in buffers)
-        hasher = _Hasher(buffers, total)  # hashes while the upload runs
+        hasher = _Hasher(buffers, total, algorithm)  # hashes while the upload runs
         if len(buffers) == 1:
             data = buffers[0]
             data = data if isinstance(data, (bytes, bytearray)) else _byte_view(data)
@@ -757,7 +756,7 @@ class FsspecBackend(StoreBackend):
     range_size = 8 * 1024 * 1024
     ranges_in_flight = 4
 
-    def _read_ranges(self, path: str, size: int, buf: Any) -> tuple[Any, str]:
+    def _read_ranges(self, path: str, size: int, buf: Any, algorithm: str) -> tuple[Any, str]:
         """Fetch ``path`` as concurrent range requests and hash each range as it arrives, in order.
 
         The hash of range i overlaps the downloads of the next ones, and the
@@ -767,7 +766,7 @@ class FsspecBackend(StoreBackend):
         import asyncio
 
         out = _byte_view(buf)
-        h = digests.new_hasher()
+        h = digests.Hasher(algorithm)
         starts = list(range(0, size, self.range_size))
         pending: dict[int, Any] = {}
 
@@ -791,7 +790,7 @@ class FsspecBackend(StoreBackend):
         finally:
             for future in pending.values():
                 future.cancel()
-        return buf, digests.text(h)
+        return buf, h.text()
 
     def read_verified(self, path: str, size: int, expected: str, allocate: Callable[[int], Any] | None,
                       exact: bool) -> Any:
@@ -801,12 +800,12 @@ class FsspecBackend(StoreBackend):
             # ``size`` bytes are read, hashed and returned: bytes an attacker appends
             # are never used, and missing ones fail the length check. (Plain bytes
             # come in one GET below: assembling ranges would cost a copy.)
-            data, got = self._read_ranges(path, size, buf)
+            data, got = self._read_ranges(path, size, buf, expected.partition(":")[0])
         else:
             data = self.read_bytes(path)
             if len(data) != size:
                 raise IntegrityError(f"{self.to_uri(path)}: {len(data)} bytes stored, the sidecar says {size}")
-            got = digests.of(data)
+            got = digests.of(expected.partition(":")[0], data)
         if got != expected:
             raise IntegrityError(
                 f"{self.to_uri(path)}: content does not match its recorded digest (the bytes were altered or corrupted)"
@@ -1069,7 +1068,7 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
         sidecar = b.join(directory, SIDECAR)
         data_name = f"data-{secrets.token_hex(8)}{m.extension}"
         b.mkdirs(directory)
-        size, digest = b.put_new(b.join(directory, data_name), buffers)
+        size, digest = b.put_new(b.join(directory, data_name), buffers, digests.algorithm_for(m.unsafe))
         meta: dict[str, Any] = {
             "format": ARTIFACT_FORMAT,
             "path": self._relative(directory),
@@ -1168,11 +1167,11 @@ class FsArtifactStore(_FsStoreMixin, ArtifactStore):
             )
         if not isinstance(data_name, str) or not _plain_name(data_name) or not isinstance(size, int):
             raise IntegrityError(f"{uri}: the sidecar is malformed")
+        m = self.materializers.by_name(m_name)
         try:
-            digests.check_recorded(digest)
+            digests.parse(digest, unsafe=m.unsafe)
         except IntegrityError as exc:
             raise IntegrityError(f"{uri}: the sidecar {exc}") from None
-        m = self.materializers.by_name(m_name)
         self._check_trust(m, meta, uri, self.kind)
         b = self.backend
         try:
@@ -1310,7 +1309,7 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
     def set_value(self, key: str, value: Any, step_name: str, code_hash: str, fingerprint: str | None = None) -> None:
         m, buffers, info = self._encode(value, None)
         total = sum(_nbytes(x) for x in buffers)
-        digest = _Hasher(buffers, total).result()
+        digest = digests.of(digests.algorithm_for(m.unsafe), *buffers)
         safe = _safe_key(key)
         header: dict[str, Any] = {
             "key": safe,
@@ -1388,12 +1387,13 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
         header, payload = self._split(raw, path)
         if header.get("key") != key:
             raise IntegrityError(f"the entry was written for key {header.get('key')!r} (moved or copied here?)")
-        size, digest = header["size"], digests.check_recorded(header["digest"])
+        size, digest = header["size"], header["digest"]
         if len(payload) != size:
             raise IntegrityError(f"payload is {len(payload)} bytes, the header says {size}")
         m = self.materializers.by_name(header["materializer"])
+        algorithm = digests.parse(digest, unsafe=m.unsafe)
         self._check_trust(m, header, f"cache entry {self.backend.to_uri(path)}", self.kind, context=key)
-        if digests.of(payload) != digest:
+        if digests.of(algorithm, payload) != digest:
             raise IntegrityError("payload does not match its recorded digest")
         buf = m.allocate(size) if size >= 65536 else None
         if buf is not None:

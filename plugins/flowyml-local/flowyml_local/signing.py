@@ -12,8 +12,8 @@ created on first use at ``$XDG_CONFIG_HOME/flowyml/signing.key`` (mode 0600):
 the default local stack then works out of the box, and a pickle planted by
 someone else — who cannot read that file — is refused.
 
-What is signed is the payload's digest (BLAKE3, a cryptographic hash: see
-:mod:`flowyml_local.digests`) plus the materializer name and size, not the
+What is signed is the payload's digest (BLAKE3 for these formats, a
+cryptographic hash: see :mod:`flowyml_local.digests`) plus the materializer name and size, not the
 payload itself: the store verifies the digest of the bytes anyway, so signing a
 100 MB pickle costs one HMAC over a few dozen bytes.
 """
