@@ -8,7 +8,7 @@ import pytest
 
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
 from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
-from flowyml_local.fsstore import forget_unavailable
+from flowyml_local.backends import forget_unavailable
 
 
 @pytest.fixture(autouse=True)

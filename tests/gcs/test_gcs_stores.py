@@ -16,7 +16,8 @@ from flowyml_core.errors import ConfigError, FlowymlError, IntegrityError
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
 from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
 from flowyml_local import digests
-from flowyml_local.fsstore import ARTIFACT_FORMAT, SIDECAR, StoreUnavailableError, UntrustedPickleError
+from flowyml_local.fsstore import ARTIFACT_FORMAT, SIDECAR, UntrustedPickleError
+from flowyml_local.retries import StoreUnavailableError
 
 np = pytest.importorskip("numpy")
 
@@ -404,7 +405,7 @@ def test_an_expired_token_is_retried_other_auth_errors_are_not():
     """gcsfs's own retry layer (now off) retried 401 "Invalid Credentials" (a token that expired in flight); ours does."""
     from gcsfs.retry import HttpError
 
-    from flowyml_local.fsstore import is_transient
+    from flowyml_local.retries import is_transient
 
     assert is_transient(HttpError({"code": 401, "message": "Invalid Credentials"}))
     assert not is_transient(HttpError({"code": 401, "message": "Anonymous caller does not have storage.objects.get access"}))

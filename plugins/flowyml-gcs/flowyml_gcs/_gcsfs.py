@@ -7,7 +7,7 @@ Why: gcsfs retries every HTTP request up to 6 times with 1-16 s of backoff
 option). Under flowyml's own retries that multiplied: in a sustained outage a
 run took minutes to fail, and an error could not say how many attempts were
 made. With this class one attempt of the store's
-:class:`~flowyml_local.fsstore.RetryPolicy` is one HTTP request, and that
+:class:`~flowyml_local.retries.RetryPolicy` is one HTTP request, and that
 policy (``retries``, ``retry_delay``, ``retry_max_delay``, ``deadline``) is
 the only retry layer.
 

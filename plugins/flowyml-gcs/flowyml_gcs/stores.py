@@ -20,7 +20,9 @@ import os
 from typing import Any
 
 from flowyml_core.errors import ConfigError, FlowymlError
-from flowyml_local.fsstore import FsArtifactStore, FsCacheStore, FsspecBackend, RetryPolicy, StoreBackend
+from flowyml_local.backends import FsspecBackend, StoreBackend
+from flowyml_local.fsstore import FsArtifactStore, FsCacheStore
+from flowyml_local.retries import RetryPolicy
 from flowyml_local.materializers import MaterializerSet
 
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig, GcsStoreConfig, parse_gs_url

@@ -13,7 +13,8 @@ from typing import Any
 
 import attrs
 
-from flowyml_local.fsstore import FsArtifactStore, StoreBackend, StoreTrustOptions, backend_for
+from flowyml_local.backends import StoreBackend, backend_for
+from flowyml_local.fsstore import FsArtifactStore, StoreTrustOptions
 from flowyml_local.materializers import MaterializerSet
 
 

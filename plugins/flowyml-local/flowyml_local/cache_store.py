@@ -12,7 +12,8 @@ from typing import Any
 
 import attrs
 
-from flowyml_local.fsstore import FsCacheStore, StoreBackend, StoreTrustOptions, backend_for
+from flowyml_local.backends import StoreBackend, backend_for
+from flowyml_local.fsstore import FsCacheStore, StoreTrustOptions
 from flowyml_local.materializers import MaterializerSet
 
 

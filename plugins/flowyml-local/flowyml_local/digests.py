@@ -31,6 +31,8 @@ import xxhash
 
 from flowyml_core.errors import IntegrityError
 
+from flowyml_local.buffers import byte_view
+
 FAST = "xxh3-128"
 SECURE = "blake3"
 _CONSTRUCTORS = {FAST: xxhash.xxh3_128, SECURE: blake3.blake3}
@@ -55,7 +57,7 @@ class Hasher:
     def update(self, buf: Any) -> None:
         # Both libraries take byte-typed buffers only; a materializer may hand
         # over e.g. a float64 memoryview, whose bytes are what lands in the file.
-        self._h.update(buf if isinstance(buf, (bytes, bytearray)) else _bytes_view(buf))
+        self._h.update(buf if isinstance(buf, (bytes, bytearray)) else byte_view(buf))
 
     def text(self) -> str:
         return f"{self.algorithm}:{self._h.hexdigest()}"
@@ -89,8 +91,3 @@ def parse(recorded: object, *, unsafe: bool) -> str:
             f"a {SECURE!r} digest (their signature covers it), so this one was not written by flowyml"
         )
     return algorithm
-
-
-def _bytes_view(buf: Any) -> memoryview:
-    view = memoryview(buf)
-    return view if view.format in ("B", "b", "c") and view.ndim == 1 else view.cast("B")
