@@ -532,6 +532,12 @@ def _json_text(out: str) -> str:
 STACK_COMMANDS = {"list", "show", "use", "validate", "remove"}
 
 
+def _extra_positionals(argv: list[str]) -> bool:
+    """Whether ``stack CMD ...`` has more positional arguments than CMD takes (list: none; the others: one)."""
+    positionals = [a for a in argv[2:] if not a.startswith("-")]
+    return len(positionals) > (0 if argv[1] == "list" else 1)
+
+
 def _check_messages(ws: Workspace, ex: Example, result: CliResult) -> list[str]:
     """Oracles from the model: injected problems are named; clean inputs succeed."""
     problems: list[str] = []
@@ -540,6 +546,8 @@ def _check_messages(ws: Workspace, ex: Example, result: CliResult) -> list[str]:
     docs = [(ex.project, ws.project_file), (ex.user, ws.user_file)]
     if result.code == 2 and any(a.startswith("-") and a != "--json" for a in argv[2:]):
         return problems  # a name that argparse takes for an option: a usage error, rightly
+    if result.code == 2 and is_stack_cmd and _extra_positionals(argv):
+        return problems  # e.g. "stack list run" (from the random argv): a usage error, before any file is read
     # Text that is not valid TOML: the error says which file and where (the project's is read first).
     for doc, path in docs:
         if doc.text is None or not is_stack_cmd:
