@@ -17,6 +17,7 @@ so that the integrity check costs little more than the I/O.
 from __future__ import annotations
 
 import errno
+import inspect
 import itertools
 import logging
 import os
@@ -478,8 +479,6 @@ class FsspecBackend(StoreBackend):
         any deadline. Other filesystems cannot be interrupted; their attempts
         run to the end and only the retries are bounded.
         """
-        import inspect
-
         inner = getattr(func, "__wrapped__", None)
         if getattr(self.fs, "async_impl", False) and inspect.iscoroutinefunction(inner):
             def attempt(remaining: float | None) -> T:
