@@ -1,10 +1,12 @@
-"""Timing shared by the artifact benchmarks: flowyml and its raw baseline, interleaved."""
+"""What the benchmarks share: flowyml and its baseline timed alternately; for the artifact ones, fresh artifacts per write and the table."""
 
 from __future__ import annotations
 
+import gc
+import itertools
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 Timing = tuple[float, float]  # (best, median) seconds
 
@@ -12,7 +14,7 @@ Timing = tuple[float, float]  # (best, median) seconds
 def compare(ours: Callable[[], object], raw: Callable[[], object], repeat: int,
             before_ours: Callable[[], object] | None = None,
             before_raw: Callable[[], object] | None = None) -> tuple[Timing, Timing]:
-    """(best, median) of ``ours`` and of ``raw`` over ``repeat`` rounds each.
+    """(best, median) of ``ours`` and of ``raw`` (flowyml and its baseline) over ``repeat`` rounds each.
 
     The two alternate (ours-raw, then raw-ours, ...) so that drift on a shared
     machine (page cache, CPU frequency, a neighbour's load) hits both alike
@@ -25,21 +27,68 @@ def compare(ours: Callable[[], object], raw: Callable[[], object], repeat: int,
             func, before = cases[name]
             if before is not None:
                 before()
-            start = time.perf_counter()
-            func()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(_time_once(func))
     return _summary(times["ours"]), _summary(times["raw"])
+
+
+def _time_once(func: Callable[[], object]) -> float:
+    """One timed call, with the garbage collector run before and kept out of it (µs-scale cases)."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        func()
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
 
 
 def timed(func: Callable[[], object], repeat: int) -> Timing:
     """(best, median) seconds of ``func`` alone (for reference rows)."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return _summary(times)
+    return _summary([_time_once(func) for _ in range(repeat)])
 
 
 def _summary(times: list[float]) -> Timing:
     return min(times), statistics.median(times)
+
+
+class FreshArtifacts:
+    """Store writes that go to a new artifact (a new run) each time, as in real runs.
+
+    ``write(obj, step)`` is the timed call; ``drop(step)`` removes the
+    previous copy outside the timed part (like unlinking the raw file), which
+    also keeps an in-memory emulator small.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._runs = itertools.count()
+        self._current: dict[str, str] = {}
+
+    def write(self, obj: object, step: str) -> Callable[[], None]:
+        def write() -> None:
+            self._current[step] = self._store.materialize(obj, "out", f"run-{next(self._runs)}", step)
+        return write
+
+    def drop(self, step: str) -> Callable[[], None]:
+        def remove() -> None:
+            if step in self._current:
+                self._store.delete(self._current.pop(step))
+        return remove
+
+    def drop_all(self) -> None:
+        for step in list(self._current):
+            self.drop(step)()
+
+
+def print_table(title: str, raw_label: str, rows: list[tuple[str, Timing, Timing]], target: float,
+                digits: int = 4) -> None:
+    """The benchmark's table: best [median] of the store and of the raw call, their ratio and the verdict."""
+    print(title)
+    print(f"{'case':<14}{'store':>18}{raw_label:>18}{'ratio':>8}{'target':>8}  verdict")
+    print("-" * 76)
+    for name, (s_best, s_med), (r_best, r_med) in rows:
+        ratio = s_best / r_best
+        verdict = "ok" if ratio <= target else "OVER TARGET"
+        print(f"{name:<14}{s_best:>8.{digits}f}s [{s_med:.3f}]{r_best:>8.{digits}f}s [{r_med:.3f}]"
+              f"{ratio:>7.2f}x{target:>7.1f}x  {verdict}")

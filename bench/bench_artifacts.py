@@ -31,7 +31,7 @@ import tempfile
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import compare, timed  # noqa: E402
+from _timing import FreshArtifacts, compare, print_table, timed  # noqa: E402
 
 TARGET = 1.2
 
@@ -81,31 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         np.save(npy_path, array)
         assert store.load(uri_bytes) == data and np.array_equal(store.load(uri_npy), array, equal_nan=True)
 
-        # Writes go to a new artifact (a new run) each time, as in real runs; the
-        # previous copy is removed outside the timed part, like the raw file.
-        counter = iter(range(10**6))
-        current: dict[str, str] = {}
-
-        def store_write(obj: object, step: str) -> Callable[[], None]:
-            def write() -> None:
-                current[step] = store.materialize(obj, "out", f"run-{next(counter)}", step)
-            return write
-
-        def drop(step: str) -> Callable[[], None]:
-            def remove() -> None:
-                if step in current:
-                    store.delete(current.pop(step))
-            return remove
-
+        writes = FreshArtifacts(store)
         rows = [
-            ("bytes write", *compare(store_write(data, "bytes"), raw_write, args.repeat, drop("bytes"), fresh(raw_path))),
+            ("bytes write", *compare(writes.write(data, "bytes"), raw_write, args.repeat, writes.drop("bytes"),
+                                     fresh(raw_path))),
             ("bytes read", *compare(lambda: store.load(uri_bytes), raw_read, args.repeat)),
-            ("npy write", *compare(store_write(array, "npy"), lambda: np.save(npy_path, array), args.repeat,
-                                   drop("npy"), fresh(npy_path))),
+            ("npy write", *compare(writes.write(array, "npy"), lambda: np.save(npy_path, array), args.repeat,
+                                   writes.drop("npy"), fresh(npy_path))),
             ("npy read", *compare(lambda: store.load(uri_npy), lambda: np.load(npy_path), args.repeat)),
         ]
-        drop("bytes")()
-        drop("npy")()
+        writes.drop_all()
         import blake3
         import xxhash
 
@@ -113,14 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                   ("blake3 alone", timed(lambda: blake3.blake3(data).digest(), args.repeat), "pickles' digest"),
                   ("sha256 alone", timed(lambda: hashlib.sha256(data).digest(), args.repeat), "for comparison")]
 
-        print(f"flowyml local artifact store, {args.size_mb} MB payloads (python {sys.version.split()[0]}, "
-              f"{os.cpu_count()} cpus, best of {args.repeat}; median in brackets)")
-        print(f"{'case':<14}{'store':>18}{'raw':>18}{'ratio':>8}{'target':>8}  verdict")
-        print("-" * 76)
-        for name, (s_best, s_med), (r_best, r_med) in rows:
-            ratio = s_best / r_best
-            verdict = "ok" if ratio <= TARGET else "OVER TARGET"
-            print(f"{name:<14}{s_best:>8.4f}s [{s_med:.3f}]{r_best:>8.4f}s [{r_med:.3f}]{ratio:>7.2f}x{TARGET:>7.1f}x  {verdict}")
+        print_table(f"flowyml local artifact store, {args.size_mb} MB payloads (python {sys.version.split()[0]}, "
+                    f"{os.cpu_count()} cpus, best of {args.repeat}; median in brackets)", "raw", rows, TARGET)
         for name, (best, median), what in hashes:
             print(f"{name:<14}{best:>8.4f}s [{median:.3f}]  ({what}, {size / best / 1e9:.2f} GB/s on one core)")
     finally:

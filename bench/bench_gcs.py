@@ -23,13 +23,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.servers (the emulator helper)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import compare  # noqa: E402
+from _timing import FreshArtifacts, compare, print_table  # noqa: E402
 
 TARGET = 1.3
 
@@ -57,19 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         store = GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{bucket}/store", endpoint=emulator.url))
         raw_path = f"{bucket}/raw/data.bin"
         npy_path = f"{bucket}/raw/data.npy"
-        counter = iter(range(10**6))
-        current: dict[str, str] = {}
-
-        def store_write(obj: object, step: str) -> Callable[[], None]:
-            def write() -> None:
-                current[step] = store.materialize(obj, "out", f"run-{next(counter)}", step)
-            return write
-
-        def drop(step: str) -> Callable[[], None]:
-            def remove() -> None:  # keeps the in-memory emulator small; not timed
-                if step in current:
-                    store.delete(current.pop(step))
-            return remove
+        writes = FreshArtifacts(store)
 
         def raw_npy_write() -> None:
             buf = io.BytesIO()
@@ -87,23 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         assert np.array_equal(store.load(uri_npy), array, equal_nan=True)
 
         rows = [
-            ("bytes write", *compare(store_write(data, "bytes"), lambda: fs.pipe_file(raw_path, data), args.repeat,
-                                     drop("bytes"))),
+            ("bytes write", *compare(writes.write(data, "bytes"), lambda: fs.pipe_file(raw_path, data), args.repeat,
+                                     writes.drop("bytes"))),
             ("bytes read", *compare(lambda: store.load(uri_bytes), lambda: fs.cat_file(raw_path), args.repeat)),
-            ("npy write", *compare(store_write(array, "npy"), raw_npy_write, args.repeat, drop("npy"))),
+            ("npy write", *compare(writes.write(array, "npy"), raw_npy_write, args.repeat, writes.drop("npy"))),
             ("npy read", *compare(lambda: store.load(uri_npy), raw_npy_read, args.repeat)),
         ]
-        drop("bytes")()
-        drop("npy")()
+        writes.drop_all()
 
-    print(f"flowyml GCS artifact store vs raw gcsfs on fake-gcs-server, {args.size_mb} MB payloads "
-          f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, best of {args.repeat}; median in brackets)")
-    print(f"{'case':<14}{'store':>18}{'raw gcsfs':>18}{'ratio':>8}{'target':>8}  verdict")
-    print("-" * 76)
-    for name, (s_best, s_med), (r_best, r_med) in rows:
-        ratio = s_best / r_best
-        verdict = "ok" if ratio <= TARGET else "OVER TARGET"
-        print(f"{name:<14}{s_best:>8.3f}s [{s_med:.3f}]{r_best:>8.3f}s [{r_med:.3f}]{ratio:>7.2f}x{TARGET:>7.1f}x  {verdict}")
+    print_table(f"flowyml GCS artifact store vs raw gcsfs on fake-gcs-server, {args.size_mb} MB payloads "
+                f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, best of {args.repeat}; median in brackets)",
+                "raw gcsfs", rows, TARGET, digits=3)
     return 0
 
 

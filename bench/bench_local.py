@@ -26,7 +26,6 @@ alternately so both see the same machine; this is a benchmark, not a test.
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import inspect
 import os
@@ -34,12 +33,13 @@ import pickle
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import compare  # noqa: E402
 
 from flowyml_core import Context, Pipeline  # noqa: E402
 from flowyml_core.pipeline import run_on_stack  # noqa: E402
@@ -172,43 +172,6 @@ REGISTRY: Any = None
 
 
 # -- timing -------------------------------------------------------------------------------------
-def best(fn: Callable[[], Any], repeat: int, setup: Callable[[], Any] | None = None) -> float:
-    """Best wall time of ``repeat`` calls (``setup`` runs untimed before each)."""
-    times = []
-    for _ in range(repeat):
-        if setup is not None:
-            setup()
-        gc.collect()
-        gc.disable()
-        try:
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        finally:
-            gc.enable()
-    return min(times)
-
-
-def best_pair(
-    ours: Callable[[], Any],
-    floor: Callable[[], Any],
-    repeat: int,
-    setup_ours: Callable[[], Any] | None = None,
-    setup_floor: Callable[[], Any] | None = None,
-) -> tuple[float, float]:
-    """Best times of ``ours`` and ``floor``, measured alternately.
-
-    Interleaving makes both see the same machine: on a shared box the disk
-    and CPU can be several times slower for a while, and the ratio should not
-    depend on which of the two happened to run then.
-    """
-    a, b = [], []
-    for _ in range(repeat):
-        b.append(best(floor, 1, setup_floor))
-        a.append(best(ours, 1, setup_ours))
-    return min(a), min(b)
-
-
 def fresh_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
@@ -224,9 +187,9 @@ def cases(tmp: str, repeat: int) -> list[tuple[str, float, float, float | None, 
     # sanity: same answers as the floor
     assert flowyml_run(chain, stack()).outputs[f"a{CHAIN - 1}"] == plain_chain.run(params)[f"a{CHAIN - 1}"]
 
-    ours, floor = best_pair(lambda: flowyml_run(chain, stack()), lambda: plain_chain.run(params), repeat)
+    (ours, _), (floor, _) = compare(lambda: flowyml_run(chain, stack()), lambda: plain_chain.run(params), repeat)
     rows.append((f"{CHAIN}-step chain, no cache", ours, floor, 0.05, ""))
-    ours, floor = best_pair(lambda: flowyml_run(fan, stack()), lambda: plain_fan.run(params), repeat * 3)
+    (ours, _), (floor, _) = compare(lambda: flowyml_run(fan, stack()), lambda: plain_fan.run(params), repeat * 3)
     rows.append((f"{FANOUT}-step fan-out, no cache", ours, floor, 0.01, ""))
 
     try:
@@ -242,9 +205,9 @@ def cases(tmp: str, repeat: int) -> list[tuple[str, float, float, float | None, 
         fresh_dir(cache_dir)
         cold_stack["s"] = stack(cache_dir)
 
-    cold, cold_floor = best_pair(
+    (cold, _), (cold_floor, _) = compare(
         lambda: flowyml_run(chain, cold_stack["s"]), lambda: plain_chain.run_writing(params, floor_dir), repeat,
-        setup_ours=cold_setup, setup_floor=lambda: fresh_dir(floor_dir),
+        cold_setup, lambda: fresh_dir(floor_dir),
     )
     rows.append((f"{CHAIN}-step chain, cold, cache writes", cold, cold_floor, 0.5, "floor: + hash inputs + file write"))
 
@@ -252,7 +215,7 @@ def cases(tmp: str, repeat: int) -> list[tuple[str, float, float, float | None, 
     result = flowyml_run(chain, warm_stack)
     if not all(r.cached for r in result.steps.values()):
         raise SystemExit("second run was not fully cached")
-    warm, warm_floor = best_pair(
+    (warm, _), (warm_floor, _) = compare(
         lambda: flowyml_run(chain, warm_stack), lambda: plain_chain.run_cached(params, floor_dir), repeat
     )
     rows.append((f"{CHAIN}-step chain, fully cached", warm, warm_floor, 0.1, "floor: + hash inputs + file read"))
@@ -269,9 +232,9 @@ def cases(tmp: str, repeat: int) -> list[tuple[str, float, float, float | None, 
         fresh_dir(art_dir)
         full["s"] = stack(cache_dir, art_dir)
 
-    cold_full, cold_floor = best_pair(
+    (cold_full, _), (cold_floor, _) = compare(
         lambda: flowyml_run(chain, full["s"]), lambda: plain_chain.run_writing(params, floor_dir), max(1, repeat // 2),
-        setup_ours=full_setup, setup_floor=lambda: fresh_dir(floor_dir),
+        full_setup, lambda: fresh_dir(floor_dir),
     )
     rows.append((f"{CHAIN}-step chain, cold, cache + artifacts", cold_full, cold_floor, None,
                  "info: the local stack's default; the floor writes one file per step, flowyml three"))
