@@ -365,7 +365,7 @@ class Registry:
             return
         logger.debug("plugin %r is not used: %s", info.name, info.api_problem)
         for kind, hook_name in HOOK_FOR_KIND.items():
-            self._call_register_hook(listing, plugin, info, hook_name, self._refused_callback(kind, info))
+            self._call_register_hook(listing, plugin, info, hook_name, self._flavor_callback(kind, info, refused=True))
 
     def _call_register_hook(
         self, pm: pluggy.PluginManager, plugin: Any, info: PluginInfo, hook_name: str, callback: Callable[..., None]
@@ -378,7 +378,8 @@ class Registry:
             except Exception as exc:
                 _report(info, f"{hook_name} failed: {type(exc).__name__}: {exc}")
 
-    def _flavor_callback(self, kind: str, info: PluginInfo) -> Callable[..., None]:
+    def _flavor_callback(self, kind: str, info: PluginInfo, *, refused: bool = False) -> Callable[..., None]:
+        """The ``register`` a plugin's hook calls; ``refused``: the plugin's API is incompatible, only list it."""
         def register(name: str, implementation: Any, *, config: Any = None, summary: str = "") -> None:
             # A bad registration is reported, not raised: raising would abort the
             # plugin's hook and lose the valid registrations after it.
@@ -386,6 +387,10 @@ class Registry:
                 _check_registration(kind, name, implementation, config)
             except PluginError as exc:
                 _report(info, f"{HOOK_FOR_KIND[kind]}: {exc}")
+                return
+            info.flavors.append((kind, name))
+            if refused:
+                self.refused.setdefault((kind, name), info.name)
                 return
             flavor = Flavor(
                 kind=kind, name=name, implementation=implementation, config=config, summary=summary,
@@ -398,19 +403,6 @@ class Registry:
                 logger.warning("%s flavor %r is registered by both %s", kind, name, " and ".join(owners))
             else:
                 self.flavors[kind][name] = flavor
-            info.flavors.append((kind, name))
-
-        return register
-
-    def _refused_callback(self, kind: str, info: PluginInfo) -> Callable[..., None]:
-        def register(name: str, implementation: Any, *, config: Any = None, summary: str = "") -> None:
-            try:
-                _check_registration(kind, name, implementation, config)
-            except PluginError as exc:
-                _report(info, f"{HOOK_FOR_KIND[kind]}: {exc}")
-                return
-            self.refused.setdefault((kind, name), info.name)
-            info.flavors.append((kind, name))
 
         return register
 

@@ -45,7 +45,7 @@ _O_BINARY = getattr(os, "O_BINARY", 0)
 
 
 # -- hashing ---------------------------------------------------------------------
-class _Hasher:
+class _BackgroundDigest:
     """The digest of a sequence of buffers, in a helper thread when they are large."""
 
     def __init__(self, buffers: Sequence[Any], total: int, algorithm: str) -> None:
@@ -217,12 +217,12 @@ class LocalBackend(StoreBackend):
         fd = self._create(path)
         try:
             try:
-                hasher = _Hasher(buffers, total, algorithm)
+                digest = _BackgroundDigest(buffers, total, algorithm)
                 for buf in buffers:
                     _write_all(fd, buf)
             finally:
                 os.close(fd)
-            return total, hasher.result()
+            return total, digest.result()
         except BaseException:
             _unlink_quietly(path)
             raise
@@ -542,14 +542,14 @@ class FsspecBackend(StoreBackend):
 
     def put_new(self, path: str, buffers: Sequence[Any], algorithm: str) -> tuple[int, str]:
         total = sum(nbytes(b) for b in buffers)
-        hasher = _Hasher(buffers, total, algorithm)  # hashes while the upload runs
+        digest = _BackgroundDigest(buffers, total, algorithm)  # hashes while the upload runs
         if len(buffers) == 1:
             data = buffers[0]
             data = data if isinstance(data, (bytes, bytearray)) else byte_view(data)
         else:
             data = b"".join(byte_view(b) for b in buffers)
         self._pipe(path, data)
-        return total, hasher.result()
+        return total, digest.result()
 
     #: Large objects are fetched as ranges of this size, a few at a time.
     range_size = 8 * 1024 * 1024
