@@ -207,7 +207,7 @@ class VertexAIOrchestrator(RemoteOrchestrator):
                 "the vertex executor needs an image: set image (a pre-built image with the project and flowyml "
                 "installed) or registry (e.g. europe-west1-docker.pkg.dev/PROJECT/REPO) to build and push one"
             )
-        from flowyml_vertex.images import BuildSpec, build_and_push, docker_client, image_repository
+        from flowyml_docker.images import BuildSpec, build_and_push, docker_client, image_repository
 
         cfg = self.config
         spec = BuildSpec(

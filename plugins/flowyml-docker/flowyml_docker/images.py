@@ -26,7 +26,7 @@ import attrs
 
 from flowyml_core.errors import FlowymlError
 
-logger = logging.getLogger("flowyml.vertex.images")
+logger = logging.getLogger("flowyml.docker.images")
 
 #: Never sent to the docker daemon, wherever they are: VCS data, caches, run outputs.
 DEFAULT_EXCLUDES = (
@@ -137,7 +137,7 @@ def pack_context(spec: BuildSpec) -> BuildContext:
     """Tar the project plus generated files; hash names, modes and bytes (not times)."""
     context = spec.context.resolve()
     if not context.is_dir():
-        raise FlowymlError(f"build context {context} is not a directory (set build_context in the vertex executor options)")
+        raise FlowymlError(f"build context {context} is not a directory (set build_context in the executor options)")
     hasher = hashlib.sha256()
     out = tempfile.SpooledTemporaryFile(max_size=64 * 2**20)
     names: list[str] = []
@@ -196,7 +196,7 @@ def docker_client(base_url: str | None = None) -> Any:
     try:
         import docker
     except ImportError as exc:
-        raise FlowymlError(f"building images needs the docker SDK ({exc}); pip install flowyml-vertex") from exc
+        raise FlowymlError(f"building images needs the docker SDK ({exc}); pip install flowyml-docker") from exc
     try:
         if base_url:
             return docker.DockerClient(base_url=base_url, timeout=600)
@@ -204,7 +204,7 @@ def docker_client(base_url: str | None = None) -> Any:
     except docker.errors.DockerException as exc:
         raise FlowymlError(
             f"cannot reach a docker engine at {base_url or os.environ.get('DOCKER_HOST') or 'the default socket'}: {exc}. "
-            "Start docker, set docker_host in the vertex executor options, or set image to a pre-built image"
+            "Start docker, set docker_host in the executor options, or set image to a pre-built image"
         ) from exc
 
 
