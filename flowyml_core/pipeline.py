@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import sys
 import uuid
 from typing import Any, Iterable, Mapping
@@ -15,6 +16,26 @@ from flowyml_core.results import ExecutionStatus, RunResult, SubmissionResult
 from flowyml_core.step import Step
 
 logger = logging.getLogger("flowyml.pipeline")
+
+#: Set in every process that runs execution units for someone else: a container
+#: of a remote run (``flowyml step-runner`` sets it) or a worker process of the
+#: local executor's ``isolation = "process"``. Children inherit it.
+UNIT_RUNNER_ENV = "FLOWYML_UNIT_RUNNER"
+
+
+def inside_unit_runner() -> bool:
+    """Whether this process runs units of a run started elsewhere.
+
+    There, importing the pipeline's module is only how steps are found: a
+    module-level ``pipeline.run(...)`` without a ``__main__`` guard must not
+    start (or submit, and pay for) a second run from every container.
+    """
+    return bool(os.environ.get(UNIT_RUNNER_ENV))
+
+
+def mark_unit_runner() -> None:
+    """Declare this process (and its children) a unit runner; see :func:`inside_unit_runner`."""
+    os.environ[UNIT_RUNNER_ENV] = "1"
 
 
 class Pipeline:
@@ -89,11 +110,28 @@ class Pipeline:
         wait: bool = True,
         timeout: float | None = None,
     ) -> RunResult:
-        """Run on the named stack (or the active one); see ``stacks.toml``."""
+        """Run on the named stack (or the active one); see ``stacks.toml``.
+
+        Inside a unit runner (see :func:`inside_unit_runner`) nothing runs: the
+        call logs one warning naming the file and returns a run with status
+        ``CANCELLED`` and no steps.
+        """
+        if inside_unit_runner():
+            return self._refuse_nested_run(run_id)
         from flowyml_core.stacks import StackRegistry
 
         resolved = StackRegistry.load().resolve(stack)
         return run_on_stack(self, resolved, context=context, run_id=run_id, wait=wait, timeout=timeout)
+
+    def _refuse_nested_run(self, run_id: str | None) -> RunResult:
+        module = sys.modules.get(self._module or "")
+        where = getattr(module, "__file__", None) or self._module or "its module"
+        logger.warning(
+            "pipeline %r: run() was called while %s was imported inside a step runner; nothing was run or "
+            "submitted. Put the call under `if __name__ == \"__main__\":` in %s so that importing the file "
+            "only defines the pipeline", self.name, where, where,
+        )
+        return RunResult(run_id=run_id or "", status=ExecutionStatus.CANCELLED)
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, steps={[s.name for s in self.steps]})"
@@ -115,7 +153,7 @@ def run_on_stack(
     registry: Any | None = None,
 ) -> RunResult:
     """Run ``pipeline`` on a resolved stack, calling the observer hooks around it."""
-    from flowyml_core.components import keyword_caller
+    from flowyml_core.calling import keyword_caller
     from flowyml_core.execution import Run
     from flowyml_core.plugins import get_registry
 

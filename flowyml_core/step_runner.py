@@ -65,6 +65,9 @@ def main(environ: Mapping[str, str]) -> int:
     missing = [name for name in REQUIRED if not environ.get(name)]
     if missing:
         raise FlowymlError(f"step-runner needs the environment variables {', '.join(missing)} (set by the orchestrator)")
+    from flowyml_core.pipeline import mark_unit_runner
+
+    mark_unit_runner()  # before the pipeline's module is imported: it must not start a run of its own
     names = [n.strip() for n in environ["FLOWYML_STEP_NAMES"].split(",") if n.strip()]
     run_id = environ["FLOWYML_RUN_ID"]
     group = environ.get("FLOWYML_EXECUTION_GROUP") or names[0]

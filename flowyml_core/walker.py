@@ -15,7 +15,7 @@ import queue
 import time
 from typing import Any, Callable
 
-from flowyml_core.components import keyword_caller
+from flowyml_core.calling import keyword_caller
 from flowyml_core.context import Context
 from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, split_outputs, step_params
 from flowyml_core.grouping import ExecutionUnit, StepGroup, unit_name, unit_steps

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from flowyml_core.components import keyword_caller
+from flowyml_core.calling import keyword_caller
 from flowyml_core.context import Context
 from flowyml_core.errors import StopExecution  # noqa: F401  (documented: steps may raise it)
 from flowyml_core.execution import Run
