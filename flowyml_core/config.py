@@ -27,6 +27,52 @@ def secret_field(**kwargs: Any) -> Any:
     return attrs.field(repr=False, metadata=metadata, **kwargs)
 
 
+def spec_field(**kwargs: Any) -> Any:
+    """An attrs field whose value a remote executor writes into a job or container spec.
+
+    Anyone who can view the job can read such a spec, so a ``${env:NAME}``
+    reference there would publish the secret: resolving a stack refuses it
+    (see :func:`spec_field_problems`). Plain values are fine.
+    """
+    import attrs
+
+    metadata = dict(kwargs.pop("metadata", {}) or {})
+    metadata["in_job_spec"] = True
+    return attrs.field(metadata=metadata, **kwargs)
+
+
+def spec_field_names(config_cls: type | None) -> set[str]:
+    """Fields of an attrs config declared with :func:`spec_field`."""
+    if config_cls is None:
+        return set()
+    import attrs
+
+    if not attrs.has(config_cls):
+        return set()
+    return {f.name for f in attrs.fields(config_cls) if f.metadata.get("in_job_spec")}
+
+
+def spec_field_problems(options: Mapping[str, Any], config_cls: type | None, where: str) -> list[str]:
+    """One problem per ``${env:…}`` reference written in a :func:`spec_field` option."""
+    problems = []
+    for name in sorted(spec_field_names(config_cls)):
+        value = options.get(name)
+        if isinstance(value, Mapping):
+            refs = [(f"{name}.{key}", item) for key, item in value.items() if has_env_ref(item)]
+        elif isinstance(value, (list, tuple)):
+            refs = [(f"{name}[{i}]", item) for i, item in enumerate(value) if has_env_ref(item)]
+        else:
+            refs = [(name, value)] if has_env_ref(value) else []
+        for path, item in refs:
+            variables = ", ".join(ENV_REF.findall(item if isinstance(item, str) else str(item)))
+            problems.append(
+                f"{where}: option {path!r} takes its value from the secret {variables} (${{env:…}}), but this "
+                "option is written into the job spec, where anyone who can view the job reads it in clear; "
+                "give the container a secret manager reference instead, or read the secret inside the step"
+            )
+    return problems
+
+
 def has_env_ref(value: Any) -> bool:
     if isinstance(value, str):
         return ENV_REF.search(value) is not None

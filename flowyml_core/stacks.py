@@ -23,6 +23,7 @@ from flowyml_core.config import (
     referenced_env_values,
     resolve_env_refs,
     secret_field_names,
+    spec_field_problems,
 )
 from flowyml_core.errors import ConfigError, PluginError
 
@@ -384,6 +385,7 @@ class StackRegistry:
             except PluginError as exc:
                 problems.append(f"{where}: {exc}")
                 continue
+            problems.extend(spec_field_problems(comp.options, config_cls, where))
             resolved = {
                 key: resolve_env_refs(value, self.environ, f"{where}: option {key!r}", problems)
                 for key, value in comp.options.items()
