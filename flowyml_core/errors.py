@@ -34,3 +34,25 @@ class StepTimeoutError(TimeoutError):
 
 class StopExecution(Exception):
     """Raised inside a step to stop the run on purpose (not retried)."""
+
+
+class RemoteStepError(Exception):
+    """A step's failure that happened in another process, carried back as text.
+
+    An executor that calls step functions elsewhere raises it where the
+    original exception cannot travel (its traceback never does): ``repr()``
+    is the original's and ``description`` its repr and the traceback of the
+    user's frames, so the step's error, logs and retries read exactly as if it
+    had been raised here (see ``flowyml_core.execution.describe_error``).
+    """
+
+    def __init__(self, description: str, original_repr: str) -> None:
+        super().__init__(description)
+        self.description = description
+        self.original_repr = original_repr
+
+    def __repr__(self) -> str:
+        return self.original_repr
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.description, self.original_repr))

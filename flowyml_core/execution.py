@@ -16,12 +16,12 @@ import logging
 import threading
 import time
 import traceback
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 
 from flowyml_core.capture import capture_output
-from flowyml_core.errors import FlowymlError, StepTimeoutError, StopExecution
+from flowyml_core.errors import FlowymlError, RemoteStepError, StepTimeoutError, StopExecution
 from flowyml_core.fingerprint import combine, fingerprint
 from flowyml_core.grouping import StepGroup
 from flowyml_core.results import ExecutionResult
@@ -175,20 +175,25 @@ def _call_with_timeout(step: Step, kwargs: dict[str, Any]) -> Any:
 _FAILURE_EXTRA = {"flowyml_step_failure": True}
 
 
-def _describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException, hide: Iterable[str] = ()) -> str:
     """``repr(exc)`` and its traceback, without this module's frames.
 
     The user's frames are what explain a failure; the executor's own
     (run_step, the timeout thread) are the same for every step and only push
     them off the screen. An error raised by the executor itself (a timeout)
-    keeps no traceback at all.
+    keeps no traceback at all. ``hide`` names more files whose frames are an
+    executor's own (the loop of a worker process that calls step functions).
+    A :class:`RemoteStepError` is the description made where the step ran.
     """
+    if isinstance(exc, RemoteStepError):
+        return exc.description
+    hidden = {_THIS_FILE, *hide}
     te = traceback.TracebackException.from_exception(exc)
-    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != _THIS_FILE])
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename not in hidden])
     return f"{exc!r}\n" + "".join(te.format())
 
 
-_THIS_FILE = _describe_error.__code__.co_filename  # what tracebacks call this module
+_THIS_FILE = describe_error.__code__.co_filename  # what tracebacks call this module
 
 
 def _store_error(exc: BaseException) -> str:
@@ -224,15 +229,25 @@ def run_step(
     all_outputs: Mapping[str, Any] | None = None,
     router: Any | None = None,
     input_fingerprints: Mapping[str, str] | None = None,
+    call: Callable[[Step, dict[str, Any]], Any] | None = None,
 ) -> ExecutionResult:
-    """Run one step with the full semantics; never raises for a step's failure."""
+    """Run one step with the full semantics; never raises for a step's failure.
+
+    ``call(step, kwargs)`` makes one attempt in place of calling ``step.func``
+    here: an executor that runs step functions elsewhere (another process)
+    passes it. It returns the value or raises, bounds the attempt by
+    ``step.timeout`` itself, and raises a :class:`RemoteStepError` for an
+    exception that happened elsewhere, so that the result reads the same.
+    """
     start = time.perf_counter()
+    if call is None and step.timeout is not None:
+        call = _call_with_timeout
 
     if step.condition is not None:
         try:
             should_run = step.condition(**_condition_kwargs(step.condition, context_params, inputs, all_outputs))
         except Exception as exc:
-            return _failure(step, start, f"condition check failed: {_describe_error(exc)}")
+            return _failure(step, start, f"condition check failed: {describe_error(exc)}")
         if not should_run:
             return ExecutionResult(
                 step_name=step.name, success=True, skipped=True, duration_seconds=time.perf_counter() - start
@@ -263,12 +278,12 @@ def run_step(
             if run_id is not None:
                 with capture_output() as buffer:
                     try:
-                        value = step.func(**kwargs) if step.timeout is None else _call_with_timeout(step, kwargs)
+                        value = step.func(**kwargs) if call is None else call(step, kwargs)
                     finally:
                         # Keep every attempt's output: a flaky step's earlier tries explain it.
                         logs = ((logs or "") + buffer.getvalue()) or None
             else:
-                value = step.func(**kwargs) if step.timeout is None else _call_with_timeout(step, kwargs)
+                value = step.func(**kwargs) if call is None else call(step, kwargs)
             break
         except StopExecution as exc:
             return _failure(step, start, f"execution stopped: {exc}", retries=attempt, logs=logs)
@@ -285,7 +300,7 @@ def run_step(
                 if delay:
                     time.sleep(delay)
                 continue
-            return _failure(step, start, _describe_error(exc), retries=attempt, logs=logs)
+            return _failure(step, start, describe_error(exc), retries=attempt, logs=logs)
 
     output_fp = fingerprint(value) if use_cache else None
     result = ExecutionResult(
