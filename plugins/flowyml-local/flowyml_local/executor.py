@@ -76,6 +76,11 @@ class LocalExecutor(Executor):
         self.isolation = self.config.isolation
         self._processes: Any = None
 
+    @property
+    def processes_started(self) -> int:
+        """How many unit processes this executor has started (``isolation = "process"``; cache hits start none)."""
+        return 0 if self._processes is None else self._processes.started
+
     def _unit_process(self, keep_outputs: bool = False) -> Any:
         """A unit's process (started at its first attempt), or None in process."""
         if self.isolation != "process":

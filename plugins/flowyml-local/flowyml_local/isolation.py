@@ -94,9 +94,8 @@ def function_blob(step: Step) -> bytes:
         return dumps_by_value(("func", func))
     except Exception as exc:
         raise _carried(StepProcessError(
-            f"step {step.name!r} cannot be sent to its process (isolation = \"process\"): "
-            f"{type(exc).__name__}: {exc}. Define the function at module level in an importable module, "
-            "or run it with isolation = \"none\""
+            f"step {step.name!r} cannot be sent to its process: {type(exc).__name__}: {exc}. Define the "
+            "function at module level in an importable module, or run the step without process isolation"
         )) from None
 
 
@@ -113,7 +112,8 @@ def _arguments_blob(step: Step, values: dict[str, Any]) -> bytes:
                 break
         raise _carried(StepProcessError(
             f"the arguments of step {step.name!r} cannot be sent to its process{culprit}: "
-            f"{type(exc).__name__}: {exc}. Pass picklable inputs and parameters, or run it with isolation = \"none\""
+            f"{type(exc).__name__}: {exc}. Pass picklable inputs and parameters, or run the step without "
+            "process isolation"
         )) from None
 
 
@@ -383,6 +383,7 @@ class UnitProcesses:
         self._live: set[UnitProcess] = set()
         self._lock = threading.Lock()
         self.stopping = False
+        self.started = 0  # processes started so far (a fully cached run starts none)
 
     def unit(self, keep_outputs: bool = False) -> UnitProcess:
         return UnitProcess(self, keep_outputs)
@@ -390,6 +391,7 @@ class UnitProcesses:
     def add(self, unit: UnitProcess) -> None:
         with self._lock:
             self._live.add(unit)
+            self.started += 1
 
     def discard(self, unit: UnitProcess) -> None:
         with self._lock:

@@ -84,8 +84,6 @@ class Channel:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.log_level: int | None = None  # the parent's, from the init request
-        self.forwarding_logs = False
         self.lock = threading.Lock()
         self.pending: list[tuple[int, str]] = []
         self.pending_size = 0
@@ -246,10 +244,6 @@ def _call(channel: Channel, request: tuple[Any, ...], func_blob: bytes, kwargs_b
     except Exception as exc:
         channel.send(("fail", seq, f"could not be loaded in its process: {type(exc).__name__}: {exc}"))
         return
-    if "logging" in sys.modules and not channel.forwarding_logs and channel.log_level is not None:
-        # Only once a step's module uses logging: importing it here would cost every unit.
-        channel.forwarding_logs = True
-        _forward_logging(channel, channel.log_level)
     if timed:
         channel.send(("start", seq))
     try:
@@ -266,7 +260,8 @@ def _call(channel: Channel, request: tuple[Any, ...], func_blob: bytes, kwargs_b
         data = dumps(("ok", seq, value))
     except Exception as exc:
         channel.send(("fail", seq, f"returned a value that cannot be sent back from its process: "
-                                   f"{type(exc).__name__}: {exc}"))
+                                   f"{type(exc).__name__}: {exc}. Return picklable values, or run the step "
+                                   "without process isolation"))
         return
     channel.send_bytes(data)
 
@@ -286,7 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         init = pickle.loads(_read(requests) or b"")
         sys.path[:] = init["sys_path"]
-        channel.log_level = init["log_level"]
+        # Before anything of the user's is imported: a warning at import time (a pipeline module's
+        # refused run()) reaches the parent's log like the records of the steps.
+        _forward_logging(channel, init["log_level"])
         held: dict[int, Any] = {}
         while True:
             frame = _read(requests)
