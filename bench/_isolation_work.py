@@ -14,3 +14,13 @@ def run_and_send(conn: Any, x: int) -> None:
     """The bare multiprocessing baseline's process body: run the function, send its value back."""
     conn.send(work(x))
     conn.close()
+
+
+def echo(data: bytes) -> bytes:
+    return data
+
+
+def echo_and_send(conn: Any) -> None:
+    """The baseline of the data row: receive the bytes, send them back."""
+    conn.send(echo(conn.recv()))
+    conn.close()

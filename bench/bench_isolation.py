@@ -16,6 +16,8 @@ Python process and get its value back:
 
 The two alternate (``_timing.compare``) so a busy moment hits both; the ratio
 of the medians is the figure to compare across machines, with a 1.5x target.
+A second row, for information, sends 100 MB (``--data-mb``) to the function
+and back on both sides: what large inputs and outputs cost on top.
 :func:`measure` runs the benchmark in a fresh interpreter and returns the row,
 for other benchmarks' tables (``bench_docker.py``): ``multiprocessing`` spawn
 re-imports the calling script in every child, which must not be theirs.
@@ -61,13 +63,50 @@ def _measure_here(repeat: int) -> dict[str, Any]:
         assert value == 2 and process.exitcode == 0
 
     ours(), bare()  # warm up: page cache, .pyc files, multiprocessing's resource tracker
-    (o_best, o_med), (r_best, r_med) = compare(ours, bare, repeat)
+    return _row(CASE, compare(ours, bare, repeat), repeat, TARGET)
+
+
+def _row(case: str, timings: Any, repeat: int, target: float | None) -> dict[str, Any]:
+    (o_best, o_med), (r_best, r_med) = timings
     ratio = o_med / r_med
+    verdict = "" if target is None else ("ok" if ratio <= target else "OVER TARGET")
     return {
-        "case": CASE, "flowyml_best": o_best, "flowyml_median": o_med, "baseline_best": r_best,
-        "baseline_median": r_med, "ratio": ratio, "target": TARGET, "repeat": repeat,
-        "verdict": "ok" if ratio <= TARGET else "OVER TARGET",
+        "case": case, "flowyml_best": o_best, "flowyml_median": o_med, "baseline_best": r_best,
+        "baseline_median": r_med, "ratio": ratio, "target": target, "repeat": repeat, "verdict": verdict,
     }
+
+
+def _measure_data(megabytes: int, repeat: int) -> dict[str, Any]:
+    """For information: the same, with ``megabytes`` of bytes sent to the function and back."""
+    sys.path.insert(0, HERE)
+    import multiprocessing
+
+    from _isolation_work import echo, echo_and_send
+    from _timing import compare
+
+    from flowyml_core.step import Step
+    from flowyml_local.executor import LocalExecutor, LocalExecutorConfig
+
+    executor = LocalExecutor(LocalExecutorConfig(isolation="process"))
+    step = Step(func=echo, cache=False)
+    spawn = multiprocessing.get_context("spawn")
+    payload = os.urandom(megabytes * 1024 * 1024)
+
+    def ours() -> None:
+        result = executor.execute_step(step, {"data": payload}, {})
+        assert result.success and len(result.output) == len(payload), result.error
+
+    def bare() -> None:
+        here, there = spawn.Pipe()
+        process = spawn.Process(target=echo_and_send, args=(there,))
+        process.start()
+        there.close()
+        here.send(payload)
+        value = here.recv()
+        process.join()
+        assert len(value) == len(payload)
+
+    return _row(f"{megabytes} MB in and back (info)", compare(ours, bare, repeat), repeat, None)
 
 
 def measure(repeat: int = 15) -> dict[str, Any]:
@@ -80,12 +119,14 @@ def measure(repeat: int = 15) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def print_row(row: dict[str, Any]) -> None:
+def print_rows(rows: list[dict[str, Any]]) -> None:
     print(f"{'case':<30}{'flowyml':>18}{'multiprocessing':>20}{'ratio':>8}{'target':>8}  verdict")
     print("-" * 92)
-    print(f"{row['case']:<30}{row['flowyml_median'] * 1000:>9.1f} ms [{row['flowyml_best'] * 1000:.0f}]"
-          f"{row['baseline_median'] * 1000:>11.1f} ms [{row['baseline_best'] * 1000:.0f}]"
-          f"{row['ratio']:>7.2f}x{row['target']:>7.1f}x  {row['verdict']}")
+    for row in rows:
+        target = "-" if row["target"] is None else f"{row['target']:.1f}x"
+        print(f"{row['case']:<30}{row['flowyml_median'] * 1000:>9.1f} ms [{row['flowyml_best'] * 1000:.0f}]"
+              f"{row['baseline_median'] * 1000:>11.1f} ms [{row['baseline_best'] * 1000:.0f}]"
+              f"{row['ratio']:>7.2f}x{target:>8}  {row['verdict']}")
 
 
 def main() -> int:
@@ -94,16 +135,21 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15, help="rounds of each side (default 15)")
-    parser.add_argument("--json", action="store_true", help="print the row as JSON")
+    parser.add_argument("--json", action="store_true", help="print the target row as JSON (no data row)")
+    parser.add_argument("--data-mb", type=int, default=100, help="size of the data row (0: no data row)")
     args = parser.parse_args()
     row = _measure_here(args.repeat)
     if args.json:
         print(json.dumps(row))
-    else:
-        load = os.getloadavg()[0]
-        print(f"flowyml isolation = \"process\" vs bare multiprocessing spawn (python {sys.version.split()[0]}, "
-              f"{os.cpu_count()} cpus, median of {args.repeat} [best], load average {load:.1f})")
-        print_row(row)
+        return 0 if row["verdict"] == "ok" else 1
+    rows = [row]
+    if args.data_mb:
+        rows.append(_measure_data(args.data_mb, max(3, args.repeat // 3)))
+    load = os.getloadavg()[0]
+    print(f"flowyml isolation = \"process\" vs bare multiprocessing spawn (python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cpus, median of {args.repeat} [best], data row {rows[-1]['repeat']}; "
+          f"load average {load:.1f})")
+    print_rows(rows)
     return 0 if row["verdict"] == "ok" else 1
 
 

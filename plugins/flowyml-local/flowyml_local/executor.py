@@ -156,7 +156,6 @@ class LocalExecutor(Executor):
         from flowyml_core.walker import PipelineWalker
 
         self._unit_process()  # the registry of live processes
-        self._processes.resume()
         walker_args = {k: kwargs.get(k) for k in ("context", "cache_store", "artifact_store", "router", "run", "hooks")}
         # Our own pool: on an interrupt the walker must not wait for units whose processes we kill.
         pool = (concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="flowyml-unit")

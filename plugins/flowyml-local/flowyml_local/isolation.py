@@ -47,6 +47,8 @@ _WORKER_FILE = isolation_worker.__file__
 #: How often a wait checks that the process is still alive (a step's own forked children can
 #: keep the events pipe open after it died, so end-of-file alone is not enough).
 _POLL_SECONDS = 0.25
+#: Messages larger than this are read into a buffer of their size.
+_LARGE = 1 << 20
 #: Most of faulthandler's dump kept in an error (its last lines: the innermost frames).
 _DUMP_LINES = 40
 _SIGNAL_HINTS = {
@@ -129,6 +131,22 @@ def _describe_exit(returncode: int) -> str:
     return f"exited with code {returncode} before the step returned"
 
 
+def _widen(fd: int) -> None:
+    """A pipe as large as the system allows (Linux; 64 KiB otherwise): a large argument or value then
+    crosses in a few hundred writes instead of thousands, each a wake-up of the other process."""
+    import fcntl
+
+    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setter is None:
+        return
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as limit:
+            size = int(limit.read())
+        fcntl.fcntl(fd, setter, size)
+    except (OSError, ValueError) as exc:  # an unprivileged limit below the maximum: keep the default
+        logger.debug("cannot widen a pipe: %r", exc)
+
+
 class _Died(Exception):
     pass
 
@@ -145,10 +163,13 @@ class UnitProcess:
 
     def __init__(self, registry: UnitProcesses, keep_outputs: bool = False) -> None:
         self._registry = registry
+        self._generation = registry.generation
         self._keep = keep_outputs
         self._proc: subprocess.Popen[bytes] | None = None
         self._requests = self._events = self._fault = -1
         self._buffer = bytearray()
+        self._frame: bytearray | None = None  # a large message being read into place
+        self._filled = 0
         self._fault_text = bytearray()
         self._poller: Any = None
         self._seq = 0
@@ -158,8 +179,11 @@ class UnitProcess:
     def __enter__(self) -> UnitProcess:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # interrupted (Ctrl-C) while the process may be mid-step: no goodbyes
+            self._kill()
 
     # -- one attempt --------------------------------------------------------------------
     def call(self, step: Step, kwargs: dict[str, Any]) -> Any:
@@ -231,11 +255,13 @@ class UnitProcess:
     def _start(self) -> None:
         if self._proc is not None:
             return
-        if self._registry.stopping:
-            raise _carried(StepProcessError("the run is being stopped: no new step process is started"))
+        if self._generation <= self._registry.stopped:
+            raise _carried(StepProcessError("the run was interrupted: no new step process is started"))
         requests_r, requests_w = os.pipe()
         events_r, events_w = os.pipe()
         fault_r, fault_w = os.pipe()
+        _widen(requests_w)
+        _widen(events_w)
         env = dict(os.environ)
         env[UNIT_RUNNER_ENV] = "1"  # the child only: a pipeline module imported there must not run itself
         try:
@@ -253,6 +279,7 @@ class UnitProcess:
         os.set_blocking(fault_r, False)
         self._proc, self._requests, self._events, self._fault = proc, requests_w, events_r, fault_r
         self._buffer.clear()
+        self._frame = None
         self._fault_text.clear()
         self._held.clear()
         self._poller = select.poll()
@@ -271,28 +298,54 @@ class UnitProcess:
     def _receive(self, deadline: float | None) -> tuple[Any, ...]:
         """The next event; TimeoutError past ``deadline``; _Died when the process is gone."""
         while True:
-            if len(self._buffer) >= HEADER.size:
-                size = HEADER.unpack_from(self._buffer)[0]
-                end = HEADER.size + size
-                if len(self._buffer) >= end:
-                    message = pickle.loads(memoryview(self._buffer)[HEADER.size:end])
-                    del self._buffer[:end]
-                    return message
+            message = self._take()
+            if message is not None:
+                return message
             wait = _POLL_SECONDS if deadline is None else min(_POLL_SECONDS, deadline - time.monotonic())
-            ready = self._poller.poll(max(0.0, wait) * 1000) if wait > 0 else []
+            ready = self._poller.poll(wait * 1000) if wait > 0 else []
             for fd, _ in ready:
                 if fd == self._fault:
                     self._read_fault()
-                    continue
-                chunk = os.read(self._events, 1 << 20)
-                if not chunk:
-                    raise _Died
-                self._buffer += chunk
+                else:
+                    self._fill()
             if not ready:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError
                 if self._exited():
                     raise _Died
+
+    def _take(self) -> tuple[Any, ...] | None:
+        """A whole message from what was read, if there is one."""
+        if self._frame is not None:
+            if self._filled < len(self._frame):
+                return None
+            frame, self._frame = self._frame, None
+            return pickle.loads(frame)
+        if len(self._buffer) < HEADER.size:
+            return None
+        size = HEADER.unpack_from(self._buffer)[0]
+        end = HEADER.size + size
+        if len(self._buffer) >= end:
+            message = pickle.loads(memoryview(self._buffer)[HEADER.size:end])
+            del self._buffer[:end]
+            return message
+        if size > _LARGE:  # the rest is read straight into its place: no growing buffer, no copies
+            self._frame = bytearray(size)
+            self._filled = len(self._buffer) - HEADER.size
+            self._frame[:self._filled] = memoryview(self._buffer)[HEADER.size:]
+            self._buffer.clear()
+        return None
+
+    def _fill(self) -> None:
+        if self._frame is not None:
+            got = os.readv(self._events, [memoryview(self._frame)[self._filled:]])
+            self._filled += got
+        else:
+            chunk = os.read(self._events, 1 << 20)
+            got = len(chunk)
+            self._buffer += chunk
+        if not got:
+            raise _Died
 
     def _read_fault(self) -> None:
         while True:
@@ -322,6 +375,7 @@ class UnitProcess:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        self._registry.discard(self)  # before reaping: while registered, its pid is surely still ours
         proc.wait()
         self._forget()
 
@@ -348,7 +402,6 @@ class UnitProcess:
         self._requests = self._events = self._fault = -1
         self._proc = None
         self._held.clear()
-        self._registry.discard(self)
 
     def close(self) -> None:
         """End the process: let it send what it still has to say, then stop its group."""
@@ -382,7 +435,8 @@ class UnitProcesses:
     def __init__(self) -> None:
         self._live: set[UnitProcess] = set()
         self._lock = threading.Lock()
-        self.stopping = False
+        self.generation = 1  # units made from now on may start processes ...
+        self.stopped = 0  # ... unless made at or before this generation (an interrupted run's)
         self.started = 0  # processes started so far (a fully cached run starts none)
 
     def unit(self, keep_outputs: bool = False) -> UnitProcess:
@@ -398,17 +452,14 @@ class UnitProcesses:
             self._live.discard(unit)
 
     def stop_all(self) -> None:
-        """Kill every live unit process (with what it started) and start no new one until :meth:`resume`."""
-        self.stopping = True
+        """Kill every live unit process (with what it started); the units made so far start no new one."""
         with self._lock:
-            live = list(self._live)
-        for unit in live:
-            proc = unit._proc
-            if proc is not None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-
-    def resume(self) -> None:
-        self.stopping = False
+            self.stopped = self.generation
+            self.generation += 1
+            for unit in self._live:
+                proc = unit._proc
+                if proc is not None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass

@@ -5,10 +5,11 @@ descriptors (requests in, events out, and a pipe for :mod:`faulthandler`'s
 dump after a fatal signal) and the environment variable that marks a unit
 runner, so that a pipeline module imported here cannot start a run of its own.
 
-It imports nothing of flowyml: a step's module brings what it uses. Its
-cost is Python's start-up, the step's own imports and the pickles, which is
-what ``bench/bench_isolation.py`` compares with a bare ``multiprocessing``
-spawn. Everything else a step needs (condition, cache, materialization,
+It imports nothing of flowyml (``flowyml_core.execution`` only to describe a
+step's exception): a step's module brings what it uses. Its cost is Python's
+start-up, ``logging`` (records go to the parent's handlers), the step's own
+imports and the pickles, which is what ``bench/bench_isolation.py`` compares
+with a bare ``multiprocessing`` spawn. Everything else a step needs (condition, cache, materialization,
 retries, the timeout) stays in the parent, in
 :func:`flowyml_core.execution.run_step`; here, one request is one attempt.
 
@@ -31,6 +32,7 @@ import pickle
 import struct
 import sys
 import threading
+import types
 from typing import Any
 
 HEADER = struct.Struct("<Q")
@@ -39,17 +41,29 @@ FLUSH_BYTES = 64 * 1024
 FLUSH_INTERVAL = 0.05
 
 
+class _NeedsValue(Exception):
+    pass
+
+
+class _ByReference(pickle.Pickler):
+    """Plain pickle, which gives up on a class or function of ``__main__``: it would name it by
+    reference, and the other process cannot resolve it (its ``__main__`` is not the script).
+    (Not called for plain bytes, str, numbers, lists, dicts...: large data costs nothing more.)"""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
+            raise _NeedsValue
+        return NotImplemented
+
+
 def dumps(obj: Any) -> bytes:
-    """Pickle ``obj``; things plain pickle cannot name (lambdas, classes of ``__main__``) go by value."""
+    """Pickle ``obj``; what plain pickle cannot name (lambdas, classes of ``__main__``) goes by value."""
+    buffer = io.BytesIO()
     try:
-        data = pickle.dumps(obj, protocol=5)
-        # Plain pickle names a class or function of __main__ by reference, which the other
-        # process cannot resolve (its __main__ is not the script): those go by value.
-        if b"__main__" not in data:
-            return data
-    except (pickle.PicklingError, TypeError, AttributeError):
-        pass
-    return dumps_by_value(obj)
+        _ByReference(buffer, protocol=5).dump(obj)
+        return buffer.getvalue()
+    except (_NeedsValue, pickle.PicklingError, TypeError, AttributeError):
+        return dumps_by_value(obj)
 
 
 _BY_VALUE: Any = None
@@ -63,7 +77,6 @@ def dumps_by_value(obj: Any) -> bytes:
     if _BY_VALUE is None:
         import collections
         import marshal
-        import types
 
         import cloudpickle
 
