@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
+import os
 from typing import Any, Mapping
 
 import attrs
@@ -36,6 +37,8 @@ def _isolation(_inst: Any, attribute: attrs.Attribute, value: str) -> None:
     if value not in ISOLATIONS:
         allowed = ", ".join(repr(v) for v in ISOLATIONS)
         raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
+    if value == "process" and os.name != "posix":
+        raise ValueError(f"{attribute.name} = 'process' needs Linux or macOS (process groups); use 'none' here")
 
 
 @attrs.define(frozen=True)

@@ -361,6 +361,8 @@ class UnitProcess:
     def _exited(self) -> bool:
         """Whether the process has ended, without reaping it (its pid must stay ours until the group is killed)."""
         assert self._proc is not None
+        if not hasattr(os, "waitid"):  # macOS: reaps it (its pid could then be reused before the kill)
+            return self._proc.poll() is not None
         try:
             return os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         except ChildProcessError:
