@@ -119,3 +119,19 @@ def make_tables(calls: CallLog) -> dict[str, object]:
     table = {"rows": list(range(5))}
     calls.record("make_table", object=id(table))
     return {"table": table, "unused": None}
+
+
+def _refuse_to_load() -> None:
+    raise RuntimeError("this object cannot be rebuilt here")
+
+
+class Unloadable:
+    """Pickles fine, fails when unpickled (as an object of a library the caller lacks would)."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse_to_load, ())
+
+
+def returns_unloadable(calls: CallLog) -> Unloadable:
+    calls.record("returns_unloadable")
+    return Unloadable()

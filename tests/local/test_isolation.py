@@ -271,6 +271,10 @@ def test_arguments_and_values_that_cannot_travel_are_named(isolated: LocalExecut
     back = isolated.execute_step(make_step(steps.returns_lock), {}, {"calls": calls})
     assert not back.success
     assert "step 'returns_lock' returned a value that cannot be sent back from its process" in back.error
+    unloadable = isolated.execute_step(make_step(steps.returns_unloadable, retry=1, retry_delay=0), {}, {"calls": calls})
+    assert not unloadable.success and unloadable.retries == 1
+    assert ("step 'returns_unloadable': what its process sent back cannot be loaded here: "
+            "RuntimeError: this object cannot be rebuilt here") in unloadable.error.splitlines()[0]
 
 
 MAIN_SCRIPT = '''

@@ -151,6 +151,17 @@ class _Died(Exception):
     pass
 
 
+class _Unloadable(Exception):
+    pass
+
+
+def _loads(frame: bytearray) -> tuple[Any, ...]:
+    try:
+        return pickle.loads(frame)
+    except Exception as exc:
+        raise _Unloadable from exc
+
+
 class UnitProcess:
     """The process of one execution unit, started at its first attempt and stopped with the unit.
 
@@ -231,6 +242,12 @@ class UnitProcess:
                     raise RemoteStepError(message[4], message[3])
                 elif kind == "fail":
                     raise _carried(StepProcessError(f"step {step.name!r} {message[2]}"))
+        except _Unloadable as problem:
+            # The process is fine, but what it sent cannot be loaded here (a class this one cannot import).
+            exc = problem.__cause__
+            raise _carried(StepProcessError(
+                f"step {step.name!r}: what its process sent back cannot be loaded here: {type(exc).__name__}: {exc}"
+            )) from None
         except TimeoutError:
             self._kill()
             # The in-process executor's words (flowyml_core.execution._call_with_timeout).
@@ -320,15 +337,15 @@ class UnitProcess:
             if self._filled < len(self._frame):
                 return None
             frame, self._frame = self._frame, None
-            return pickle.loads(frame)
+            return _loads(frame)
         if len(self._buffer) < HEADER.size:
             return None
         size = HEADER.unpack_from(self._buffer)[0]
         end = HEADER.size + size
         if len(self._buffer) >= end:
-            message = pickle.loads(memoryview(self._buffer)[HEADER.size:end])
+            frame = self._buffer[HEADER.size:end]
             del self._buffer[:end]
-            return message
+            return _loads(frame)
         if size > _LARGE:  # the rest is read straight into its place: no growing buffer, no copies
             self._frame = bytearray(size)
             self._filled = len(self._buffer) - HEADER.size
