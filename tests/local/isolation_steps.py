@@ -135,3 +135,16 @@ class Unloadable:
 def returns_unloadable(calls: CallLog) -> Unloadable:
     calls.record("returns_unloadable")
     return Unloadable()
+
+
+def forks(calls: CallLog) -> str:
+    """Forks a child that prints and logs (as a multiprocessing pool with fork does), then waits for it."""
+    calls.record("forks")
+    child = os.fork()
+    if child == 0:
+        print("from the forked child", flush=True)
+        logging.getLogger("isolation-test").warning("a warning from the forked child")
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    print("the child exited with", os.waitstatus_to_exitcode(status))
+    return "forked"

@@ -170,6 +170,15 @@ def test_printed_output_and_log_records_are_captured_as_in_process(isolated: Loc
     assert "to stdout\n" in ours.logs and "to stderr\n" in ours.logs and "more stdout\n" in ours.logs
 
 
+def test_a_step_that_forks_keeps_its_own_output_apart(isolated: LocalExecutor, calls: CallLog,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    result = isolated.execute_step(make_step(steps.forks), {}, {"calls": calls}, run_id="fork")
+    assert result.success, result.error
+    assert result.output == "forked" and result.logs == "the child exited with 0\n"
+    out, err = capfd.readouterr()  # the forked child writes to the terminal, as it would in process
+    assert "from the forked child" in out and "a warning from the forked child" in err
+
+
 def test_cache_keys_and_hits_are_those_of_in_process(isolated: LocalExecutor, in_process: LocalExecutor,
                                                      calls: CallLog, tmp_path: Path) -> None:
     pipelines = SamplePipelines(calls)

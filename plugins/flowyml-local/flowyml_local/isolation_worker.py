@@ -279,6 +279,20 @@ def _call(channel: Channel, request: tuple[Any, ...], func_blob: bytes, kwargs_b
     channel.send_bytes(data)
 
 
+def _forked() -> None:
+    """In a process a step forks (multiprocessing's default on Linux): leave the pipes alone.
+
+    Its writes would interleave with this process's messages, and the channel's
+    lock may have been copied while held. Its output goes to the terminal, as
+    the output of a forked child does in process (where it lands in a copy of
+    the step's capture buffer, never seen).
+    """
+    import logging
+
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    logging.getLogger().handlers[:] = [logging.StreamHandler(sys.__stderr__)]
+
+
 def main(argv: list[str] | None = None) -> None:
     requests, events, fault = (int(a) for a in (argv or sys.argv[1:4]))
     for fd in (requests, events, fault):
@@ -289,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     channel = Channel(events)
     sys.stdout = Forward(channel, 1, sys.__stdout__)
     sys.stderr = Forward(channel, 2, sys.__stderr__)
+    os.register_at_fork(after_in_child=_forked)
     threading.Thread(target=_watch, args=(channel, os.getppid()), name="flowyml-output", daemon=True).start()
     code = 0
     try:
