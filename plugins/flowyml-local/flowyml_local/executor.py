@@ -10,7 +10,6 @@ the same behaviour; this class only chooses *where* steps run. See
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import logging
 import os
@@ -77,7 +76,11 @@ class LocalExecutor(Executor):
         super().__init__(config if config is not None else LocalExecutorConfig())
         self.max_workers = self.config.max_workers
         self.isolation = self.config.isolation
-        self._processes: Any = None
+        self._processes: Any = None  # the live unit processes, with isolation = "process"
+        if self.isolation == "process":
+            from flowyml_local.isolation import UnitProcesses
+
+            self._processes = UnitProcesses()
 
     @property
     def processes_started(self) -> int:
@@ -86,13 +89,7 @@ class LocalExecutor(Executor):
 
     def _unit_process(self, keep_outputs: bool = False) -> Any:
         """A unit's process (started at its first attempt), or None in process."""
-        if self.isolation != "process":
-            return None
-        if self._processes is None:
-            from flowyml_local.isolation import UnitProcesses
-
-            self._processes = UnitProcesses()
-        return self._processes.unit(keep_outputs)
+        return None if self._processes is None else self._processes.unit(keep_outputs)
 
     def execute_step(
         self,
@@ -156,9 +153,10 @@ class LocalExecutor(Executor):
         """The core walk; with process isolation, an interrupted run (Ctrl-C) kills its processes."""
         if self.isolation != "process":
             return super().run_pipeline(pipeline, run_id, **kwargs)  # type: ignore[return-value]
+        import concurrent.futures
+
         from flowyml_core.walker import PipelineWalker
 
-        self._unit_process()  # the registry of live processes
         walker_args = {k: kwargs.get(k) for k in ("context", "cache_store", "artifact_store", "router", "run", "hooks")}
         # Our own pool: on an interrupt the walker must not wait for units whose processes we kill.
         pool = (concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="flowyml-unit")
