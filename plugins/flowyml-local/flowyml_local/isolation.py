@@ -182,6 +182,7 @@ class UnitProcess:
         self._frame: bytearray | None = None  # a large message being read into place
         self._filled = 0
         self._fault_text = bytearray()
+        self._fault_open = False
         self._poller: Any = None
         self._seq = 0
         self._functions: dict[int, tuple[Step, bytes]] = {}
@@ -302,6 +303,7 @@ class UnitProcess:
         self._poller = select.poll()
         self._poller.register(events_r, select.POLLIN)
         self._poller.register(fault_r, select.POLLIN)
+        self._fault_open = True
         self._registry.add(self)
         root = logging.getLogger()
         self._send(pickle.dumps({"sys_path": list(sys.path), "log_level": root.getEffectiveLevel()}, protocol=5))
@@ -365,12 +367,14 @@ class UnitProcess:
             raise _Died
 
     def _read_fault(self) -> None:
-        while True:
+        while self._fault_open:
             try:
                 chunk = os.read(self._fault, 65536)
             except BlockingIOError:
                 return
-            if not chunk:
+            if not chunk:  # closed: stop polling it (a closed pipe is always "ready")
+                self._poller.unregister(self._fault)
+                self._fault_open = False
                 return
             self._fault_text += chunk[-65536:]
             del self._fault_text[:-65536]
@@ -392,7 +396,7 @@ class UnitProcess:
             return
         try:
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+        except (ProcessLookupError, PermissionError):  # the whole group has already exited
             pass
         self._registry.discard(self)  # before reaping: while registered, its pid is surely still ours
         proc.wait()
