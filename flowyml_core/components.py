@@ -168,6 +168,15 @@ class CacheStore(Component):
     def get(self, key: str) -> CacheEntry | None:
         """The entry, or None on a miss. A corrupt or untrusted entry is a miss, logged."""
 
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The entry for ``key``, where its ``value`` is not needed (it may be None).
+
+        A remote run decides on the client which units are cached from the
+        entries' fingerprints alone; a store that can read an entry's metadata
+        without its value should override this so that deciding loads no data.
+        """
+        return self.get(key)
+
     @abc.abstractmethod
     def set_value(
         self, key: str, value: Any, step_name: str, code_hash: str, fingerprint: str | None = None

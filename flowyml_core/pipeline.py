@@ -175,11 +175,13 @@ def run_on_stack(
             run=run,
             hooks=hooks,
             stack_name=stack.name,
+            stack=stack,
             pipeline_module=source or pipeline.source(),
         )
         if isinstance(outcome, SubmissionResult):
+            outcome.observe(hooks, run)
             status = outcome.wait(timeout) if wait else ExecutionStatus.RUNNING
-            result = RunResult(run_id=run_id, status=status or ExecutionStatus.RUNNING, submission=outcome)
+            result = outcome.result(status, run_id)
         else:
             result = outcome
     except BaseException:

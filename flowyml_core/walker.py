@@ -60,6 +60,25 @@ def execute_unit(
     ]
 
 
+def skip_reason(step_name: str, result: ExecutionResult, not_run: str | None = None) -> str:
+    """Why the steps that consume the outputs of a skipped step are not run.
+
+    Name the cause, not the nearest victim: a chain below a failed step
+    reports that step all the way down (``not_run`` is the reason the skipped
+    step itself was not run, when an input was blocked).
+    """
+    if not_run is not None:
+        return not_run
+    if result.error:
+        return f"not run: upstream step {step_name!r} was not run ({result.error})"
+    return f"skipped: upstream step {step_name!r} was skipped"
+
+
+def failure_reason(step_name: str) -> str:
+    """Why the steps that consume the outputs of a failed step are not run."""
+    return f"not run: upstream step {step_name!r} failed"
+
+
 class PipelineWalker:
     def __init__(
         self,
@@ -76,7 +95,14 @@ class PipelineWalker:
         max_workers: int = 1,
         pool: concurrent.futures.Executor | None = None,
         unit_runner: Callable[..., list[ExecutionResult]] = execute_unit,
+        units: list[ExecutionUnit] | None = None,
+        assets: dict[str, Any] | None = None,
+        fingerprints: dict[str, str] | None = None,
+        blocked: dict[str, str] | None = None,
     ) -> None:
+        """``units`` (default: all of the pipeline's) are walked; ``assets``,
+        ``fingerprints`` and ``blocked`` are what earlier units, run elsewhere,
+        left: their values, and why those that will never exist do not."""
         self.executor = executor
         self.pipeline = pipeline
         self.run_id = run_id
@@ -96,9 +122,10 @@ class PipelineWalker:
         if hooks is not None and hooks.on_step_end.get_hookimpls():
             self._step_end = hooks.on_step_end
 
-        self.assets: dict[str, Any] = {}
-        self.fingerprints: dict[str, str] = {}
-        self.blocked: dict[str, str] = {}  # asset -> why it will never exist
+        self.units = units
+        self.assets: dict[str, Any] = dict(assets or {})
+        self.fingerprints: dict[str, str] = dict(fingerprints or {})
+        self.blocked: dict[str, str] = dict(blocked or {})  # asset -> why it will never exist
         self.not_run: dict[str, str] = {}  # step -> why it was not run (blocked input)
         self.results: dict[str, ExecutionResult] = {}
 
@@ -135,25 +162,22 @@ class PipelineWalker:
             self.results[step.name] = result
             if not result.success:
                 for asset in step.outputs:
-                    self.blocked[asset] = f"not run: upstream step {step.name!r} failed"
+                    self.blocked[asset] = failure_reason(step.name)
             elif result.skipped:
-                # Name the cause, not the nearest victim: a chain below a failed
-                # step reports that step all the way down.
-                if step.name in self.not_run:
-                    reason = self.not_run[step.name]
-                elif result.error:
-                    reason = f"not run: upstream step {step.name!r} was not run ({result.error})"
-                else:
-                    reason = f"skipped: upstream step {step.name!r} was skipped"
+                reason = skip_reason(step.name, result, self.not_run.get(step.name))
                 for asset in step.outputs:
                     self.blocked.setdefault(asset, reason)
             else:
-                assets = split_outputs(step, result.output)
-                self.assets.update(assets)
-                if result.output_fingerprint is not None:
-                    self.fingerprints.update(asset_fingerprints(step, result.output_fingerprint, assets))
+                self._keep_outputs(step, result)
             if self._step_end is not None:
                 self._step_end(run=self.run_info, result=result)
+
+    def _keep_outputs(self, step: Any, result: ExecutionResult) -> None:
+        """Make a finished step's outputs available to the units after it."""
+        assets = split_outputs(step, result.output)
+        self.assets.update(assets)
+        if result.output_fingerprint is not None:
+            self.fingerprints.update(asset_fingerprints(step, result.output_fingerprint, assets))
 
     def _execute(self, unit: ExecutionUnit) -> tuple[Callable[..., list[ExecutionResult]], tuple[Any, ...]] | list[ExecutionResult]:
         available, fps, blocked = self._inputs_of(unit)
@@ -165,7 +189,7 @@ class PipelineWalker:
     # -- walking -------------------------------------------------------------
     def run(self) -> RunResult:
         started = time.perf_counter()
-        units = self.pipeline.execution_units()
+        units = self.units if self.units is not None else self.pipeline.execution_units()
         if self.pool is None and self.max_workers == 1:
             for unit in units:
                 work = self._execute(unit)
