@@ -91,8 +91,8 @@ class Pipeline:
         Remote step runners re-import the pipeline from this reference.
         """
         module = sys.modules.get(self._module or "")
-        if module is None:
-            return None
+        if module is None or not all(part.isidentifier() for part in (self._module or "").split(".")):
+            return None  # "<run_path>", "<stdin>": nothing another process could import
         for attr, value in vars(module).items():
             if value is self:
                 if self._module == "__main__":
