@@ -39,9 +39,31 @@ def test_flowyml_run_follow_multi_group_pipeline(vertex_project, run_cli):
                      f"job {job} finished: completed"):
         assert expected in streamed, expected
     assert streamed.index("running prep") < streamed.index("running train") < streamed.index("running evaluate")
+    # The pipeline's own entries are merged in, in time order, and nothing is shown twice.
+    assert streamed.index("Task prep started") < streamed.index("running prep") < streamed.index("Task prep succeeded")
+    assert streamed.index("Task prep succeeded") < streamed.index("Task train started") < streamed.index("running train")
+    for line in ("running prep (load, clean)", "Task train started", "[fit] fitting the model"):
+        assert streamed.count(line) == 1, line
+
+    # `runs logs`: the same merge, each line with its task.
+    logs = run_cli("runs", "logs", job, "--stack", "vertex-local", cwd=vertex_project.path)
+    assert logs.returncode == 0, logs.stderr
+    text = logs.stdout
+    assert re.search(r"\[INFO\] \[prep\] running prep \(load, clean\)", text)
+    assert re.search(r"\[INFO\] \[train\] \[fit\] fitting the model", text)
+    assert re.search(r"\[INFO\] \[evaluate\] Task evaluate started", text)
+    assert text.index("Task prep started") < text.index("running prep") < text.index("Task train started")
+    assert text.count("running train (fit)") == 1 and text.count("finished: completed") == 0
+    assert text.rstrip().endswith(f"PipelineJob {job.rsplit('/', 1)[1]} succeeded")
+
+    # Task output is only under each task's CustomJob (ml_job), found through the job's task details.
+    fake = vertex_project.fake
+    task_jobs = {e["resource"]["labels"]["job_id"] for e in fake.log_entries if e["resource"]["type"] == "ml_job"}
+    assert len(task_jobs) == 3
+    filters = [r.body["filter"] for r in fake.requests_to("POST", r"/v2/entries:list$")]
+    assert any('resource.type="ml_job" AND resource.labels.job_id=("' in f and " OR " in f for f in filters)
 
     # Three tasks ran, in dependency order, each with its unit.
-    fake = vertex_project.fake
     ran = [(e.task_name, e.env["FLOWYML_STEP_NAMES"], e.returncode) for e in fake.executions]
     assert ran == [("prep", "load,clean", 0), ("train", "fit", 0), ("evaluate", "evaluate", 0)]
     assert all(e.env["FLOWYML_STACK"] == "vertex-local" and e.env["FLOWYML_RUN_ID"] == run_id for e in fake.executions)
