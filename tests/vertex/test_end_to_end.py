@@ -89,6 +89,7 @@ def test_failing_task_is_failed_with_its_error(vertex_project):
     assert "train" in details["error"]
     train = next(t for t in details["tasks"] if t["name"] == "train")
     assert "non-zero status of 1" in train["error"]
+    assert "/customJobs/" in train["custom_job"]
     assert any("fit exploded on purpose" in line for line in train["log_errors"])
     assert "fit exploded on purpose" in details["failed_tasks"]["train"]
     # the unit before the failure did its work

@@ -20,6 +20,7 @@ from flowyml_vertex.config import VertexConfig
 from flowyml_vertex.orchestrator import VertexAIOrchestrator
 
 from .conftest import PIPELINE_FILE, PIPELINE_REF, TEST_IMAGE, TEST_LOCATION, TEST_PROJECT
+from .test_compile import executor_of
 
 PY = sys.executable
 SCRIPT = (
@@ -157,8 +158,7 @@ def test_run_level_resources_size_the_units_without_their_own(fake_gcp_factory, 
     spec = fake.requests_to("POST", r"/pipelineJobs$")[0].body["pipelineSpec"]
 
     def limits(task):
-        label = spec["components"][spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]]["executorLabel"]
-        res = spec["deploymentSpec"]["executors"][label]["container"].get("resources", {})
+        res = executor_of(spec, task).get("resources", {})
         return res.get("resourceCpuLimit"), res.get("resourceMemoryLimit")
 
     assert limits("prep") == limits("evaluate") == ("16", "64Gi")  # no resources of their own

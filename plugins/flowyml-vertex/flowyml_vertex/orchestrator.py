@@ -193,6 +193,8 @@ class VertexAIOrchestrator(SubmissionMixin, LogsMixin, RemoteOrchestrator):
                     "error": task.error.message or None,
                     "start_time": _iso(task.start_time),
                     "end_time": _iso(task.end_time),
+                    # The CustomJob that ran the task's container: its logs are under it.
+                    "custom_job": task.executor_detail.container_detail.main_job or None,
                 })
             failed = [t for t in tasks if t["state"] == "FAILED"]
             if failed:

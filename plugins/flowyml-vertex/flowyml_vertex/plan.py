@@ -123,7 +123,9 @@ def plan_tasks(
     ``env_vars``), so a user variable never replaces one of the runner's.
     ``default_resources``: for units without resources of their own.
     ``single_job``: one container for all submitted units (a CustomJob),
-    its steps in topological order, sized for the largest of them.
+    its steps in topological order, sized for the largest of them;
+    ``env_for_unit`` then gets one :class:`StepGroup` named after the
+    pipeline that holds every submitted step.
     """
     all_units = pipeline.execution_units()
     chosen = all_units if units is None else _known_units(pipeline, all_units, units)

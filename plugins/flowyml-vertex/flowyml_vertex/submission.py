@@ -168,10 +168,7 @@ class SubmissionMixin:
             labels=labels,
             runtime_config=v1.PipelineJob.RuntimeConfig(gcs_output_directory=root),
         )
-        if cfg.service_account:
-            job.service_account = cfg.service_account
-        if cfg.network:
-            job.network = cfg.network
+        _run_as(job, cfg)
         if cfg.encryption_key:
             job.encryption_spec = v1.EncryptionSpec(kms_key_name=cfg.encryption_key)
         pipeline_job_id = job_id(pipeline.name, run_id)
@@ -220,10 +217,7 @@ class SubmissionMixin:
 
             pool.disk_spec = v1.DiskSpec(boot_disk_size_gb=max(100, -(-parse_memory(resources.disk_size) // 10**9)))
         job_spec = v1.CustomJobSpec(worker_pool_specs=[pool])
-        if cfg.service_account:
-            job_spec.service_account = cfg.service_account
-        if cfg.network:
-            job_spec.network = cfg.network
+        _run_as(job_spec, cfg)
         if cfg.staging_bucket:
             job_spec.base_output_directory = v1.GcsDestination(output_uri_prefix=cfg.staging_bucket)
         job = v1.CustomJob(display_name=title, job_spec=job_spec, labels=labels)
@@ -244,6 +238,14 @@ class SubmissionMixin:
                 "steps": list(plan.steps),
             },
         )
+
+
+def _run_as(target: Any, cfg: Any) -> None:
+    """The service account and VPC network a job runs with (a PipelineJob or a CustomJobSpec: same fields)."""
+    if cfg.service_account:
+        target.service_account = cfg.service_account
+    if cfg.network:
+        target.network = cfg.network
 
 
 def store_url(store: Any | None) -> str | None:
