@@ -117,3 +117,19 @@ def test_cancel_a_running_pipeline(vertex_project):
     assert sleeper.task_name == "prep" and sleeper.returncode != 0  # the sleeping step runner was killed
     with pytest.raises(FlowymlError, match="already finished \\(cancelled\\); nothing to cancel"):
         orchestrator.stop_run(job)
+
+
+def test_one_custom_job_runs_every_step_through_the_step_runner(vertex_project):
+    """submit = "custom_job": one container, every step in topological order, outputs in GCS."""
+    vertex_project.write_stacks(submit="custom_job")
+    stack = vertex_project.resolve()
+    result = run_on_stack(load_pipeline(PIPELINE_REF), stack, context={"factor": 2}, timeout=60, source=PIPELINE_REF)
+    assert result.status is ExecutionStatus.COMPLETED
+    assert "/customJobs/" in result.submission.job_id
+    [ran] = vertex_project.fake.executions
+    assert ran.env["FLOWYML_STEP_NAMES"] == "load,clean,fit,evaluate" and ran.returncode == 0
+    store = stack.artifact_store
+    assert store.load_artifact(result.run_id, "clean", "clean") == [2, 4, 6, 8, 10]
+    assert store.load_artifact(result.run_id, "evaluate", "metrics") == {"score": 0.6, "n_raw": 5}
+    logs = stack.executor.get_run_logs(result.submission.job_id)
+    assert "[fit] fitting the model" in logs
