@@ -39,9 +39,31 @@ def test_flowyml_run_follow_multi_group_pipeline(vertex_project, run_cli):
                      f"job {job} finished: completed"):
         assert expected in streamed, expected
     assert streamed.index("running prep") < streamed.index("running train") < streamed.index("running evaluate")
+    # The pipeline's own entries are merged in, in time order, and nothing is shown twice.
+    assert streamed.index("Task prep started") < streamed.index("running prep") < streamed.index("Task prep succeeded")
+    assert streamed.index("Task prep succeeded") < streamed.index("Task train started") < streamed.index("running train")
+    for line in ("running prep (load, clean)", "Task train started", "[fit] fitting the model"):
+        assert streamed.count(line) == 1, line
+
+    # `runs logs`: the same merge, each line with its task.
+    logs = run_cli("runs", "logs", job, "--stack", "vertex-local", cwd=vertex_project.path)
+    assert logs.returncode == 0, logs.stderr
+    text = logs.stdout
+    assert re.search(r"\[INFO\] \[prep\] running prep \(load, clean\)", text)
+    assert re.search(r"\[INFO\] \[train\] \[fit\] fitting the model", text)
+    assert re.search(r"\[INFO\] \[evaluate\] Task evaluate started", text)
+    assert text.index("Task prep started") < text.index("running prep") < text.index("Task train started")
+    assert text.count("running train (fit)") == 1 and text.count("finished: completed") == 0
+    assert text.rstrip().endswith(f"PipelineJob {job.rsplit('/', 1)[1]} succeeded")
+
+    # Task output is only under each task's CustomJob (ml_job), found through the job's task details.
+    fake = vertex_project.fake
+    task_jobs = {e["resource"]["labels"]["job_id"] for e in fake.log_entries if e["resource"]["type"] == "ml_job"}
+    assert len(task_jobs) == 3
+    filters = [r.body["filter"] for r in fake.requests_to("POST", r"/v2/entries:list$")]
+    assert any('resource.type="ml_job" AND resource.labels.job_id=("' in f and " OR " in f for f in filters)
 
     # Three tasks ran, in dependency order, each with its unit.
-    fake = vertex_project.fake
     ran = [(e.task_name, e.env["FLOWYML_STEP_NAMES"], e.returncode) for e in fake.executions]
     assert ran == [("prep", "load,clean", 0), ("train", "fit", 0), ("evaluate", "evaluate", 0)]
     assert all(e.env["FLOWYML_STACK"] == "vertex-local" and e.env["FLOWYML_RUN_ID"] == run_id for e in fake.executions)
@@ -67,6 +89,7 @@ def test_failing_task_is_failed_with_its_error(vertex_project):
     assert "train" in details["error"]
     train = next(t for t in details["tasks"] if t["name"] == "train")
     assert "non-zero status of 1" in train["error"]
+    assert "/customJobs/" in train["custom_job"]
     assert any("fit exploded on purpose" in line for line in train["log_errors"])
     assert "fit exploded on purpose" in details["failed_tasks"]["train"]
     # the unit before the failure did its work
@@ -94,3 +117,19 @@ def test_cancel_a_running_pipeline(vertex_project):
     assert sleeper.task_name == "prep" and sleeper.returncode != 0  # the sleeping step runner was killed
     with pytest.raises(FlowymlError, match="already finished \\(cancelled\\); nothing to cancel"):
         orchestrator.stop_run(job)
+
+
+def test_one_custom_job_runs_every_step_through_the_step_runner(vertex_project):
+    """submit = "custom_job": one container, every step in topological order, outputs in GCS."""
+    vertex_project.write_stacks(submit="custom_job")
+    stack = vertex_project.resolve()
+    result = run_on_stack(load_pipeline(PIPELINE_REF), stack, context={"factor": 2}, timeout=60, source=PIPELINE_REF)
+    assert result.status is ExecutionStatus.COMPLETED
+    assert "/customJobs/" in result.submission.job_id
+    [ran] = vertex_project.fake.executions
+    assert ran.env["FLOWYML_STEP_NAMES"] == "load,clean,fit,evaluate" and ran.returncode == 0
+    store = stack.artifact_store
+    assert store.load_artifact(result.run_id, "clean", "clean") == [2, 4, 6, 8, 10]
+    assert store.load_artifact(result.run_id, "evaluate", "metrics") == {"score": 0.6, "n_raw": 5}
+    logs = stack.executor.get_run_logs(result.submission.job_id)
+    assert "[fit] fitting the model" in logs
