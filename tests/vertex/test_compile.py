@@ -16,7 +16,7 @@ from flowyml_core.errors import FlowymlError
 from flowyml_core.grouping import unit_name, unit_steps
 from flowyml_vertex.compile import compile_pipeline_spec
 from flowyml_vertex.names import RESOURCE_ID, display_name, job_id, kfp_name, resource_id
-from flowyml_vertex.plan import context_json, plan_tasks, runner_env
+from flowyml_vertex.plan import plan_tasks
 
 from .conftest import PIPELINE_REF
 from .multi_group_pipeline import pipeline as multi_group
@@ -25,9 +25,17 @@ IMAGE = "europe-west1-docker.pkg.dev/acme/flowyml/app:0123abcd"
 
 
 def plan(pipeline, **kwargs):
-    env_for_unit = runner_env(pipeline.build(), run_id="run0123456789abc", pipeline_module=PIPELINE_REF,
-                              stack_name="gcp-prod", context_params={"factor": 3, "explode": False, "sleep_seconds": 0.0})
-    return plan_tasks(pipeline, **{"env_for_unit": env_for_unit, **kwargs})
+    """The tasks of a run, with each unit's environment from the core's RemoteRun (as run_pipeline does)."""
+    import tempfile
+
+    from flowyml_core.remote import RemoteRun
+    from flowyml_core.testing import DirArtifactStore, DirStoreConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        remote = RemoteRun(pipeline.build(), "run0123456789abc", pipeline_module=PIPELINE_REF, stack_name="gcp-prod",
+                           context={"factor": 3, "explode": False, "sleep_seconds": 0.0},
+                           artifact_store=DirArtifactStore(DirStoreConfig(path=tmp)))
+    return plan_tasks(pipeline, **{"env_for_unit": remote.unit_env, **kwargs})
 
 
 def compile_yaml(pipeline, tmp_path, **kwargs):
@@ -124,6 +132,8 @@ def test_extra_env_never_overrides_the_runner_contract(tmp_path):
 
 
 def test_parameters_must_be_json():
+    from flowyml_core.remote import context_json
+
     assert json.loads(context_json({"a": [1, 2], "b": None})) == {"a": [1, 2], "b": None}
     with pytest.raises(FlowymlError, match="run parameter\\(s\\) when .*JSON values"):
         context_json({"when": object(), "ok": 1})

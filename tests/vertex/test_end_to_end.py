@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from flowyml_core.errors import FlowymlError
 from flowyml_core.loader import load_pipeline
 from flowyml_core.pipeline import run_on_stack
 from flowyml_core.results import ExecutionStatus
+from flowyml_core.testing import StackParityContract
 
 from .conftest import PIPELINE_REF
 
@@ -30,7 +32,7 @@ def test_flowyml_run_follow_multi_group_pipeline(vertex_project, run_cli):
     run_id = re.search(r"pipelineJobs/vertex-multi-group-(\w+)$", job).group(1)
     assert job.startswith("projects/fake-project/locations/us-central1/pipelineJobs/")
     assert f"run {run_id}" in out.stdout
-    assert "status: completed" in out.stdout
+    assert f"run {run_id} completed" in out.stdout and "4 ran, 0 cached, 0 skipped, 0 failed" in out.stdout
 
     # The logs streamed while following: each unit's runner, the steps' own output, then the end.
     streamed = out.stdout[out.stdout.index("following"):]
@@ -133,3 +135,65 @@ def test_one_custom_job_runs_every_step_through_the_step_runner(vertex_project):
     assert store.load_artifact(result.run_id, "evaluate", "metrics") == {"score": 0.6, "n_raw": 5}
     logs = stack.executor.get_run_logs(result.submission.job_id)
     assert "[fit] fitting the model" in logs
+
+
+def test_quickstart_twice_then_with_a_new_parameter(vertex_project, run_cli):
+    """The issue's acceptance run: the second run submits nothing and says so; after --param epochs=...
+    only train, evaluate and report are submitted, and their outputs are right."""
+    import shutil
+
+    shutil.copy(Path(__file__).resolve().parents[2] / "examples" / "quickstart.py", vertex_project.path / "quickstart.py")
+    fake = vertex_project.fake
+
+    def flowyml_run(*params):
+        args = [a for p in params for a in ("--param", p)]
+        out = run_cli("run", "quickstart.py:pipeline", "--stack", "vertex-local", "--follow", "--timeout", "120",
+                      *args, cwd=vertex_project.path)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out
+
+    flowyml_run()
+    assert len(fake.requests_to("POST", r"/pipelineJobs$")) == 1
+    second = flowyml_run()
+    assert len(fake.requests_to("POST", r"/pipelineJobs$")) == 1, "the second run submitted a job"
+    assert "fully cached" in second.stdout and "nothing was built or submitted" in second.stdout
+
+    executions = len(fake.executions)
+    third = flowyml_run("epochs=7")
+    jobs = fake.requests_to("POST", r"/pipelineJobs$")
+    assert len(jobs) == 2
+    assert sorted(jobs[-1].body["pipelineSpec"]["root"]["dag"]["tasks"]) == ["evaluate", "report", "train"]
+    assert sorted(e.task_name for e in fake.executions[executions:]) == ["evaluate", "report", "train"]
+    assert "3 ran, 2 cached" in third.stdout
+
+    # Their outputs are those of a local run with the same parameter.
+    from flowyml_core.loader import load_pipeline
+    from flowyml_core.records import RunRecords
+
+    local = load_pipeline("quickstart.py:pipeline").run(stack="local", context={"epochs": 7})
+    run_id = re.search(r"run (\w+) completed", third.stdout).group(1)
+    stack = vertex_project.resolve()
+    records = RunRecords(stack.artifact_store, run_id)
+    report = records.read("report")
+    assert report.status == "completed"
+    assert records.load_output(report, "report", None) == local.outputs["report"]
+
+
+class TestVertexStackParity(StackParityContract):
+    """The parity contract on vertex-local: the executing fake Vertex AI, stores in the GCS emulator."""
+
+    @pytest.fixture
+    def parity_stack(self, vertex_project):
+        return {
+            "executor": vertex_project.executor_options(),
+            "artifact_store": vertex_project.store_options("parity-artifacts"),
+            "cache_store": vertex_project.store_options("parity-cache"),
+        }
+
+    @pytest.fixture
+    def routed_store(self, vertex_project):
+        return f"gs://{vertex_project.bucket}/parity-routed"
+
+    @pytest.fixture
+    def parity_env(self, vertex_project):
+        return {"STORAGE_EMULATOR_HOST": vertex_project.emulator_url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}

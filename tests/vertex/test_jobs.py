@@ -224,37 +224,6 @@ def test_names_vertex_would_refuse_are_made_valid(fake_gcp_factory, memory_store
     assert len(fake.requests_to("POST", r"/pipelineJobs$")) == 4
 
 
-def test_a_plan_with_no_units_submits_nothing(fake_gcp_factory, pipeline, memory_store):
-    fake = fake_gcp_factory()
-    for submit in ("pipeline", "custom_job"):
-        result = orchestrator_for(fake, submit=submit, image=None, registry="127.0.0.1:1/nowhere").run_pipeline(
-            pipeline, "cachedrun0000001", pipeline_module=PIPELINE_REF, artifact_store=memory_store, units=[])
-        assert result.status is ExecutionStatus.COMPLETED and result.run_id == "cachedrun0000001"
-    assert not fake.requests
-
-
-def test_a_caller_plan_submits_its_units_with_its_environment(fake_gcp_factory, pipeline, memory_store):
-    """What the core's cache check will do: submit only some units, each with the env it gives."""
-    from flowyml_core.grouping import unit_name, unit_steps
-
-    fake = fake_gcp_factory(image_map={TEST_IMAGE: [PY, "-c", "pass", "--"]})
-    prep, train, evaluate = pipeline.build().execution_units()
-
-    def env_for_unit(unit):
-        return {"FLOWYML_STEP_NAMES": ",".join(s.name for s in unit_steps(unit)), "FLOWYML_STACK_CONFIG": "{}",
-                "UNIT": unit_name(unit)}
-
-    submission = orchestrator_for(fake, env_vars={"MODE": "fast"}).run_pipeline(
-        pipeline, "partrun000000001", pipeline_module=PIPELINE_REF, artifact_store=memory_store,
-        units=[train, evaluate], env_for_unit=env_for_unit)
-    assert submission.wait(30) is ExecutionStatus.COMPLETED
-    assert [(e.task_name, e.env["UNIT"], e.env["MODE"], e.env["FLOWYML_STACK_CONFIG"]) for e in fake.executions] == [
-        ("train", "train", "fast", "{}"), ("evaluate", "evaluate", "fast", "{}")]
-    assert "FLOWYML_RUN_ID" not in fake.executions[0].env  # the caller's env replaces the default one
-    tasks = fake.requests_to("POST", r"/pipelineJobs$")[0].body["pipelineSpec"]["root"]["dag"]["tasks"]
-    assert "dependentTasks" not in tasks["train"] and tasks["evaluate"]["dependentTasks"] == ["train"]
-
-
 def test_failed_custom_job_reports_its_error(fake_gcp_factory, pipeline, memory_store):
     fake = fake_gcp_factory(base_env={"EXIT_CODE": "3"}, image_map=wrapped(SCRIPT))
     orchestrator = orchestrator_for(fake, submit="custom_job")

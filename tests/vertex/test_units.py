@@ -15,7 +15,7 @@ from flowyml_core.results import ExecutionStatus
 from flowyml_vertex.config import VertexConfig, is_loopback_url
 from flowyml_vertex.machines import choose_machine_type, gpu_request, normalize_gpu
 from flowyml_vertex.orchestrator import VertexAIOrchestrator
-from flowyml_vertex.submission import container_module
+from flowyml_core.remote import module_in_project
 from flowyml_vertex.states import JOB_STATES, PIPELINE_STATES, TASK_STATES, map_state, parse_job_name
 
 
@@ -207,9 +207,10 @@ def test_pipeline_file_is_made_relative_to_the_project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pipes").mkdir()
     (tmp_path / "pipes" / "p.py").write_text("")
-    assert container_module("pipes/p.py:pipeline", tmp_path) == "pipes/p.py:pipeline"
-    assert container_module(f"{tmp_path}/pipes/p.py:pipeline", tmp_path) == "pipes/p.py:pipeline"
-    assert container_module("pkg.mod:pipeline", tmp_path) == "pkg.mod:pipeline"
-    assert container_module(None, tmp_path) is None
+    assert module_in_project("pipes/p.py:pipeline", tmp_path) == "pipes/p.py:pipeline"
+    assert module_in_project(f"{tmp_path}/pipes/p.py:pipeline", tmp_path) == "pipes/p.py:pipeline"
+    assert module_in_project("pkg.mod:pipeline", tmp_path) == "pkg.mod:pipeline"
     with pytest.raises(FlowymlError, match="outside the project directory"):
-        container_module("/elsewhere/p.py:pipeline", tmp_path)
+        module_in_project("/elsewhere/p.py:pipeline", tmp_path)
+    with pytest.raises(FlowymlError, match="outside the project directory"):
+        module_in_project("../p.py:pipeline", tmp_path)

@@ -13,7 +13,6 @@ This module imports no Google or KFP code.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Iterable, Mapping
 
 import attrs
@@ -24,7 +23,7 @@ from flowyml_core.resources import ResourceConfig
 
 from flowyml_vertex.names import display_name, resource_id
 
-#: Builds the step runner's environment for one unit (the ``FLOWYML_*`` contract of ``flowyml step-runner``).
+#: Builds the step runner's environment for one unit (``flowyml_core.remote.RemoteRun.unit_env``).
 EnvForUnit = Callable[[ExecutionUnit], Mapping[str, str]]
 
 #: Task keys are cut here so that KFP's derived names stay short; duplicates get ``-2``, ``-3``…
@@ -45,45 +44,6 @@ class TaskPlan:
     @property
     def display_name(self) -> str:
         return display_name(self.unit)
-
-
-def context_json(params: Mapping[str, Any]) -> str:
-    """Run parameters as the JSON object step runners read from FLOWYML_CONTEXT."""
-    try:
-        return json.dumps(dict(params), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        bad = []
-        for key, value in params.items():
-            try:
-                json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError):
-                bad.append(key)
-        raise FlowymlError(
-            f"run parameter(s) {', '.join(sorted(bad)) or '?'} cannot be sent to Vertex AI: parameters of remote "
-            f"runs must be JSON values (str, int, float, bool, None, lists, dicts) ({exc})"
-        ) from None
-
-
-def runner_env(
-    pipeline: Any, *, run_id: str, pipeline_module: str, stack_name: str | None, context_params: Mapping[str, Any],
-) -> EnvForUnit:
-    """The default ``env_for_unit``: the variables ``flowyml step-runner`` reads, for each unit."""
-    params_json = context_json(context_params)
-
-    def env_for(unit: ExecutionUnit) -> dict[str, str]:
-        env = {
-            "FLOWYML_PIPELINE_MODULE": pipeline_module,
-            "FLOWYML_STEP_NAMES": ",".join(s.name for s in unit_steps(unit)),
-            "FLOWYML_RUN_ID": run_id,
-            "FLOWYML_EXECUTION_GROUP": unit_name(unit),
-            "FLOWYML_PIPELINE_NAME": pipeline.name,
-            "FLOWYML_CONTEXT": params_json,
-        }
-        if stack_name:
-            env["FLOWYML_STACK"] = stack_name
-        return env
-
-    return env_for
 
 
 def unit_resources(unit: ExecutionUnit, default: ResourceConfig | None = None) -> ResourceConfig | None:

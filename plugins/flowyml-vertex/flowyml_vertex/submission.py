@@ -13,17 +13,16 @@ artifact store, a missing pipeline root.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from flowyml_core.errors import FlowymlError
-from flowyml_core.grouping import ExecutionUnit
+from flowyml_core.remote import module_in_project
 from flowyml_core.resources import DockerConfig, ResourceConfig
-from flowyml_core.results import ExecutionStatus, RunResult, SubmissionResult
+from flowyml_core.results import RunResult, SubmissionResult
 
 from flowyml_vertex.names import display_name, job_id, label_value
-from flowyml_vertex.plan import EnvForUnit, TaskPlan, plan_tasks, runner_env
+from flowyml_vertex.plan import TaskPlan, plan_tasks
 
 logger = logging.getLogger("flowyml.vertex")
 
@@ -43,40 +42,43 @@ class SubmissionMixin:
         run_id: str,
         *,
         context: Any | None = None,
+        stack: Any | None = None,
         artifact_store: Any | None = None,
+        cache_store: Any | None = None,
+        router: Any | None = None,
         stack_name: str | None = None,
         pipeline_module: str | None = None,
         resources: ResourceConfig | None = None,
         docker_config: DockerConfig | None = None,
         package_path: str | Path | None = None,
-        units: Sequence[ExecutionUnit] | None = None,
-        env_for_unit: EnvForUnit | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        hooks: Any | None = None,
+        run: Any | None = None,
         **kwargs: Any,
     ) -> SubmissionResult | RunResult:
-        """Submit the pipeline and return its job at once; ``wait()`` polls it to the end.
+        """Submit the units that must run and return the job at once; ``wait()`` polls it to the end.
 
-        ``resources``: the default for units without resources of their own.
-        ``units`` (default: all) and ``env_for_unit`` (default: the step
-        runner's variables, see :func:`flowyml_vertex.plan.runner_env`) let a
-        caller submit only some units, each with the environment it gives.
-        When there is no unit to submit, nothing is built or submitted and the
-        run is complete.
+        The core's :class:`~flowyml_core.remote.RemoteRun` decides what runs:
+        units whose steps would all hit the cache are not submitted, and when
+        none is left nothing is built or submitted. ``resources``: the default
+        for units without resources of their own; ``inputs``: initial assets.
         """
-        from flowyml_core.context import Context
+        from flowyml_core.remote import RemoteRun
 
         project = self._require_project()
         pipeline.build()
         cfg = self.config
         single = cfg.submit == "custom_job"
-        params = Context.coerce(context).params if context is not None else pipeline.context.params
+        if stack is not None:
+            artifact_store, cache_store, router, stack_name = (
+                stack.artifact_store, stack.cache_store, stack.router, stack.name)
         context_dir = cfg.build_context
         if docker_config is not None and docker_config.build_context != ".":
             context_dir = docker_config.build_context
         build_context = Path(context_dir)
         explicit_image = (docker_config.image if docker_config else None) or cfg.image
         # Everything that can be refused is checked before an image is built (minutes) and pushed.
-        module = container_module(pipeline_module, Path.cwd() if explicit_image else build_context)
-        if module is None:
+        if not pipeline_module:
             raise FlowymlError(
                 f"pipeline {pipeline.name!r} cannot run on Vertex AI: flowyml does not know the file or module that "
                 "defines it, so the containers could not import it. Run it from a file, "
@@ -84,39 +86,53 @@ class SubmissionMixin:
                 "from the project, `flowyml run package.module:pipeline`, with the pipeline defined at the top "
                 "level of that file or module"
             )
-        artifact_root = store_url(artifact_store)
+        module = module_in_project(pipeline_module, Path.cwd() if explicit_image else build_context)
+        check_artifact_store(artifact_store, stack_name, shared_disk=single)
+        # One container that runs every step may keep a local store, and then it must run every step:
+        # records the client wrote on this machine's disk could not be read there.
+        local_store = is_local_path(store_url(artifact_store) or "")
+        remote = RemoteRun(
+            pipeline, run_id, pipeline_module=module, context=context, stack=stack, cache_store=cache_store,
+            artifact_store=artifact_store, router=router, stack_name=stack_name, inputs=inputs, resources=resources,
+            check_cache=not (single and local_store),
+        )
+        if not remote.tasks:
+            return remote.nothing_to_submit(hooks=hooks, run=run)
         env = dict(cfg.env_vars)
-        if artifact_root:
-            env["FLOWYML_ARTIFACT_ROOT"] = artifact_root
         if docker_config is not None:
             env.update(docker_config.env_vars)
-        plans = plan_tasks(
-            pipeline, units=units, base_env=env, default_resources=resources, single_job=single,
-            env_for_unit=env_for_unit or runner_env(
-                pipeline, run_id=run_id, pipeline_module=module, stack_name=stack_name, context_params=params),
-        )
-        if not plans:
-            logger.info("pipeline %r: every execution unit is done already; nothing to submit", pipeline.name)
-            return RunResult(run_id=run_id, status=ExecutionStatus.COMPLETED)
+        plans = plan_tasks(pipeline, units=[task.unit for task in remote.tasks], env_for_unit=remote.unit_env,
+                           base_env=env, default_resources=resources, single_job=single)
         submitted = sum(len(p.steps) for p in plans)
         logger.info(
             "pipeline %r: %d of its %d steps to run, as %s", pipeline.name, submitted, len(pipeline.steps),
             "one CustomJob" if single else f"a pipeline of {len(plans)} task(s)",
         )
-        # One container that runs every step needs no store the others can see.
-        one_container = len(plans) == 1 and submitted == len(pipeline.steps)
-        check_artifact_store(artifact_store, stack_name, shared_disk=one_container)
         pipeline_root = None if single else self._pipeline_root(artifact_store)
         image = explicit_image or self._build_image(docker_config, build_context)
         labels = {**cfg.labels, "flowyml-run-id": label_value(run_id), "flowyml-pipeline": label_value(pipeline.name)}
         title = display_name(pipeline.name, f"-{run_id}")
         if single:
-            return self._submit_custom_job(plans[0], run_id, project, image, title, labels)
-        from flowyml_vertex.compile import compile_pipeline_spec
+            job = self._submit_custom_job(plans[0], run_id, project, image, title, labels)
+        else:
+            from flowyml_vertex.compile import compile_pipeline_spec
 
-        spec = compile_pipeline_spec(pipeline.name, plans, image, package_path=package_path)
-        assert pipeline_root is not None
-        return self._submit_pipeline_job(pipeline, run_id, project, spec, title, labels, image, pipeline_root)
+            spec = compile_pipeline_spec(pipeline.name, plans, image, package_path=package_path)
+            assert pipeline_root is not None
+            job = self._submit_pipeline_job(pipeline, run_id, project, spec, title, labels, image, pipeline_root)
+        units = [task.name for task in remote.tasks]
+        return remote.submission(job.job_id, job.wait, metadata=job.metadata,
+                                 unit_failures=lambda: self.unit_failures(job.job_id, plans, units))
+
+    def unit_failures(self, job_id: str, plans: Sequence[TaskPlan], units: Sequence[str]) -> dict[str, str]:
+        """Why each failed unit failed, as Vertex and the task's logs tell it (for units that left no record)."""
+        details = self.get_run_details(job_id)
+        if details.get("kind") != "pipeline_job":
+            reason = details.get("error") or f"the CustomJob ended {details.get('status')}"
+            return dict.fromkeys(units, reason)
+        unit_of = {name: plan.unit for plan in plans for name in (plan.unit, plan.key, plan.display_name)}
+        return {unit_of.get(name, name): reason or "the task failed"
+                for name, reason in (details.get("failed_tasks") or {}).items()}
 
     def _build_image(self, docker_config: DockerConfig | None, build_context: Path) -> str:
         """Build the project into an image tagged by its content, push it, and return its reference."""
@@ -284,27 +300,3 @@ def check_artifact_store(store: Any | None, stack_name: str | None, *, shared_di
             "(artifact_store = { flavor = \"gcs\", url = \"gs://BUCKET/flowyml\" })"
         )
 
-
-def container_module(module: str | None, root: Path) -> str | None:
-    """The pipeline reference as the container sees it (project at its working directory).
-
-    ``file.py:attr`` paths are made relative to the project root; a file outside
-    the project would not be in the image, which is an error.
-    """
-    if not module:
-        return None
-    source, sep, attr = module.rpartition(":")
-    if not sep or not (source.endswith(".py") or "/" in source or os.sep in source):
-        return module
-    path = Path(source)
-    absolute = path if path.is_absolute() else (Path.cwd() / path)
-    try:
-        relative = absolute.resolve().relative_to(root.resolve())
-    except ValueError:
-        if path.is_absolute():
-            raise FlowymlError(
-                f"pipeline file {source} is outside the project directory {root.resolve()}, so the containers "
-                "cannot import it; run from the project directory with a relative path"
-            ) from None
-        return module
-    return f"{relative.as_posix()}:{attr}"
