@@ -9,13 +9,14 @@ trust rules are described there.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 
 from flowyml_local.backends import StoreBackend, backend_for
 from flowyml_local.fsstore import FsArtifactStore, StoreTrustOptions
 from flowyml_local.materializers import MaterializerSet
+from flowyml_local.portable import absolute_path_option
 
 
 @attrs.define(kw_only=True)
@@ -41,3 +42,7 @@ class LocalArtifactStore(FsArtifactStore):
 
     def _make_backend(self) -> StoreBackend:
         return backend_for(self.config.path, self.config.storage_options)
+
+    def portable_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The declared options for a unit elsewhere: a local path made absolute (see ``portable.py``)."""
+        return absolute_path_option(options, self.root)
