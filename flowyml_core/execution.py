@@ -136,6 +136,25 @@ def split_outputs(step: Step, value: Any) -> dict[str, Any]:
     )
 
 
+def result_assets(step: Step, result: ExecutionResult) -> dict[str, Any]:
+    """The assets a finished step hands downstream: none unless it succeeded and ran.
+
+    ``run_step`` has checked the contract already; an executor that does not use
+    it may return a success whose value breaks it, and then that step fails here,
+    as itself, rather than the run raising or a consumer missing an input.
+    """
+    if not result.success or result.skipped:
+        return {}
+    try:
+        return split_outputs(step, result.output)
+    except OutputContractError as exc:
+        result.success = False
+        result.error = str(exc)
+        result.output_fingerprint = None
+        logger.error("step %s failed: %s", step.name, exc, extra=_FAILURE_EXTRA)
+        return {}
+
+
 def asset_fingerprints(step: Step, output_fingerprint: str | None, assets: Mapping[str, Any]) -> dict[str, str]:
     """Fingerprints of each asset, derived from the output's (no re-hashing)."""
     if output_fingerprint is None:
@@ -458,6 +477,7 @@ def run_step_group(
             call_kwargs["all_outputs"] = available
         result = execute_step(step=step, inputs=kwargs, context_params=params, **call_kwargs)
         results.append(result)
+        assets = result_assets(step, result)
         if not result.success:
             for remaining in order[index + 1:]:
                 results.append(
@@ -474,7 +494,6 @@ def run_step_group(
                 blocked.setdefault(asset, f"skipped: upstream step {name!r} was skipped")
             continue
         # A None output is an asset like any other (as between units).
-        assets = split_outputs(step, result.output)
         available.update(assets)
         known_fps.update(asset_fingerprints(step, result.output_fingerprint, assets))
     return results

@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import logging
 import pickle
+import re
 import sys
 import types
 from pathlib import Path
@@ -223,8 +224,12 @@ def _feed_pickle(h: Any, value: Any) -> None:
     except RecursionError:
         raise
     except Exception as exc:  # pickle raises many kinds (PicklingError, TypeError, AttributeError...)
-        raise UnfingerprintableError(_type_name(value), f"{type(exc).__name__}: {exc}") from None
+        reason = _ADDRESS.sub("", f"{type(exc).__name__}: {exc}")
+        raise UnfingerprintableError(_type_name(value), reason) from None
     h.update(b".")
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # reprs in pickle's messages: not for people, nor stable
 
 
 class _Sink:

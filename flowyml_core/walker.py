@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from flowyml_core.calling import keyword_caller
 from flowyml_core.context import Context
-from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, split_outputs, step_params
+from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, result_assets, step_params
 from flowyml_core.grouping import ExecutionUnit, StepGroup, unit_name, unit_steps
 from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult
 
@@ -133,6 +133,7 @@ class PipelineWalker:
         for result in results:
             step = steps[result.step_name]
             self.results[step.name] = result
+            assets = result_assets(step, result)  # may turn a success that breaks its output contract into a failure
             if not result.success:
                 for asset in step.outputs:
                     self.blocked[asset] = f"not run: upstream step {step.name!r} failed"
@@ -148,7 +149,6 @@ class PipelineWalker:
                 for asset in step.outputs:
                     self.blocked.setdefault(asset, reason)
             else:
-                assets = split_outputs(step, result.output)
                 self.assets.update(assets)
                 if result.output_fingerprint is not None:
                     self.fingerprints.update(asset_fingerprints(step, result.output_fingerprint, assets))
