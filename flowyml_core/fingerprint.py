@@ -17,6 +17,7 @@ from __future__ import annotations
 import dis
 import hashlib
 import inspect
+import io
 import logging
 import pickle
 import re
@@ -34,17 +35,20 @@ def fingerprint(value: Any) -> str:
     """A hex digest that changes when ``value`` changes, and only then.
 
     Raises :class:`UnfingerprintableError` for a value whose content cannot be
-    read the same way in every process (a lock, a generator, a lambda): a
-    caller must then not cache, never key on something per-object.
+    read the same way in every process (a lock, a generator, a lambda, a list
+    that contains itself): a caller must then not cache, never key on
+    something per-object.
     """
+    return _digest(value).hex()
+
+
+def _digest(value: Any) -> bytes:
     h = hashlib.sha256()
     try:
-        _feed(h, value, {})
-    except UnfingerprintableError:
-        raise
+        _feed(h, value)
     except RecursionError:
         raise UnfingerprintableError(_type_name(value), "it is nested too deeply") from None
-    return h.hexdigest()
+    return h.digest()
 
 
 def combine(*parts: str) -> str:
@@ -58,22 +62,22 @@ def _type_name(value: Any) -> str:
 
 
 # -- the encoding ---------------------------------------------------------------------------
-# Each value feeds a one-letter tag and either a ``;``-terminated text (numbers), a
-# length-prefixed payload (strings, bytes) or a count followed by its items.
+# A value feeds a one-letter tag, then a ``;``-terminated text (numbers), a length-prefixed
+# payload (strings, bytes, pickles) or a fixed-size digest per item (sets).
 
 
-def _feed_str(h: Any, value: str, _active: dict[int, int]) -> None:
+def _feed_str(h: Any, value: str) -> None:
     data = value.encode("utf-8", "surrogatepass")
     h.update(b"s%d:" % len(data))
     h.update(data)
 
 
-def _feed_bytes(h: Any, value: bytes | bytearray, _active: dict[int, int]) -> None:
+def _feed_bytes(h: Any, value: bytes | bytearray) -> None:
     h.update(b"%s%d:" % (b"b" if type(value) is bytes else b"B", len(value)))
     h.update(value)
 
 
-def _feed_memoryview(h: Any, value: memoryview, _active: dict[int, int]) -> None:
+def _feed_memoryview(h: Any, value: memoryview) -> None:
     try:
         h.update(f"m{value.format}|{value.itemsize}|{value.shape}|{value.nbytes}:".encode())
         # hashlib reads only C-contiguous buffers; tobytes() copies any other layout in logical order.
@@ -82,33 +86,7 @@ def _feed_memoryview(h: Any, value: memoryview, _active: dict[int, int]) -> None
         raise UnfingerprintableError("memoryview", str(exc)) from None
 
 
-def _feed_sequence(h: Any, value: list[Any] | tuple[Any, ...], active: dict[int, int]) -> None:
-    ident = id(value)
-    if ident in active:  # a list that contains itself: name the level it refers back to
-        h.update(b"r%d;" % active[ident])
-        return
-    active[ident] = len(active)
-    h.update(b"%s%d;" % (b"l" if type(value) is list else b"t", len(value)))
-    for item in value:
-        _feed(h, item, active)
-    del active[ident]
-
-
-def _feed_dict(h: Any, value: dict[Any, Any], active: dict[int, int]) -> None:
-    ident = id(value)
-    if ident in active:
-        h.update(b"r%d;" % active[ident])
-        return
-    active[ident] = len(active)
-    # Insertion order is part of a dict's value for the step that iterates it.
-    h.update(b"d%d;" % len(value))
-    for key, item in value.items():
-        _feed(h, key, active)
-        _feed(h, item, active)
-    del active[ident]
-
-
-def _feed_set(h: Any, value: set[Any] | frozenset[Any], _active: dict[int, int]) -> None:
+def _feed_set(h: Any, value: set[Any] | frozenset[Any]) -> None:
     h.update(b"%s%d;" % (b"S" if type(value) is set else b"Z", len(value)))
     for digest in _sorted_digests(value):
         h.update(digest)
@@ -117,49 +95,40 @@ def _feed_set(h: Any, value: set[Any] | frozenset[Any], _active: dict[int, int])
 def _sorted_digests(items: set[Any] | frozenset[Any]) -> list[bytes]:
     """The items' digests in sorted order: iteration order follows ``hash()``, which
     for strings differs from process to process."""
-    digests = []
-    for item in items:
-        sub = hashlib.sha256()
-        _feed(sub, item, {})
-        digests.append(sub.digest())
-    digests.sort()
-    return digests
+    return sorted(map(_digest, items))
 
 
-_HANDLERS: dict[type, Callable[[Any, Any, dict[int, int]], None]] = {
-    type(None): lambda h, v, a: h.update(b"N"),
-    bool: lambda h, v, a: h.update(b"T" if v else b"F"),
-    int: lambda h, v, a: h.update(b"i%x;" % v),  # hex: no digit limit for big ints
-    float: lambda h, v, a: h.update(b"f" + v.hex().encode() + b";"),
-    complex: lambda h, v, a: h.update(b"c" + v.real.hex().encode() + b"," + v.imag.hex().encode() + b";"),
+_HANDLERS: dict[type, Callable[[Any, Any], None]] = {
+    type(None): lambda h, v: h.update(b"N"),
+    bool: lambda h, v: h.update(b"T" if v else b"F"),
+    int: lambda h, v: h.update(b"i%x;" % v),  # hex: no digit limit for big ints
+    float: lambda h, v: h.update(b"f" + v.hex().encode() + b";"),
+    complex: lambda h, v: h.update(b"c" + v.real.hex().encode() + b"," + v.imag.hex().encode() + b";"),
     str: _feed_str,
     bytes: _feed_bytes,
     bytearray: _feed_bytes,
     memoryview: _feed_memoryview,
-    list: _feed_sequence,
-    tuple: _feed_sequence,
-    dict: _feed_dict,
     set: _feed_set,
     frozenset: _feed_set,
 }
 
 
-def _feed(h: Any, value: Any, active: dict[int, int]) -> None:
+def _feed(h: Any, value: Any) -> None:
     kind = type(value)
     handler = _HANDLERS.get(kind)
     if handler is not None:
-        handler(h, value, active)
+        handler(h, value)
         return
     np = sys.modules.get("numpy")  # a numpy value means numpy is imported; never import it here
     if np is not None:
-        if kind is np.ndarray or kind is np.memmap:
-            _feed_array(h, value, np, active)
+        if _is_array(kind):
+            _feed_array(h, value, np)
             return
         if isinstance(value, np.generic):
             h.update(b"g")
-            _feed_array(h, np.asarray(value), np, active)
+            _feed_array(h, np.asarray(value), np)
             return
-    if isinstance(value, types.CodeType):
+    if kind is types.CodeType:
         h.update(b"k" + _code_digest(value).encode())
         return
     _feed_pickle(h, value)
@@ -184,12 +153,12 @@ def dtype_description(dtype: Any) -> str:
     return dtype.str
 
 
-def _feed_array(h: Any, array: Any, np: Any, active: dict[int, int]) -> None:
+def _feed_array(h: Any, array: Any, np: Any) -> None:
     dtype = array.dtype
     h.update(f"a{dtype_description(dtype)}|{array.shape};".encode())
     if dtype.hasobject or dtype.kind == "T":
         # Object (and variable-width string) arrays hold pointers: fingerprint the items.
-        _feed(h, array.tolist(), active)
+        _feed(h, array.tolist())
         return
     # Raw bytes through a uint8 view: the buffer protocol refuses datetime64/timedelta64
     # ("cannot include dtype 'M' in a buffer"); a view works for every fixed-size dtype.
@@ -197,35 +166,104 @@ def _feed_array(h: Any, array: Any, np: Any, active: dict[int, int]) -> None:
     h.update(contiguous.view(np.uint8).data)
 
 
-# -- everything else: a pickle made canonical --------------------------------------------------
+# -- everything else: a pickle without memo, made canonical where it has to be ---------------------
 class _Canonical(pickle.Pickler):
     """A pickler used only for digests, never loaded: it may write what it likes.
 
     ``persistent_id`` is consulted for every object, the built-in containers included
-    (``reducer_override`` is not), so sets inside any object are written in a
-    stable order and names from ``__main__`` under the name a step runner imports.
+    (``reducer_override`` is not), so sets inside any object are written in a stable
+    order, arrays and memoryviews by content whatever their layout, and names from
+    ``__main__`` under the name a step runner imports.
     """
 
     def persistent_id(self, obj: Any) -> Any:
         kind = type(obj)
+        if kind in _ATOMS:  # most objects: the cheapest possible answer
+            return None
         if kind is set or kind is frozenset:
             return (kind.__name__, tuple(_sorted_digests(obj)))
-        if kind is types.CodeType:
-            return ("code", _code_digest(obj))
+        if kind is memoryview or kind is types.CodeType or _is_array(kind):
+            return ("value", _digest(obj))
         if (isinstance(obj, type) or kind is types.FunctionType) and getattr(obj, "__module__", None) == "__main__":
             return ("global", qualified_name(obj))
         return None
 
 
-def _feed_pickle(h: Any, value: Any) -> None:
-    h.update(b"p")
+def _is_array(kind: type) -> bool:
+    np = sys.modules.get("numpy")
+    return np is not None and (kind is np.ndarray or kind is np.memmap)
+
+
+_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, tuple, list, dict})
+
+
+class _Culprit(_Canonical):
+    """Finds which object a failed pickle was at: the last one it was asked about."""
+
+    last: Any = None
+
+    def persistent_id(self, obj: Any) -> Any:
+        self.last = obj
+        return super().persistent_id(obj)
+
+
+def _culprit_type(value: Any) -> str:
+    """The type of the object inside ``value`` that cannot be pickled (only after a failure)."""
+    pickler = _Culprit(io.BytesIO(), protocol=5)
+    pickler.fast = True
     try:
-        _Canonical(_Sink(h), protocol=5).dump(value)
+        pickler.dump(value)
+    except Exception:  # the failure being explained; what matters is where it happened
+        pass
+    last = pickler.last
+    if last is None:
+        return _type_name(value)
+    return qualified_name(last) if isinstance(last, type) else _type_name(last)
+
+
+#: What a plain pickle may hold that would make it differ between equal values: sets (written
+#: in hash order; protocol 3 names them as globals, text that data rarely holds), numpy arrays
+#: (written by layout), ``__main__`` (named by its file elsewhere). Bytes that merely look like
+#: one only cost the slower, canonical pickle.
+_NOT_CANONICAL = (b"cbuiltins\nset\n", b"cbuiltins\nfrozenset\n", b"numpy", b"__main__")
+
+
+def _pickle(value: Any, pickler: type[pickle.Pickler], file: Any, protocol: int = 5) -> None:
+    p = pickler(file, protocol=protocol)
+    p.fast = True  # no memo: equal values pickle alike however their parts are shared
+    p.dump(value)
+
+
+def _feed_pickle(h: Any, value: Any) -> None:
+    """Containers and objects: a plain pickle when it is canonical (pickle's C speed), else
+    one through :class:`_Canonical` (a Python call per object)."""
+    buffer = io.BytesIO()
+    try:
+        _pickle(value, pickle.Pickler, buffer, protocol=3)
     except RecursionError:
+        raise
+    except Exception:  # something only the canonical pickler handles, or nothing does
+        data = None
+    else:
+        data = buffer.getvalue()
+        if any(marker in data for marker in _NOT_CANONICAL):
+            data = None
+    if data is not None:
+        h.update(b"p%d:" % len(data))
+        h.update(data)
+        return
+    h.update(b"q")
+    try:
+        _pickle(value, _Canonical, _Sink(h))
+    except RecursionError:
+        raise
+    except UnfingerprintableError:
         raise
     except Exception as exc:  # pickle raises many kinds (PicklingError, TypeError, AttributeError...)
         reason = _ADDRESS.sub("", f"{type(exc).__name__}: {exc}")
-        raise UnfingerprintableError(_type_name(value), reason) from None
+        if "cyclic" in reason:
+            raise UnfingerprintableError(_type_name(value), "it contains itself") from None
+        raise UnfingerprintableError(_culprit_type(value), reason) from None
     h.update(b".")
 
 
@@ -233,7 +271,7 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # reprs in pickle's messages: not 
 
 
 class _Sink:
-    """Pickle's output goes straight into the hash: no copy of a large pickle in memory."""
+    """The canonical pickle goes straight into the hash: no copy of a large pickle in memory."""
 
     __slots__ = ("write",)
 
@@ -309,10 +347,10 @@ def _code_digest(code: types.CodeType) -> str:
     h = hashlib.sha256()
     for field in ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_flags", "co_name",
                   "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_code", "co_exceptiontable"):
-        _feed(h, getattr(code, field, None), {})
+        _feed(h, getattr(code, field, None))
     h.update(b"consts")
     for const in code.co_consts:  # nested code objects (lambdas, comprehensions) recurse through _feed
-        _feed(h, const, {})
+        _feed(h, const)
     digest = _CODE_DIGESTS[code] = h.hexdigest()
     return digest
 

@@ -122,12 +122,19 @@ def test_containers_are_unambiguous():
     assert fingerprint({1, 2}) != fingerprint(frozenset({1, 2})) != fingerprint([1, 2])
 
 
-def test_a_list_that_contains_itself_is_fingerprinted():
+def test_a_list_that_contains_itself_cannot_be_fingerprinted():
     a: list = [1]
     a.append(a)
-    b: list = [1]
-    b.append(b)
-    assert fingerprint(a) == fingerprint(b) != fingerprint([1, [1]])
+    with pytest.raises(UnfingerprintableError, match="contains itself"):
+        fingerprint({"rows": a})
+
+
+def test_equal_values_have_equal_fingerprints_however_their_parts_are_shared():
+    row = ["x" * 3, [1.5, 2]]
+    shared = {"a": row, "b": row}
+    separate = {"a": ["x" * 3, [1.5, 2]], "b": ["xxx", [1.5, 2]]}
+    assert fingerprint(shared) == fingerprint(separate)
+    assert fingerprint(Holder({"a", "b"})) == fingerprint(Holder({"b", "a"}))
 
 
 SET_SCRIPT = """
@@ -177,6 +184,9 @@ def test_something_unfingerprintable_inside_a_container_names_the_inner_type():
     with pytest.raises(UnfingerprintableError) as info:
         fingerprint({"ok": 1, "lock": threading.Lock()})
     assert info.value.type_name == "_thread.lock"
+    with pytest.raises(UnfingerprintableError) as info:
+        fingerprint([Holder({1}), Holder(x for x in ())])
+    assert info.value.type_name == "generator"
 
 
 # -- code without a source file -------------------------------------------------------------------
