@@ -90,7 +90,8 @@ class Step:
         # function's result stored under the new source's hash.
         self._target, self._bound = _resolve(self.func)
         code = getattr(self._target, "__code__", None)
-        self._global_names = global_names(code) if isinstance(code, types.CodeType) else ()
+        if isinstance(code, types.CodeType):
+            self._global_names = tuple(n for n in global_names(code) if n not in _MODULE_MACHINERY)
         self._code_hash = combine(
             module_identity(self._target), code_fingerprint(self._target), f"version={self.version!r}"
         )
@@ -236,6 +237,14 @@ class Step:
                 self.name, where, exc.type_name, exc.reason,
             )
             return "type:" + exc.type_name
+
+
+#: Globals every module has, set by the import system: the module identity in the code hash
+#: already says which module it is, and ``__file__`` is an absolute path (another one in a
+#: container), ``__name__`` is ``__main__`` in a script and the file's stem elsewhere.
+_MODULE_MACHINERY = frozenset(
+    {"__file__", "__name__", "__spec__", "__loader__", "__package__", "__path__", "__cached__", "__builtins__"}
+)
 
 
 def _resolve(func: Callable[..., Any]) -> tuple[Any, tuple[tuple[str, Any], ...]]:

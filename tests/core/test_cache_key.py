@@ -47,6 +47,7 @@ ROWS = 3
 
 @step(inputs=["x"], outputs=["y"])
 def transform(x, scale=2):
+    assert __file__ and __name__  # set by the import system: another path in a container, __main__ in a script
     return [helper(v) * scale for v in x][:ROWS]
 
 KEY = transform.get_cache_key({"x": [1, 2]}, {"scale": 3})
