@@ -77,6 +77,7 @@ class Step:
     _target: Any = attrs.field(init=False, default=None)
     _bound: tuple[tuple[str, Any], ...] = attrs.field(init=False, default=())
     _global_names: tuple[str, ...] = attrs.field(init=False, default=())
+    _reads_values: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.func):
@@ -92,6 +93,10 @@ class Step:
         code = getattr(self._target, "__code__", None)
         if isinstance(code, types.CodeType):
             self._global_names = tuple(n for n in global_names(code) if n not in _MODULE_MACHINERY)
+        target = self._target
+        self._reads_values = bool(self._bound or self._global_names) or isinstance(target, types.FunctionType) and bool(
+            target.__closure__ or target.__defaults__ or target.__kwdefaults__
+        )
         self._code_hash = combine(
             module_identity(self._target), code_fingerprint(self._target), f"version={self.version!r}"
         )
@@ -171,7 +176,9 @@ class Step:
         the cache.
         """
         known = input_fingerprints or {}
-        parts = [self.name, self._code_hash, *self._reads()]
+        parts = [self.name, self._code_hash]
+        if self._reads_values:  # known when the step was made: most steps of a long chain read nothing
+            parts += self._reads()
         for key in sorted(inputs):
             parts.append(f"i:{key}={known.get(key) or self._value_fingerprint(inputs[key], 'input', key)}")
         # Only the parameters the function receives: a run-wide parameter the
