@@ -109,3 +109,20 @@ def test_a_foreign_executor_that_skips_the_check_still_fails_the_step_not_the_ru
     results = Careless().execute_step_group(group, {})
     assert not results[0].success and "returned a tuple of 3 items" in results[0].error
     assert results[1].skipped
+
+
+def test_a_cache_entry_that_does_not_match_the_outputs_is_a_miss(tmp_path: Path) -> None:
+    """An entry written before contracts were checked (same key) must not reach consumers."""
+    from flowyml_core.execution import run_step
+    from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
+
+    cache = LocalCacheStore(LocalCacheStoreConfig(path=str(tmp_path / "cache")))
+
+    @step(outputs=["model", "threshold"])
+    def fit():
+        return "m", 0.9
+
+    cache.set_value(fit.get_cache_key({}, {}), ("m", 0.9, "stale"), fit.name, fit.get_code_hash(), fingerprint="f" * 64)
+    result = run_step(fit, {}, {}, cache_store=cache)
+    assert result.success and not result.cached and result.output == ("m", 0.9)
+    assert run_step(fit, {}, {}, cache_store=cache).cached  # the entry it wrote instead
