@@ -331,6 +331,9 @@ def code_fingerprint(func: Callable[..., Any]) -> str:
         return _CODE_HASHES[(code, name)]
     try:
         text = "source:" + inspect.getsource(target)
+        if code is not None and code.co_name == "<lambda>":
+            # The source of a lambda is its whole line: two lambdas on one line need their code.
+            text += "\x1f" + _code_digest(code)
     except (OSError, TypeError):
         text = "code:" + _code_digest(code) if code is not None else "builtin"
     digest = combine(name, text)

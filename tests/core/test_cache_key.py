@@ -156,6 +156,11 @@ def test_factory_closures_have_a_key_per_captured_value():
     assert key(make(1)) != key(make(2))
 
 
+def test_two_lambdas_on_one_line_have_two_keys():
+    one, two = step(lambda: 1, name="same"), step(lambda: 2, name="same")  # one source line for both
+    assert key(one) != key(two)
+
+
 def test_defaults_and_keyword_defaults_are_in_the_key():
     def make(n, *, m):
         def compute(x=n, *, y=m):
