@@ -56,3 +56,22 @@ class RemoteStepError(Exception):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.description, self.original_repr))
+
+
+class UnfingerprintableError(FlowymlError):
+    """A value whose content cannot be digested the same way in every process.
+
+    A step whose key would need it is run without the cache (see
+    ``docs/reference/executor.md``, "Cache keys").
+    """
+
+    def __init__(self, type_name: str, reason: str, where: str | None = None) -> None:
+        what = f"{where} is a {type_name}, which" if where else f"a {type_name}"
+        super().__init__(f"{what} cannot be fingerprinted ({reason})")
+        self.type_name = type_name
+        self.reason = reason
+        self.where = where
+
+
+class OutputContractError(FlowymlError):
+    """A step's return value does not match the outputs it declares."""

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from flowyml_core.context import Context
-from flowyml_core.errors import FlowymlError
+from flowyml_core.errors import FlowymlError, UnfingerprintableError
 from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, step_params
 from flowyml_core.grouping import ExecutionUnit, StepGroup, unit_name, unit_steps
 from flowyml_core.records import OutputRef, RunRecords, StepRecord
@@ -216,7 +216,10 @@ class RemoteRun:
             kwargs, input_fps = bind_inputs(step, available, fps)
             if set(kwargs) - set(input_fps):
                 return None
-            key = step.get_cache_key(kwargs, step_params(self.context, step), input_fps)
+            try:
+                key = step.get_cache_key(kwargs, step_params(self.context, step), input_fps)
+            except UnfingerprintableError:  # run it; the unit itself warns that it cannot be cached
+                return None
             entry = lookup(key) if key else None
             if entry is None or entry.fingerprint is None:
                 return None
@@ -340,8 +343,9 @@ class _RecordWalker(PipelineWalker):
         self.launch = launch
         self.task_of = {task.name: task for task in remote.tasks}
 
-    def _keep_outputs(self, step: Any, result: ExecutionResult) -> None:
-        """Values stay where the units wrote them; :class:`RunOutputs` loads them on request."""
+    def _assets_of(self, step: Any, result: ExecutionResult) -> dict[str, Any]:
+        """None: values stay where the units wrote them; :class:`RunOutputs` loads them on request."""
+        return {}
 
     def _unit(self, _executor: Any, unit: ExecutionUnit, *_args: Any) -> list[ExecutionResult]:
         name = unit_name(unit)

@@ -261,6 +261,17 @@ class ExecutorContract:
             assert not self.execute(executor, step, context_params={"calls": calls}, cache_store=cache_store).success
         assert calls.count("boom") == 2
 
+    def test_outputs_other_than_declared_fail_that_step(self, executor: Any, calls: CallLog, cache_store: Any) -> None:
+        # samples.pair returns a 2-tuple, samples.as_dict the keys left and right.
+        for step, received in ((make_step(samples.pair, outputs=["a", "b", "c"]), "tuple of 2 items"),
+                               (make_step(samples.as_dict, outputs=["left", "middle"]), "missing 'middle'")):
+            for _ in range(2):  # and never cached
+                result = self.execute(executor, step, context_params={"calls": calls}, cache_store=cache_store)
+                assert not result.success and not result.cached, (step.outputs, result.output)
+                assert f"step {step.name!r} declares" in result.error and str(list(step.outputs)) in result.error
+                assert received in result.error
+        assert (calls.count("pair"), calls.count("as_dict")) == (2, 2)
+
     # -- artifacts --------------------------------------------------------------------------
     def test_outputs_are_materialized(self, executor: Any, calls: CallLog, artifact_store: Any) -> None:
         single = self.execute(executor, make_step(samples.double, outputs=["doubled"]), {"x": 4},
@@ -289,7 +300,7 @@ class ExecutorContract:
         results = self.execute_group(executor, group, context=Context(calls=calls))
         assert all(r.success and not r.skipped for r in results), [(r.step_name, r.error) for r in results]
         outputs = {r.step_name: r.output for r in results}
-        assert outputs == {"pair": (3, 4), "add": 7, "double": 14, "as_dict": {"left": 10, "right": 20, "extra": 99},
+        assert outputs == {"pair": (3, 4), "add": 7, "double": 14, "as_dict": {"right": 20, "left": 10},
                            "add_again": 30}
 
     def test_group_takes_inputs_from_outside(self, executor: Any, calls: CallLog) -> None:

@@ -284,7 +284,7 @@ def test_outputs_split_from_tuples_and_dicts_and_inputs_bound_by_position():
 
     @step(outputs=["c", "d"])
     def mapping():
-        return {"c": 3, "d": 4, "extra": 5}
+        return {"d": 4, "c": 3}  # by key, whatever the order (a key not declared is an error: test_output_contracts)
 
     @step(inputs=["a", "d"], outputs=["sum"])
     def add(x, y):  # names differ from the assets: bound by position
