@@ -71,7 +71,8 @@ def test_buckets_are_isolated(gcs_emulator, gcs_bucket, gcs_fs):
         gcs_fs.cat(f"{gcs_bucket}/dir/small.txt")
 
 
-def test_emulator_stop_kills_the_process():
+def test_emulator_stop_kills_the_process(gcs_emulator):
+    # gcs_emulator: only to skip (with its reason) where the emulator cannot run; this starts its own.
     emu = GcsEmulator().start()
     pid = emu.pid
     assert _pid_alive(pid)
@@ -329,7 +330,8 @@ def test_push_to_dead_registry_raises(docker_engine, busybox_image):
 
 
 @pytest.mark.docker
-def test_registry_stop_kills_the_process():
+def test_registry_stop_kills_the_process(docker_registry):
+    # docker_registry: only to skip (with its reason) where docker-registry cannot run; this starts its own.
     reg = LocalRegistry().start()
     pid, url = reg.pid, reg.url
     with urllib.request.urlopen(f"{url}/v2/", timeout=5) as resp:
