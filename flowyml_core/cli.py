@@ -42,9 +42,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     def text() -> str:
         if not plugins:
-            from flowyml_core.plugins import install_hint
+            from flowyml_core.plugins import install_command
 
-            return f"no flowyml plugins installed; {install_hint('flowyml-local')}"
+            return f"no flowyml plugins installed; the local components come with: {install_command('flowyml-local')}"
         lines = []
         for p in plugins:
             version = f" {p['version']}" if p["version"] else ""
@@ -231,9 +231,8 @@ def cmd_stack_validate(args: argparse.Namespace) -> int:
     except FlowymlError as exc:
         if not args.json:
             raise
-        # The same shape as a failed validate(): one problem per line of the error.
-        head, _, rest = str(exc).partition("\n  ")
-        problems = rest.split("\n  ") if rest else [head]
+        # The same shape as a failed validate(): one entry per problem.
+        problems = list(getattr(exc, "problems", None) or [str(exc)])
         _out({"name": name, "valid": False, "problems": problems, "error": str(exc)}, True, str)
         return 1
     problems = stack.validate()

@@ -209,5 +209,8 @@ def _plain(error: BaseException) -> str:
 
 
 def raise_problems(header: str, problems: list[str]) -> None:
+    """One ConfigError for all the problems; ``.problems`` keeps them as a list (for ``--json``)."""
     if problems:
-        raise ConfigError(header + ("\n  " + "\n  ".join(problems) if len(problems) > 1 else " " + problems[0]))
+        error = ConfigError(header + ("\n  " + "\n  ".join(problems) if len(problems) > 1 else " " + problems[0]))
+        error.problems = list(problems)  # type: ignore[attr-defined]
+        raise error

@@ -146,7 +146,7 @@ class Progress:
         from flowyml_core.stacks import printable
 
         self._write(
-            f"running {run.pipeline_name} on stack {printable(run.stack_name)} ({self.total} steps, run {run.run_id})\n"
+            f"running {run.pipeline_name} on stack {printable(str(run.stack_name))} ({self.total} steps, run {run.run_id})\n"
         )
 
     @hookimpl
