@@ -152,10 +152,6 @@ def _bound_to_inputs(step: Any) -> set[str]:
 
 
 # -- conversion ---------------------------------------------------------------------
-_TRUE = frozenset({"true", "yes", "on", "1"})
-_FALSE = frozenset({"false", "no", "off", "0"})
-
-
 def convert(text: str, kind: Any) -> Any:
     """``text`` as a value of ``kind``; ValueError says why it is not one.
 
@@ -178,6 +174,8 @@ def convert(text: str, kind: Any) -> Any:
                 errors.append(str(exc))
         raise ValueError(" and ".join(errors) or f"{text!r} is not valid")
     if kind is bool:
+        from flowyml_core.stacks import _FALSE, _TRUE  # the words stacks.toml accepts for booleans
+
         if text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
         raise ValueError(f"{text!r} is not true or false")

@@ -254,6 +254,7 @@ class Progress:
             self._write(f"  {name:<{width}} = {_short(value)}\n")
 
     def _report_failure(self, failed: Any) -> None:
+        self._write("")  # flushes what is above, so the error follows it on a shared terminal
         error = self._scrub(failed.error or "failed").rstrip("\n")
         first, _, rest = error.partition("\n")
         print(f"error: step {failed.step_name!r} failed: {first}", file=sys.stderr)
