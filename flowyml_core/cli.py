@@ -150,7 +150,6 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
 
 def cmd_stack_use(args: argparse.Namespace) -> int:
     from flowyml_core.stack_edit import use_stack
-
     from flowyml_core.stacks import printable
 
     path = use_stack(_registry(), args.name)
@@ -160,7 +159,7 @@ def cmd_stack_use(args: argparse.Namespace) -> int:
 
 def cmd_stack_add(args: argparse.Namespace) -> int:
     from flowyml_core.stack_edit import add_stack, parse_component_arg
-    from flowyml_core.stacks import COMPONENT_KINDS, parse_stack
+    from flowyml_core.stacks import COMPONENT_KINDS, parse_stack, printable
 
     components: dict[str, Any] = {}
     for kind in COMPONENT_KINDS:
@@ -177,8 +176,6 @@ def cmd_stack_add(args: argparse.Namespace) -> int:
         _check_flavors(spec, problems)
     if problems:
         raise FlowymlError("stack not added:\n  " + "\n  ".join(problems))
-    from flowyml_core.stacks import printable
-
     created = not registry.project_file.exists
     path = add_stack(registry, args.name, components)
     print(f"added stack {printable(args.name)} to {path}" + (" (new file)" if created else ""))

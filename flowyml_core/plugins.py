@@ -115,7 +115,9 @@ class Flavor:
             config = import_object(self.config) if self.config is not None else None
         except ImportError as exc:
             package = KNOWN_FLAVORS.get((self.kind, self.name)) or self.distribution or self.plugin
-            raise PluginError(f"{label} cannot be imported: {exc}. Reinstall it with: {install_command(package)}") from exc
+            raise PluginError(
+                f"{label} cannot be imported: {exc}. Reinstall it with: {install_command(package)}"
+            ) from exc
         except Exception as exc:  # a wrong "module:Name", or a module that fails while importing
             raise PluginError(
                 f"{label} cannot be imported: {type(exc).__name__}: {exc}. This is a bug in the plugin; "

@@ -142,12 +142,11 @@ class Progress:
     @hookimpl
     def on_run_start(self, run: Any) -> None:
         self.started = time.perf_counter()
-        self._filtered_logger.addFilter(self._filter)
         from flowyml_core.stacks import printable
 
-        self._write(
-            f"running {run.pipeline_name} on stack {printable(str(run.stack_name))} ({self.total} steps, run {run.run_id})\n"
-        )
+        self._filtered_logger.addFilter(self._filter)
+        stack = printable(str(run.stack_name))
+        self._write(f"running {run.pipeline_name} on stack {stack} ({self.total} steps, run {run.run_id})\n")
 
     @hookimpl
     def on_step_end(self, run: Any, result: Any) -> None:
@@ -273,7 +272,6 @@ class Progress:
             self._write(f"  {key}: {value}\n")
         self._write(f"status: {result.status.value}\n")
         return 1 if result.status.is_failed else 0
-
 
     # -- Ctrl-C ------------------------------------------------------------------
     def running_steps(self, frames: Iterable[Any]) -> tuple[list[str], bool]:
