@@ -108,7 +108,10 @@ def compile_pipeline_spec(
         import yaml
         from kfp import compiler, dsl
     except ImportError as exc:
-        raise FlowymlError(f"compiling for Vertex AI Pipelines needs kfp ({exc}); pip install flowyml-vertex") from exc
+        raise FlowymlError(
+            f"compiling for Vertex AI Pipelines needs kfp ({exc}); pip install flowyml-vertex "
+            "--find-links dist (in a flowyml checkout, after bash scripts/build-wheels.sh)"
+        ) from exc
     if not plans:
         raise FlowymlError(f"pipeline {pipeline_name!r} has no steps to submit")
 

@@ -72,7 +72,8 @@ class VertexAIOrchestrator(SubmissionMixin, LogsMixin, RemoteOrchestrator):
         missing = [m for m in ("google.cloud.aiplatform_v1", "google.cloud.logging", "kfp") if not _has_module(importlib.util, m)]
         if missing:
             problems.append(
-                f"the Vertex AI SDKs are not installed ({', '.join(missing)} missing); pip install flowyml-vertex"
+                f"the Vertex AI SDKs are not installed ({', '.join(missing)} missing); pip install flowyml-vertex "
+                "--find-links dist (in a flowyml checkout, after bash scripts/build-wheels.sh)"
             )
         if not self.config.image and not self.config.registry:
             problems.append("neither image (a pre-built image) nor registry (where to push a built one) is set")
