@@ -27,6 +27,19 @@ class TestDockerLocalStoresParity(StackParityContract):
 
 
 class TestDockerGcsParity(StackParityContract):
+    """The contract's runs that cross the stores most (a routed output, a fully cached rerun), on GCS.
+
+    The whole contract runs above on local stores; each run here costs the
+    same containers again, so only these are repeated.
+    """
+
+    test_run_parameters_reach_the_steps = None
+    test_rerun_after_a_parameter_change_runs_only_what_it_affects = None
+
+    @pytest.mark.parametrize("name", ["none_and_routed", "failure"])
+    def test_pipeline_matches_the_local_run(self, parity, name):
+        super().test_pipeline_matches_the_local_run(parity, name)
+
     @pytest.fixture
     def parity_stack(self, docker_python, gcs_bucket):
         gcs = {"endpoint": "${env:STORAGE_EMULATOR_HOST}", "token": "anon", "project": "fake-project"}

@@ -169,14 +169,17 @@ class UnitLauncher:
     # -- why it failed ------------------------------------------------------------------------
     def _start_failure(self, exc: Any, task: UnitTask, kwargs: Mapping[str, Any]) -> str:
         text = _explain(exc)
-        command = " ".join(kwargs.get("command") or [])
         if "executable file not found" in text or "no such file or directory" in text:
-            return (f"image {self.image} cannot run {command!r}: the command is not in the image ({text}); "
-                    "install flowyml-core in the image (add it to requirements), or set command to where it is")
+            return self._missing_command(kwargs, text)
         if "could not select device driver" in text:
             return (f"unit {task.name!r} asks for GPUs, and the docker engine has no GPU runtime ({text}); "
                     "install the NVIDIA container toolkit on the engine's host, or run without GPUs")
         return f"docker could not start the container of unit {task.name!r}: {text}"
+
+    def _missing_command(self, kwargs: Mapping[str, Any], detail: str) -> str:
+        command = " ".join(kwargs.get("command") or [])
+        return (f"image {self.image} cannot run {command!r}: the command is not in the image ({detail}); "
+                "install flowyml-core in the image (add it to requirements), or set command to where it is")
 
     def _explain_exit(self, code: int, state: Mapping[str, Any], tail: collections.deque[str], task: UnitTask,
                       kwargs: Mapping[str, Any]) -> str | None:
@@ -189,6 +192,8 @@ class UnitLauncher:
         if stop is not None and code in SIGNAL_EXITS:
             return f"stopped: {stop}"
         lines = [readable(line) for line in tail]
+        if code == 127 and any("tini" in line and "exec" in line for line in lines):  # docker's init could not exec it
+            return self._missing_command(kwargs, lines[-1])
         if any("No module named 'flowyml_core'" in line for line in lines):
             return (f"image {self.image} has no flowyml: No module named 'flowyml_core'; install flowyml-core in "
                     "the image (add it to requirements)")
