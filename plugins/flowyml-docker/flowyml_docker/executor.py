@@ -124,7 +124,21 @@ class DockerExecutor(RemoteOrchestrator):
                            inputs=kwargs.get("inputs"), resources=kwargs.get("resources"))
         if not remote.tasks:
             return remote.nothing_to_submit(hooks=hooks, run=run)
-        stack_name = getattr(stack, "name", None) or kwargs.get("stack_name")
+        launcher = self.launcher(remote, getattr(stack, "name", None) or kwargs.get("stack_name"))
+        create_handle(launcher.client, launcher.image, run_id=run_id, pipeline=pipeline.name,
+                      project=pipeline.project_name, units={t.name: list(t.steps) for t in remote.tasks},
+                      payload=remote.payload, labels=dict(cfg.labels), command=list(cfg.command))
+        session = _Session(remote, launcher, cfg.max_parallel, hooks, run)
+        self._sessions[run_id] = session
+        session.thread.start()
+        metadata = {"units": [t.name for t in remote.tasks], "cached_steps": sorted(remote.cached),
+                    "image": launcher.image, "built": launcher.built, "docker_host": self.engine}
+        return SubmissionResult(run_id, lambda timeout: self.wait(run_id, timeout), metadata,
+                                collect=lambda status, _hooks, _run: self._result(run_id))
+
+    def launcher(self, remote: RemoteRun, stack_name: str | None = None) -> UnitLauncher:
+        """What starts the run's units: everything checked and the image ready before the first one starts."""
+        cfg = self.config
         client = self.client(stack_name)
         cpus = client.info().get("NCPU")
         limits = {task.name: spec.container_limits(task, cpus) for task in remote.tasks}
@@ -134,8 +148,8 @@ class DockerExecutor(RemoteOrchestrator):
         secrets = spec.referenced_secrets(remote.payload, os.environ)
         key = spec.user_signing_key() if spec.needs_user_key(remote.payload) else None
         image, built = self._image(client, local)
-        labels = {**cfg.labels, spec.LABEL_RUN: run_id, spec.LABEL_PIPELINE: pipeline.name,
-                  spec.LABEL_PROJECT: pipeline.project_name}
+        labels = {**cfg.labels, spec.LABEL_RUN: remote.run_id, spec.LABEL_PIPELINE: remote.pipeline.name,
+                  spec.LABEL_PROJECT: remote.pipeline.project_name}
         common: dict[str, Any] = {
             "command": list(cfg.command), "environment": {**cfg.env_vars, **spec.private_env(secrets, key)},
             "labels": labels, "volumes": {**mounts, **spec.extra_volumes(cfg.volumes)}, "init": True,
@@ -144,18 +158,10 @@ class DockerExecutor(RemoteOrchestrator):
             common["network_mode"] = cfg.network
         if user:
             common["user"] = user
-        create_handle(client, image, run_id=run_id, pipeline=pipeline.name, project=pipeline.project_name,
-                      units={t.name: list(t.steps) for t in remote.tasks}, payload=remote.payload,
-                      labels=dict(cfg.labels), command=list(cfg.command))
-        launcher = UnitLauncher(client, image, run_id=run_id, records=remote.records, config=cfg, common=common,
-                                limits=limits, private=spec.private_archive(secrets, key, user))
-        session = _Session(remote, launcher, cfg.max_parallel, hooks, run)
-        self._sessions[run_id] = session
-        session.thread.start()
-        metadata = {"units": [t.name for t in remote.tasks], "cached_steps": sorted(remote.cached), "image": image,
-                    "built": built, "docker_host": self.engine}
-        return SubmissionResult(run_id, lambda timeout: self.wait(run_id, timeout), metadata,
-                                collect=lambda status, _hooks, _run: self._result(run_id))
+        launcher = UnitLauncher(client, image, run_id=remote.run_id, records=remote.records, config=cfg,
+                                common=common, limits=limits, private=spec.private_archive(secrets, key, user))
+        launcher.built = built
+        return launcher
 
     def _image(self, client: Any, local_engine: bool) -> tuple[str, bool | None]:
         """The image to run and whether it was built now (None: reused or built, per the registry)."""

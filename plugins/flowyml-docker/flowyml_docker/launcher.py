@@ -67,6 +67,7 @@ class UnitLauncher:
         self.private = private
         self.on_line = on_line
         self.started: list[str] = []  # unit names, in start order
+        self.built: bool | None = None  # whether the image was built for this run (None: not known)
 
     # -- the container's life ---------------------------------------------------------------
     def __call__(self, task: UnitTask) -> str | None:
