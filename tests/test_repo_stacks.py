@@ -74,7 +74,7 @@ def test_quickstart_on_the_shipped_docker_stack(run_cli, project, docker_engine,
     assert first.returncode == 0, first.stdout + first.stderr
     assert "status: completed" in first.stdout and "[5/5] report" in first.stdout
     assert "accuracy" in first.stdout  # the report step's own output, from its container
-    assert (project / ".flowyml" / "artifacts").is_dir()  # the local stores, bind-mounted at the same path
+    assert (project / ".flowyml" / "docker" / "artifacts").is_dir()  # local stores, bind-mounted at the same path
     before = len(client.containers.list(all=True))
     second = run_cli("run", "examples/quickstart.py:pipeline", "--stack", "docker", env=env, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr

@@ -42,6 +42,7 @@ logger = logging.getLogger("flowyml.docker")
 #: Lines of container output held for a ``--follow`` reader of this process.
 MAX_QUEUED_LINES = 10_000
 STOP_REASON = "stopped by request (flowyml runs stop)"
+INTERRUPT_REASON = "interrupted (Ctrl-C in the process walking the run)"
 
 
 class _Session:
@@ -215,7 +216,12 @@ class DockerExecutor(RemoteOrchestrator):
         session = self._session(job_id)
         if session is None:  # a run walked by another process: watch its records
             return self._wait_elsewhere(job_id, timeout)
-        session.thread.join(timeout)
+        try:
+            session.thread.join(timeout)
+        except KeyboardInterrupt:  # Ctrl-C where the run is walked: stop it rather than orphan its containers
+            logger.warning("run %s: interrupted; stopping its containers (Ctrl-C again to leave them)", job_id)
+            RunView(self.client(), job_id, self.engine).stop(INTERRUPT_REASON, self.config.stop_timeout)
+            raise
         if session.thread.is_alive():
             raise TimeoutError(f"run {job_id} is still running after {timeout}s")
         return self._result(job_id).status
