@@ -153,3 +153,16 @@ def test_independent_units_run_in_parallel(docker_project, pipes, docker_engine)
     latest_start = max(start for start, _ in spans)
     earliest_end = min(end for _, end in spans)
     assert latest_start < earliest_end, "some unit started only after another had finished: not in parallel"
+
+
+def test_on_a_remote_engine_a_built_image_is_pushed_to_the_registry(docker_project, docker_engine, docker_registry):
+    """This machine has no remote engine: the executor is asked for its image as it would be for one."""
+    stack = docker_project.stack(registry=docker_registry.address, image_name="flowyml-test/pushed")
+    client = docker_engine.client()
+    image, built = stack.executor._image(client, local_engine=False)
+    repository, _, tag = image.rpartition(":")
+    assert repository == f"{docker_registry.address}/flowyml-test/pushed"
+    assert docker_registry.tags("flowyml-test/pushed") == [tag]
+    again, _ = stack.executor._image(client, local_engine=False)
+    assert again == image  # same content, same tag: reused from the registry
+    assert docker_registry.tags("flowyml-test/pushed") == [tag]

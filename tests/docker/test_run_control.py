@@ -94,6 +94,10 @@ def test_logs_come_from_the_records_once_the_containers_are_removed(docker_proje
     assert (status.returncode, status.stdout.strip()) == (1, "failed")
     logs = run_cli("runs", "logs", "gone1", "--stack", "d", env=env)
     assert "step crash failed: exit code 7: " in logs.stdout and "about to exit with 7" in logs.stdout
+    again = run_cli("run", "dockerpipes.py:crashing", "--stack", "d", "--run-id", "gone1",
+                    cwd=docker_project.pipes_dir, env=env, timeout=300)
+    assert again.returncode == 1
+    assert again.stderr.startswith("error: run id 'gone1' was used before on this docker engine"), again.stderr
 
 
 def test_unknown_run_is_one_line(docker_project, run_cli):

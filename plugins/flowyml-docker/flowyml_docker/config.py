@@ -15,8 +15,6 @@ starts or is inspected.
 from __future__ import annotations
 
 import sys
-from typing import Any
-
 import attrs
 
 from flowyml_core.config import spec_field
@@ -138,7 +136,3 @@ class DockerExecutorConfig:
     @property
     def effective_base_image(self) -> str:
         return self.base_image or default_base_image()
-
-    def container_options(self) -> dict[str, Any]:
-        """The options that shape every container, for ``stack show`` and run details."""
-        return {"network": self.network, "user": self.user, "volumes": list(self.volumes), "remove": self.remove}

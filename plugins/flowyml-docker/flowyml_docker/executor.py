@@ -51,7 +51,7 @@ class _Session:
     def __init__(self, remote: RemoteRun, launcher: UnitLauncher, max_parallel: int, hooks: Any, run: Any) -> None:
         self.remote = remote
         self.launcher = launcher
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue(MAX_QUEUED_LINES)
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue(MAX_QUEUED_LINES)
         self.result: RunResult | None = None
         self.error: BaseException | None = None
         launcher.on_line = self.push
@@ -76,11 +76,6 @@ class _Session:
             write_end(self.remote.records, status)
         except Exception as exc:  # the run's result stands; other processes will see it as unfinished
             logger.warning("run %s: could not record its end (%s: %s)", self.remote.run_id, type(exc).__name__, exc)
-        finally:
-            try:
-                self.lines.put_nowait(None)
-            except queue.Full:
-                logger.debug("end of run %s not queued for --follow (queue full)", self.remote.run_id)
 
 
 class DockerExecutor(RemoteOrchestrator):
@@ -260,10 +255,11 @@ class DockerExecutor(RemoteOrchestrator):
             yield from RunView(self.client(), job_id, self.engine).stream(poll_interval or self.config.poll_interval)
             return
         while True:
-            item = session.lines.get()
-            if item is None:
-                break
-            yield item
+            try:
+                yield session.lines.get(timeout=self.config.poll_interval)
+            except queue.Empty:
+                if not session.thread.is_alive() and session.lines.empty():
+                    break
         status = self.get_run_status(job_id)
         yield entry(f"run {job_id} finished: {status.value}", is_finished=True, status=status.value)
 

@@ -51,8 +51,17 @@ def create_handle(client: Any, image: str, *, run_id: str, pipeline: str, projec
         **labels, spec.LABEL_RUN: run_id, spec.LABEL_ROLE: "run", spec.LABEL_PIPELINE: pipeline,
         spec.LABEL_PROJECT: project, spec.LABEL_UNITS: json.dumps(units), spec.LABEL_CLIENT: client_id(),
     }
-    return client.containers.create(image, command=command, name=handle_name(run_id), labels=all_labels,
-                                    environment=env, network_mode="none")
+    import docker
+
+    try:
+        return client.containers.create(image, command=command, name=handle_name(run_id), labels=all_labels,
+                                        environment=env, network_mode="none")
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:
+            raise
+        raise FlowymlError(f"run id {run_id!r} was used before on this docker engine (its handle "
+                           f"{handle_name(run_id)} exists); choose another --run-id, or remove the old run's "
+                           f"handle: docker rm {handle_name(run_id)}") from None
 
 
 def client_id() -> str:
@@ -170,7 +179,7 @@ class RunView:
             info["records"] = {name: {"status": r.status, "error": r.error} for name, r in records.items()}
             units[unit] = info
         return {"job_id": self.run_id, "pipeline": self.pipeline, "project": self.project,
-                "image": self.handle.image.tags[0] if self.handle.image.tags else self.handle.image.id,
+                "image": self.handle.attrs["Config"].get("Image"),
                 "handle": self.handle.name, "units": units}
 
     # -- logs -------------------------------------------------------------------------------

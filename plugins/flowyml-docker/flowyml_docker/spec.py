@@ -160,9 +160,9 @@ def store_mounts(payload: str | None, local_engine: bool, engine: str) -> dict[s
         )
     mounts: dict[str, dict[str, str]] = {}
     for _, path in sorted(paths, key=lambda item: item[1]):
+        os.makedirs(path, exist_ok=True)
         if any(path == kept or path.startswith(kept.rstrip("/") + "/") for kept in mounts):
             continue
-        os.makedirs(path, exist_ok=True)
         mounts[path] = {"bind": path, "mode": "rw"}
     return mounts
 
