@@ -89,6 +89,7 @@ class UnitLauncher:
 
     def _launch(self, task: UnitTask) -> str | None:
         import docker
+        import requests
 
         kwargs = dict(self.common)
         kwargs["environment"] = {**self.common.get("environment", {}), **task.env}
@@ -96,10 +97,12 @@ class UnitLauncher:
         kwargs.update(self.limits.get(task.name, {}))
         try:
             container = self._create(kwargs, task.name)
-        except docker.errors.APIError as exc:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             return f"docker could not create the container of unit {task.name!r}: {_explain(exc)}"
         try:
             return self._run(container, task, kwargs)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            return f"docker failed while running unit {task.name!r}: {_explain(exc)}"
         finally:
             if self.config.remove:
                 self._remove(container)
@@ -159,12 +162,13 @@ class UnitLauncher:
 
     def _remove(self, container: Any) -> None:
         import docker
+        import requests
 
         try:
             container.remove(force=True)
         except docker.errors.NotFound:
             logger.debug("container %s was removed already", container.short_id)
-        except docker.errors.APIError as exc:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             logger.warning("could not remove container %s: %s", container.short_id, _explain(exc))
 
     # -- why it failed ------------------------------------------------------------------------
