@@ -141,3 +141,15 @@ def test_a_code_change_builds_a_new_image_and_no_change_builds_nothing(docker_pr
     assert len(new_tags) == 2 and tag in new_tags
     store = docker_project.kit.resolve("d").artifact_store
     assert store.load_artifact("rebuilt1", "total", "total") == 42  # the new code ran: sum(range(7)) * 2
+
+
+def test_no_wait_returns_at_once_yet_the_process_finishes_the_walk(docker_project, run_cli):
+    """The process that started the run walks it: it exits only when the run ended (nothing is cut short)."""
+    env = {"FLOWYML_STACKS_FILE": str(docker_project.stacks_file)}
+    done = run_cli("run", "dockerpipes.py:sleepy", "--stack", "d", "--no-wait", "--param", "seconds=1",
+                   "--run-id", "nowait1", cwd=docker_project.pipes_dir, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "status: running" in done.stdout
+    assert "run nowait1 goes on: this process starts its remaining units" in done.stderr
+    status = run_cli("runs", "status", "nowait1", "--stack", "d", env=env)
+    assert status.stdout.strip() == "completed"

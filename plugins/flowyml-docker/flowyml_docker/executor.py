@@ -24,6 +24,7 @@ import os
 import queue
 import re
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,6 +46,48 @@ STOP_REASON = "stopped by request (flowyml runs stop)"
 INTERRUPT_REASON = "interrupted (Ctrl-C in the process walking the run)"
 
 
+_live: weakref.WeakSet[_Session] = weakref.WeakSet()
+_exit_hook = threading.Lock()
+_exit_hook_set = False
+
+
+def _finish_walks_at_exit() -> None:
+    """Let walks this process started end before it exits (``--no-wait``, ``--timeout``).
+
+    Registered with ``threading._register_atexit`` after ``concurrent.futures``
+    registered its own: those hooks run last-first, before non-daemon threads
+    are joined, so this runs while the walker's thread pool can still start
+    units (once ``concurrent.futures`` has shut its pools, nothing more could).
+    """
+    for session in list(_live):
+        if not session.thread.is_alive():
+            continue
+        run_id = session.remote.run_id
+        logger.warning("run %s goes on: this process starts its remaining units and exits when it ends "
+                       "(stop it with: flowyml runs stop %s --stack %s)", run_id, run_id,
+                       session.remote.stack_name or "STACK")
+        try:
+            session.thread.join()
+        except KeyboardInterrupt:  # Ctrl-C while waiting to exit: stop the run rather than orphan it
+            session.stop_running()
+            session.thread.join()
+
+
+def _keep_process_for_walks() -> None:
+    global _exit_hook_set
+    with _exit_hook:
+        if _exit_hook_set:
+            return
+        import concurrent.futures.thread  # noqa: F401  (its exit hook first, so that ours runs before it)
+
+        register = getattr(threading, "_register_atexit", None)
+        if register is None:  # not CPython 3.9+: the walk may stop at exit, as a daemon thread would
+            logger.debug("threading._register_atexit is missing: walks do not outlive the main thread")
+        else:
+            register(_finish_walks_at_exit)
+        _exit_hook_set = True
+
+
 class _Session:
     """One run walked by this process: its thread, its result, its output for ``stream_logs``."""
 
@@ -55,9 +98,16 @@ class _Session:
         self.result: RunResult | None = None
         self.error: BaseException | None = None
         launcher.on_line = self.push
-        # Not a daemon: the process waits for the run to end before exiting (see the module docstring).
+        # The process waits for the run to end before exiting (see _finish_walks_at_exit).
         self.thread = threading.Thread(target=self._walk, args=(max_parallel, hooks, run),
-                                       name=f"flowyml-docker-{remote.run_id}")
+                                       name=f"flowyml-docker-{remote.run_id}", daemon=True)
+        _keep_process_for_walks()
+        _live.add(self)
+
+    def stop_running(self) -> None:
+        """Stop the containers of this run that are running (after a stop request)."""
+        RunView(self.launcher.client, self.remote.run_id, "this engine").stop(
+            INTERRUPT_REASON, self.launcher.config.stop_timeout)
 
     def push(self, unit: str, line: str) -> None:
         try:
