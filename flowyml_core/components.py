@@ -104,9 +104,14 @@ class Executor(Component):
         router: Any | None = None,
         run: Any | None = None,
         hooks: Any | None = None,
+        inputs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> RunResult | SubmissionResult:
-        """Walk the execution units in dependency order with this executor's methods."""
+        """Walk the execution units in dependency order with this executor's methods.
+
+        ``inputs`` are initial assets: a step whose parameter has the name of
+        one receives it (as in the seed's groups).
+        """
         from flowyml_core.walker import PipelineWalker
 
         return PipelineWalker(
@@ -120,6 +125,7 @@ class Executor(Component):
             run=run,
             hooks=hooks,
             max_workers=self.max_workers,
+            initial=inputs,
         ).run()
 
 
@@ -232,3 +238,11 @@ class Router(Component):
         return_type: Any = None,
     ) -> str | None:
         """Store ``output`` and return its URI when a rule matches, else None."""
+
+    def load(self, uri: str) -> Any:
+        """Read back an output this router stored at ``uri``.
+
+        Needed when units run elsewhere: a downstream unit finds a routed
+        output through its producer's record and loads it here.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot load what it routed")

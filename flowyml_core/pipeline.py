@@ -151,8 +151,12 @@ def run_on_stack(
     timeout: float | None = None,
     source: str | None = None,
     registry: Any | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> RunResult:
-    """Run ``pipeline`` on a resolved stack, calling the observer hooks around it."""
+    """Run ``pipeline`` on a resolved stack, calling the observer hooks around it.
+
+    ``inputs`` are initial assets, given to steps whose parameters have their names.
+    """
     from flowyml_core.calling import keyword_caller
     from flowyml_core.execution import Run
     from flowyml_core.plugins import get_registry
@@ -177,6 +181,7 @@ def run_on_stack(
             stack_name=stack.name,
             stack=stack,
             pipeline_module=source or pipeline.source(),
+            inputs=inputs,
         )
         if isinstance(outcome, SubmissionResult):
             outcome.observe(hooks, run)

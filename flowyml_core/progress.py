@@ -184,9 +184,9 @@ class Progress:
         """Print the closing lines; return the exit code of ``flowyml run``."""
         self._filtered_logger.removeFilter(self._filter)
         self._clear_status()
-        if result.submission is not None:
-            return self._remote_summary(result, stack)
         steps = list(result.steps.values())
+        if result.submission is not None and not steps:  # not waited for, or no per-step results
+            return self._remote_summary(result, stack)
         ran = sum(1 for r in steps if r.success and not r.cached and not r.skipped)
         cached = sum(1 for r in steps if r.cached)
         skipped = sum(1 for r in steps if r.skipped)
@@ -196,11 +196,15 @@ class Progress:
             head = f"run {result.run_id} FAILED in {format_duration(elapsed)}: {counts}"
         elif steps and cached == len(steps):
             head = f"run {result.run_id} completed in {format_duration(elapsed)}, fully cached: all {cached} steps came from the cache"
+            if _is_remote(stack):
+                head += "; nothing was built or submitted"
         else:
             head = f"run {result.run_id} completed in {format_duration(elapsed)}: {counts}"
         self._write(head + "\n")
+        if result.submission is not None:
+            self._write(f"job: {result.submission.job_id} on stack {stack.name}\n")
         self._write_locations(result, stack, steps, cached)
-        if not failed:
+        if not failed and not _is_remote(stack):  # a remote run's values stay in its stores until asked for
             self._write_results(result)
         for bad in failed:
             self._report_failure(bad)
@@ -247,6 +251,12 @@ class Progress:
             self._write(f"  {key}: {value}\n")
         self._write(f"status: {result.status.value}\n")
         return 1 if result.status.is_failed else 0
+
+
+def _is_remote(stack: Any) -> bool:
+    from flowyml_core.components import RemoteOrchestrator
+
+    return isinstance(getattr(stack, "executor", None), RemoteOrchestrator)
 
 
 def _common_root(uris: list[str]) -> str:

@@ -254,10 +254,13 @@ class RunRecords:
             assets = split_outputs(step, entry.value)
             return assets[asset] if asset in assets else entry.value
         if ref.kind == "routed":
-            if router is None or not hasattr(router, "load"):
-                raise RecordError(f"{where} was written by the stack's router to {ref.uri}, but this stack's "
-                                  "router cannot load it back (it has no load method)")
-            return router.load(ref.uri)
+            if router is None:
+                raise RecordError(f"{where} was written by a router to {ref.uri}, but this stack has no router")
+            try:
+                return router.load(ref.uri)
+            except NotImplementedError:
+                raise RecordError(f"{where} was written by the stack's router to {ref.uri}, and that router cannot "
+                                  "load it back (it does not implement Router.load)") from None
         if ref.kind == "artifact":
             try:
                 return self.store.load(ref.uri)

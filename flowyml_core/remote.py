@@ -137,7 +137,10 @@ class RemoteRun:
         stack_name: str | None = None,
         inputs: Mapping[str, Any] | None = None,
         resources: ResourceConfig | None = None,
+        check_cache: bool = True,
     ) -> None:
+        """``check_cache=False`` submits every unit (each still checks the cache where it runs):
+        for an executor whose one container cannot read records the client writes."""
         pipeline.build()
         self.pipeline = pipeline
         self.run_id = run_id
@@ -155,10 +158,10 @@ class RemoteRun:
         self.has_inputs = bool(inputs)
         self.cached: dict[str, StepRecord] = {}
         self.tasks: list[UnitTask] = []
-        self._plan(inputs or {})
+        self._plan(inputs or {}, check_cache and cache_store is not None)
 
     # -- planning ---------------------------------------------------------------------------
-    def _plan(self, inputs: Mapping[str, Any]) -> None:
+    def _plan(self, inputs: Mapping[str, Any], check_cache: bool) -> None:
         known: dict[str, str] = {}
         if inputs:
             known.update({name: ref.fingerprint or "" for name, ref in self.records.write_inputs(inputs).outputs.items()})
@@ -170,7 +173,7 @@ class RemoteRun:
             steps = unit_steps(unit)
             for step in steps:
                 owner[step.name] = name
-            hits = self._cached_unit(unit, known) if self.cache_store is not None else None
+            hits = self._cached_unit(unit, known) if check_cache else None
             if hits is not None:
                 for record in hits:
                     self.records.write(record)
@@ -185,7 +188,7 @@ class RemoteRun:
             submitted.add(name)
             resources = unit.aggregated_resources if isinstance(unit, StepGroup) else unit.resources
             task = UnitTask(name, unit, tuple(s.name for s in steps), tuple(after), resources or self.default_resources)
-            task.env = self.unit_env(task)
+            task.env = self.unit_env(unit)
             self.tasks.append(task)
         if self.cached:
             logger.info("run %s: %d of %d steps are cached (%s); %s", self.run_id, len(self.cached),
@@ -227,14 +230,18 @@ class RemoteRun:
         known.update(fps)
         return records
 
-    def unit_env(self, task: UnitTask) -> dict[str, str]:
-        """The ``FLOWYML_*`` variables of ``flowyml step-runner`` for one unit (no secret values)."""
+    def unit_env(self, unit: ExecutionUnit) -> dict[str, str]:
+        """The ``FLOWYML_*`` variables of ``flowyml step-runner`` for one unit (no secret values).
+
+        ``unit`` may also be a group of several units' steps (one job that
+        runs them all): the step runner walks them as the local executor does.
+        """
         env = {
             "PYTHONUNBUFFERED": "1",
             "FLOWYML_PIPELINE_MODULE": self.module,
-            "FLOWYML_STEP_NAMES": ",".join(task.steps),
+            "FLOWYML_STEP_NAMES": ",".join(s.name for s in unit_steps(unit)),
             "FLOWYML_RUN_ID": self.run_id,
-            "FLOWYML_EXECUTION_GROUP": task.name,
+            "FLOWYML_EXECUTION_GROUP": unit_name(unit),
             "FLOWYML_PIPELINE_NAME": self.pipeline.name,
             "FLOWYML_PROJECT_NAME": self.pipeline.project_name,
             "FLOWYML_CONTEXT": self.params_json,

@@ -154,8 +154,9 @@ class UnitRunner:
         units = self._units(pipeline)
         context = pipeline.context.with_updates(self._params())
         assets, fingerprints, blocked = self._inputs(pipeline, units, stack)
+        initial = self._initial(units, stack)
         logger.info("running %s (%s) of run %s on stack %s", self.group, ", ".join(self.names), self.run_id, stack.name)
-        return self._walk(pipeline, units, context, stack, assets, fingerprints, blocked)
+        return self._walk(pipeline, units, context, stack, assets, fingerprints, blocked, initial)
 
     # -- set-up ---------------------------------------------------------------------------
     def _stack(self) -> Any:
@@ -209,8 +210,6 @@ class UnitRunner:
     def _inputs(self, pipeline: Any, units: list[Any], stack: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
         """Values, fingerprints and blocked reasons of what the units need from upstream records."""
         from flowyml_core.grouping import unit_steps
-        from flowyml_core.records import INPUTS_RECORD
-        from flowyml_core.remote import INPUTS_ENV
         from flowyml_core.walker import failure_reason
 
         dag = pipeline.dag
@@ -225,14 +224,6 @@ class UnitRunner:
         fingerprints: dict[str, str] = {}
         blocked: dict[str, str] = {}
         stores = {"cache_store": stack.cache_store, "router": stack.router}
-        if self.environ.get(INPUTS_ENV):
-            initial = self.records.read(INPUTS_RECORD)
-            params = {p for s in steps for p in s.param_names}
-            for name, ref in (initial.outputs.items() if initial else ()):
-                if name in params:
-                    assets[name] = self.records.load_output(initial, name, None, **stores)
-                    if ref.fingerprint:
-                        fingerprints[name] = ref.fingerprint
         read: dict[str, Any] = {}
         for asset in need:
             producer = dag.producers[asset]
@@ -253,9 +244,24 @@ class UnitRunner:
                 fingerprints[asset] = ref.fingerprint
         return assets, fingerprints, blocked
 
+    def _initial(self, units: list[Any], stack: Any) -> dict[str, Any]:
+        """The run's initial assets that the units' steps take by parameter name."""
+        from flowyml_core.grouping import unit_steps
+        from flowyml_core.records import INPUTS_RECORD
+        from flowyml_core.remote import INPUTS_ENV
+
+        if not self.environ.get(INPUTS_ENV):
+            return {}
+        record = self.records.read(INPUTS_RECORD)
+        if record is None:
+            raise FlowymlError(f"run {self.run_id} has initial inputs, but their record is missing")
+        params = {p for u in units for s in unit_steps(u) for p in s.param_names}
+        return {name: self.records.load_output(record, name, None, cache_store=stack.cache_store, router=stack.router)
+                for name in record.outputs if name in params}
+
     # -- running ---------------------------------------------------------------------------
     def _walk(self, pipeline: Any, units: list[Any], context: Any, stack: Any, assets: dict[str, Any],
-              fingerprints: dict[str, str], blocked: dict[str, str]) -> int:
+              fingerprints: dict[str, str], blocked: dict[str, str], initial: dict[str, Any]) -> int:
         from flowyml_core.grouping import unit_name, unit_steps
         from flowyml_core.walker import PipelineWalker
 
@@ -264,7 +270,7 @@ class UnitRunner:
         walker = PipelineWalker(
             executor, pipeline, self.run_id, context=context, cache_store=stack.cache_store,
             artifact_store=stack.artifact_store, router=stack.router, units=units, assets=assets,
-            fingerprints=fingerprints, blocked=blocked,
+            fingerprints=fingerprints, blocked=blocked, initial=initial,
         )
         result = walker.run()
         failed = False

@@ -13,7 +13,7 @@ import heapq
 import logging
 import queue
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from flowyml_core.calling import keyword_caller
 from flowyml_core.context import Context
@@ -99,10 +99,13 @@ class PipelineWalker:
         assets: dict[str, Any] | None = None,
         fingerprints: dict[str, str] | None = None,
         blocked: dict[str, str] | None = None,
+        initial: Mapping[str, Any] | None = None,
     ) -> None:
         """``units`` (default: all of the pipeline's) are walked; ``assets``,
         ``fingerprints`` and ``blocked`` are what earlier units, run elsewhere,
-        left: their values, and why those that will never exist do not."""
+        left: their values, and why those that will never exist do not.
+        ``initial`` are the run's initial assets, given to the steps whose
+        parameters have their names."""
         self.executor = executor
         self.pipeline = pipeline
         self.run_id = run_id
@@ -126,6 +129,7 @@ class PipelineWalker:
         self.assets: dict[str, Any] = dict(assets or {})
         self.fingerprints: dict[str, str] = dict(fingerprints or {})
         self.blocked: dict[str, str] = dict(blocked or {})  # asset -> why it will never exist
+        self.initial: Mapping[str, Any] = initial or {}
         self.not_run: dict[str, str] = {}  # step -> why it was not run (blocked input)
         self.results: dict[str, ExecutionResult] = {}
 
@@ -146,6 +150,11 @@ class PipelineWalker:
                     available[asset] = self.assets[asset]
                     if asset in self.fingerprints:
                         fps[asset] = self.fingerprints[asset]
+        if self.initial:
+            for s in steps:
+                for name in s.param_names:
+                    if name in self.initial and name not in available:
+                        available[name] = self.initial[name]
         if any(s.condition is not None for s in steps):
             available = {**self.assets, **available}
         return available, fps, None

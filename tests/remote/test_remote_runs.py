@@ -218,3 +218,34 @@ def test_stack_payload_ships_only_stores_and_router(kit: KitProject) -> None:
     payload = json.loads(stack_payload(kit.resolve("sub")))
     assert payload["format"] == "flowyml-stack/1" and payload["name"] == "sub"
     assert sorted(payload["components"]) == ["artifact_store", "cache_store"]
+
+
+INITIAL = """
+    from flowyml_core import Pipeline, step
+
+    @step(outputs=["scaled"])
+    def scale(raw, factor: int = 2):
+        return [x * factor for x in raw]
+
+    @step(inputs=["scaled"], outputs=["summed"])
+    def add(scaled):
+        return sum(scaled)
+
+    pipeline = Pipeline("initial", [scale, add])
+"""
+
+
+@pytest.mark.parametrize("stack", ["sub", "local-here"])
+def test_initial_inputs_reach_steps_by_parameter_name(kit: KitProject, project: Path, stack: str) -> None:
+    """``run_pipeline(inputs=...)``: honoured locally and remotely, never accepted and ignored."""
+    from flowyml_core.loader import load_pipeline
+    from flowyml_core.pipeline import run_on_stack
+
+    (project / "initial.py").write_text(textwrap.dedent(INITIAL))
+    kit.add_stack("local-here", "local", artifact_store={"flavor": "local", "path": ".flowyml/a2"},
+                  cache_store={"flavor": "local", "path": ".flowyml/c2"})
+    pipeline = load_pipeline("initial.py:pipeline")
+    results = [run_on_stack(pipeline, kit.resolve(stack), inputs={"raw": raw}, source="initial.py:pipeline",
+                            registry=kit.registry()) for raw in ([1, 2, 3], [1, 2, 3], [5])]
+    assert [r.outputs["summed"] for r in results] == [12, 12, 10]
+    assert [r.status for r in results] == [ExecutionStatus.COMPLETED, ExecutionStatus.CACHED, ExecutionStatus.COMPLETED]

@@ -567,6 +567,28 @@ class FsCacheStore(_FsStoreMixin, CacheStore):
             self._miss_with_warning(path, f"is corrupt ({type(exc).__name__}: {exc}); it will be recomputed")
         return None
 
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The entry's metadata, from its header alone: the value is neither read nor trusted yet.
+
+        Planning a remote run needs only whether an entry exists and its
+        fingerprint. Its signature is checked by whoever loads the value (the
+        unit that consumes it): a planted header can make a unit fail, never
+        run code. ``value`` of the returned entry is None.
+        """
+        safe = _safe_key(key)
+        path = self._entry_path(key)
+        try:
+            header = self._read_header(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, IntegrityError) as exc:
+            logger.info("cache entry %s: unreadable header (%s); treated as a miss", self.backend.to_uri(path), exc)
+            return None
+        if header.get("key") != safe:
+            return None
+        return CacheEntry(value=None, step_name=header.get("step_name", ""), code_hash=header.get("code_hash", ""),
+                          fingerprint=header.get("fingerprint"), created=float(header.get("created", 0.0)))
+
     def _miss_with_warning(self, path: str, message: str, corrupt: bool = True) -> None:
         self._misses += 1
         if corrupt:
