@@ -20,7 +20,7 @@ import attrs
 from flowyml_core.config import ENV_REF
 from flowyml_core.errors import FlowymlError
 from flowyml_core.grouping import unit_steps
-from flowyml_core.resources import ResourceConfig, parse_memory
+from flowyml_core.resources import ResourceConfig
 
 # -- labels -------------------------------------------------------------------------------
 LABEL_RUN = "flowyml.run-id"
