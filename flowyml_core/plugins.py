@@ -49,11 +49,12 @@ KNOWN_FLAVORS: dict[tuple[str, str], str] = {
     ("cache_store", "gcs"): "flowyml-gcs",
     ("executor", "vertex"): "flowyml-vertex",
     ("executor", "dask"): "flowyml-dask",
+    ("executor", "docker"): "flowyml-docker",
 }
 #: flowyml's own distributions are not on the package index: they install from
 #: the wheels ``scripts/build-wheels.sh`` builds into a checkout's ``dist/``,
 #: where pip also finds the flowyml plugins each depends on.
-OWN_DISTRIBUTIONS = frozenset(KNOWN_FLAVORS.values()) | {"flowyml-core", "flowyml-docker"}
+OWN_DISTRIBUTIONS = frozenset(KNOWN_FLAVORS.values()) | {"flowyml-core"}
 
 
 def install_command(package: str) -> str:

@@ -160,6 +160,15 @@ class RemoteRun:
         self.tasks: list[UnitTask] = []
         self._plan(inputs or {}, check_cache and cache_store is not None)
 
+    #: The keyword arguments of ``Executor.run_pipeline`` that a RemoteRun takes.
+    RUN_ARGS = ("context", "stack", "cache_store", "artifact_store", "router", "stack_name", "inputs", "resources")
+
+    @classmethod
+    def from_run_args(cls, pipeline: Any, run_id: str, *, pipeline_module: str | None, **run_args: Any) -> RemoteRun:
+        """A RemoteRun from the keyword arguments ``run_pipeline`` received (the others are ignored)."""
+        return cls(pipeline, run_id, pipeline_module=pipeline_module,
+                   **{name: run_args[name] for name in cls.RUN_ARGS if name in run_args})
+
     # -- planning ---------------------------------------------------------------------------
     def _plan(self, inputs: Mapping[str, Any], check_cache: bool) -> None:
         known: dict[str, str] = {}

@@ -158,19 +158,15 @@ class DockerExecutor(RemoteOrchestrator):
             client.close()
 
     # -- running ------------------------------------------------------------------------------------
-    def run_pipeline(self, pipeline: Any, run_id: str, *, context: Any = None, stack: Any = None,  # type: ignore[override]
-                     pipeline_module: str | None = None, hooks: Any = None, run: Any = None,
-                     **kwargs: Any) -> RunResult | SubmissionResult:
+    def run_pipeline(self, pipeline: Any, run_id: str, *, pipeline_module: str | None = None,  # type: ignore[override]
+                     hooks: Any = None, run: Any = None, **kwargs: Any) -> RunResult | SubmissionResult:
         cfg = self.config
         root = Path(cfg.build_context).resolve()
         module = module_in_project(pipeline_module, root) if pipeline_module else None
-        remote = RemoteRun(pipeline, run_id, pipeline_module=module, context=context, stack=stack,
-                           cache_store=kwargs.get("cache_store"), artifact_store=kwargs.get("artifact_store"),
-                           router=kwargs.get("router"), stack_name=kwargs.get("stack_name"),
-                           inputs=kwargs.get("inputs"), resources=kwargs.get("resources"))
+        remote = RemoteRun.from_run_args(pipeline, run_id, pipeline_module=module, **kwargs)
         if not remote.tasks:
             return remote.nothing_to_submit(hooks=hooks, run=run)
-        launcher = self.launcher(remote, getattr(stack, "name", None) or kwargs.get("stack_name"))
+        launcher = self.launcher(remote, remote.stack_name)
         create_handle(launcher.client, launcher.image, run_id=run_id, pipeline=pipeline.name,
                       project=pipeline.project_name, units={t.name: list(t.steps) for t in remote.tasks},
                       payload=remote.payload, labels=dict(cfg.labels), command=list(cfg.command))
