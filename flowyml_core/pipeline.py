@@ -118,9 +118,11 @@ class Pipeline:
         """
         if inside_unit_runner():
             return self._refuse_nested_run(run_id)
-        from flowyml_core.stacks import StackRegistry
+        from flowyml_core.stacks import cached_stack
 
-        resolved = StackRegistry.load().resolve(stack)
+        # Resolved once per process and reused while stacks.toml, the environment it reads and the current
+        # directory stay the same: runs in one process share the stack's components (connections, clients).
+        resolved = cached_stack(stack)
         return run_on_stack(self, resolved, context=context, run_id=run_id, wait=wait, timeout=timeout)
 
     def _refuse_nested_run(self, run_id: str | None) -> RunResult:
