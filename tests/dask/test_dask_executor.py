@@ -168,7 +168,7 @@ def test_code_from_a_user_file_reaches_workers_by_value(dask_executor, calls, tm
     dask_executor.client.wait_for_workers(2, timeout=30)
     pipeline = load_pipeline(f"{folder / f'pipe_{suffix}.py'}:pipeline")
     try:
-        missing = dask_executor.client.run(__import__("flowyml_dask.executor").executor.unimportable, [f"pipe_{suffix}"])
+        missing = dask_executor.client.run(__import__("flowyml_dask.worker").worker.unimportable, [f"pipe_{suffix}"])
         assert missing and all(v == [f"pipe_{suffix}"] for v in missing.values()), "the workers must not see this file"
         result = run(dask_executor, pipeline, calls)
         assert result.success, [(r.step_name, r.error) for r in result.failed_steps]
