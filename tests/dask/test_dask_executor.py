@@ -252,6 +252,50 @@ def test_flowyml_run_on_a_dask_stack(run_cli, tmp_path: Path) -> None:
     assert again.returncode == 0 and "fully cached" in again.stdout, again.stdout + again.stderr
 
 
+def test_flowyml_run_fetches_only_the_final_outputs_from_the_workers(run_cli, tmp_path: Path) -> None:
+    """`flowyml run` shows the final results; a large intermediate output never comes to its process."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "stacks.toml").write_text('[stacks.dask]\nexecutor = { flavor = "dask", n_workers = 2 }\n')
+    (project / "flow.py").write_text(textwrap.dedent(f"""
+        import os
+        from flowyml_core import Pipeline, step
+
+        def log(name):
+            with open({str(project / "pids.log")!r}, "a") as fh:
+                fh.write(f"{{name}} {{os.getpid()}}\\n")
+
+        class Blob:
+            def __init__(self, payload):
+                self.payload = payload
+
+            def __reduce__(self):
+                return arrived, (self.payload,)
+
+        def arrived(payload):
+            log("unpickled")
+            return Blob(payload)
+
+        @step(outputs=["blob"])
+        def big():
+            log("step")
+            return Blob(b"x" * 1_000_000)
+
+        @step(inputs=["blob"], outputs=["size"])
+        def size(blob):
+            log("step")
+            return len(blob.payload)
+
+        pipeline = Pipeline("cli-held", steps=[big, size])
+    """))
+    done = run_cli("run", "flow.py:pipeline", "--stack", "dask", cwd=project, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "size = 1000000" in done.stdout.replace("  ", " "), done.stdout
+    lines = [line.split() for line in (project / "pids.log").read_text().splitlines()]
+    workers = {pid for name, pid in lines if name == "step"}
+    assert {pid for name, pid in lines if name == "unpickled"} <= workers, lines
+
+
 def test_unreachable_scheduler_is_a_clear_error(calls) -> None:
     import socket
 
