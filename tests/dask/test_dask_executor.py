@@ -360,3 +360,15 @@ def test_unpicklable_parameters_and_outputs_fail_their_step_with_a_reason(dask_e
     result = dask_executor.run_pipeline(back, "run-lock-out", context=Context(calls=calls))
     assert not result.steps["make_lock"].success
     assert "could not travel back" in result.steps["make_lock"].error, result.steps["make_lock"].error
+
+
+def scale_input(table: list, factor: int) -> list:
+    return [v * factor for v in table]
+
+
+def test_initial_inputs_reach_steps_by_parameter_name(dask_executor, calls) -> None:
+    pipeline = make_pipeline("initial", [make_step(scale_input, outputs=["scaled"], cache=False)])
+    result = dask_executor.run_pipeline(pipeline, "run-initial", context=Context(calls=calls, factor=3),
+                                        inputs={"table": [1, 2]})
+    assert result.success, result.failed_steps
+    assert result.outputs["scaled"] == [3, 6]

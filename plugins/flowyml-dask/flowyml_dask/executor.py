@@ -196,9 +196,12 @@ class DaskExecutor(Executor):
         router: Any | None = None,
         run: Any | None = None,
         hooks: Any | None = None,
+        inputs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> RunResult:
         """Walk the pipeline, submitting every unit whose inputs are ready to the cluster.
+
+        ``inputs`` are initial assets, given to the steps whose parameters have their names.
 
         Large outputs stay on the workers: ``RunResult.outputs`` is then a
         :class:`~flowyml_dask.held.HeldOutputs` that fetches a value when it is
@@ -219,6 +222,7 @@ class DaskExecutor(Executor):
             hooks=hooks,
             pool=self._ensure_pool(),
             unit_runner=execute_unit,
+            initial=inputs,
         ).run()
         if any(isinstance(value, HeldValue) for value in result.outputs.values()):
             result.outputs = HeldOutputs(result.outputs)
