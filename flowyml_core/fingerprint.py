@@ -15,20 +15,20 @@ same bytes: a list of two strings cannot collide with one string holding both.
 from __future__ import annotations
 
 import dis
-import hashlib
 import inspect
 import io
-import logging
+import os
 import pickle
 import re
 import sys
 import types
-from pathlib import Path
 from typing import Any, Callable
 
 from flowyml_core.errors import UnfingerprintableError
 
-logger = logging.getLogger("flowyml.cache")
+# hashlib, logging and pathlib are imported where they are used: `from flowyml_core
+# import Pipeline, step` imports this module, and start-up is what every user pays
+# (bench/bench_startup.py).
 
 
 def fingerprint(value: Any) -> str:
@@ -43,6 +43,8 @@ def fingerprint(value: Any) -> str:
 
 
 def _digest(value: Any) -> bytes:
+    import hashlib
+
     h = hashlib.sha256()
     try:
         _feed(h, value)
@@ -53,6 +55,8 @@ def _digest(value: Any) -> bytes:
 
 def combine(*parts: str) -> str:
     """One digest for an ordered sequence of digests or names."""
+    import hashlib
+
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
@@ -298,7 +302,7 @@ def module_identity(obj: Any) -> str:
         main = obj if isinstance(obj, types.ModuleType) else sys.modules.get("__main__")
         namespace = vars(main) if main is not None else {}
     file = namespace.get("__file__")
-    return Path(file).stem if file else "__main__"
+    return os.path.splitext(os.path.basename(file))[0] if file else "__main__"
 
 
 def qualified_name(obj: Any) -> str:
@@ -347,6 +351,8 @@ def _code_digest(code: types.CodeType) -> str:
     known = _CODE_DIGESTS.get(code)
     if known is not None:
         return known
+    import hashlib
+
     h = hashlib.sha256()
     for field in ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_flags", "co_name",
                   "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_code", "co_exceptiontable"):
@@ -389,4 +395,6 @@ def warn_once(key: Any, message: str, *args: Any) -> None:
     if key in _WARNED:
         return
     _WARNED.add(key)
-    logger.warning(message, *args)
+    import logging
+
+    logging.getLogger("flowyml.cache").warning(message, *args)
