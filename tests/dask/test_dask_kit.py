@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowyml_core.testing import ExecutorContract
+from flowyml_core.testing import ExecutorContract, StackParityContract
 
 
 class TestDaskExecutorContract(ExecutorContract):
@@ -48,3 +48,15 @@ class TestDaskExecutorWithLocalStores(ExecutorContract):
     def stack_stores(self, tmp_path):
         return {"cache_store": {"flavor": "local", "path": str(tmp_path / "stack-cache")},
                 "artifact_store": {"flavor": "local", "path": str(tmp_path / "stack-artifacts")}}
+
+
+class TestDaskStackParity(StackParityContract):
+    """A run on a dask stack reports what the same run on the local stack reports (remote parity)."""
+
+    @pytest.fixture
+    def parity_stack(self, dask_cluster, tmp_path):
+        return {
+            "executor": {"flavor": "dask", "address": dask_cluster.scheduler_address},
+            "artifact_store": {"flavor": "local", "path": str(tmp_path / "artifacts")},
+            "cache_store": {"flavor": "local", "path": str(tmp_path / "cache")},
+        }
