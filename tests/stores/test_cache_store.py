@@ -16,7 +16,8 @@ from flowyml_core.components import CacheEntry
 from flowyml_core.errors import FlowymlError
 from flowyml_local import digests
 from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
-from flowyml_local.fsstore import CACHE_MAGIC
+from flowyml_local import fsstore
+from flowyml_local.entries import CACHE_MAGIC
 
 KEY = "ab" * 32
 
@@ -172,14 +173,42 @@ def plant(cache: LocalCacheStore, key: str, marker: Path) -> None:
     path.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + b"\n" + payload)
 
 
-def test_a_planted_pickle_is_a_miss_that_says_how_to_opt_in(cache, caplog, tmp_path):
+def test_a_planted_pickle_is_a_quiet_miss_reported_once_with_how_to_opt_in(cache, caplog, tmp_path):
+    fsstore.report_untrusted()  # nothing left over from earlier tests
     marker = tmp_path / "pwned"
     plant(cache, KEY, marker)
     with caplog.at_level(logging.WARNING, logger="flowyml.stores"):
         assert cache.get(KEY) is None
     assert not marker.exists()
-    text = " ".join(r.getMessage() for r in caplog.records)
-    assert "allow_unsigned_pickle = true" in text and "cache_store" in text
+    assert not caplog.records, "refused entries are counted, and reported once per run"
+    line = fsstore.report_untrusted()
+    assert line is not None and "recomputed 1 pickled cache entry" in line and "1 unsigned" in line
+    assert "allow_unsigned_pickle = true" in line and "cache_store" in line and "\n" not in line
+
+
+def test_entries_signed_with_a_previous_key_make_one_line_with_a_count(tmp_path, monkeypatch, caplog):
+    """After XDG_CONFIG_HOME (the per-user key) changed, every pickled entry is refused: one line says so."""
+    fsstore.report_untrusted()
+    root = str(tmp_path / "c")
+    writer = LocalCacheStore(LocalCacheStoreConfig(path=root))
+    for i in range(5):
+        writer.set_value(f"{i:064d}", Model([float(i)]), "train", "code")
+    writer.set_value(KEY, {"json": "needs no key"}, "s", "c")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "another-config"))
+    reader = LocalCacheStore(LocalCacheStoreConfig(path=root))
+    with caplog.at_level(logging.DEBUG, logger="flowyml.stores"):
+        assert all(reader.get(f"{i:064d}") is None for i in range(5))
+        assert reader.get(KEY).value == {"json": "needs no key"}
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        caplog.clear()
+        line = fsstore.report_untrusted()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [line]
+    assert line.startswith("recomputed 5 pickled cache entries whose signature does not match this store's signing "
+                           f"key (the per-user key {tmp_path / 'another-config'}")
+    assert "5 signed with another key" in line and "set signing_key on the cache_store" in line
+    assert "allow_unsigned_pickle" not in line  # they are signed: the key is what differs
+    assert reader.stats()["corrupt"] == 0
+    assert fsstore.report_untrusted() is None  # reported once, then counted afresh
 
 
 def test_opt_in_loads_unsigned_pickles(tmp_path):

@@ -20,8 +20,10 @@ import os
 from typing import Any
 
 from flowyml_core.errors import ConfigError, FlowymlError
-from flowyml_local.backends import FsspecBackend, StoreBackend
-from flowyml_local.fsstore import FsArtifactStore, FsCacheStore
+from flowyml_local.backends import StoreBackend
+from flowyml_local.fs_artifacts import FsArtifactStore
+from flowyml_local.fs_cache import FsCacheStore
+from flowyml_local.fsspecfs import FsspecBackend
 from flowyml_local.retries import RetryPolicy
 from flowyml_local.materializers import MaterializerSet
 

@@ -1,0 +1,321 @@
+"""The local file system backend: entries published with a temp file and a rename, read with their digest checked.
+
+A write costs what a careful hand-written one costs: one ``open`` of a temp
+file in the entry's directory, the writes, one ``rename`` (the directory is
+made only when the ``open`` says it is missing). Large payloads are hashed in a
+helper thread while they are written, and the header, written first with a
+placeholder digest, is rewritten in place before the rename: nobody can see
+the temp file, so that is safe.
+
+A read opens the file once; the descriptor keeps that version of the entry
+even if a writer renames a new one over it meanwhile. Small entries come in
+with one ``pread``; large payloads are read chunk by chunk into their final
+buffer, a helper thread hashing each chunk while the next one is read.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import shutil
+import stat
+import threading
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+from flowyml_core.errors import IntegrityError
+
+from flowyml_local import digests
+from flowyml_local.backends import HEAD_READ, EntryReader, HeadFor, StoreBackend, temp_name
+from flowyml_local.buffers import byte_view, nbytes
+
+logger = logging.getLogger("flowyml.stores")
+
+_IO_CHUNK = 1 << 30  # os.write/os.read move at most ~2 GiB per call on Linux
+_HASH_CHUNK = 1 << 20
+_SMALL_WRITE = 64 * 1024  # below this, header and payload go out in one write()
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_BINARY
+_READ = os.O_RDONLY | _O_CLOEXEC | _O_BINARY
+
+
+class LocalBackend(StoreBackend):
+    """The local filesystem through ``os``: atomic renames, no fsspec on the hot path."""
+
+    protocol = "file"
+    sep = os.sep
+
+    def __init__(self, root: str) -> None:
+        if root.startswith("file://"):
+            root = root[len("file://"):]
+        self.root = os.path.abspath(os.path.expanduser(root))
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({self.root!r})"
+
+    def join(self, *parts: str) -> str:
+        return os.path.join(*parts)
+
+    def to_uri(self, path: str) -> str:
+        return path
+
+    def from_uri(self, uri: str) -> str:
+        if uri.startswith("file://"):
+            uri = uri[len("file://"):]
+        return os.path.abspath(uri)
+
+    # -- writing -------------------------------------------------------------------
+    @staticmethod
+    def _create(path: str) -> int:
+        try:
+            return os.open(path, _CREATE, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            return os.open(path, _CREATE, 0o644)
+
+    def publish(self, path: str, head: HeadFor, buffers: Sequence[Any], algorithm: str,
+                digest: str | None = None) -> str:
+        total = sum(nbytes(b) for b in buffers)
+        tmp = temp_name(path, os.sep)
+        fd = self._create(tmp)
+        try:
+            try:
+                if digest is None and total >= digests.PARALLEL_HASH_MIN:
+                    first = head(digests.placeholder(algorithm))
+                    _write_all(fd, first)
+                    hasher = digests.BackgroundDigest(buffers, algorithm)
+                    for buf in buffers:
+                        _write_all(fd, buf)
+                    digest = hasher.result()
+                    final = head(digest)
+                    if len(final) != len(first):  # a bug in the caller's head(): never publish a shifted payload
+                        raise RuntimeError("entry header changed length once its digest was known")
+                    os.pwrite(fd, final, 0)
+                else:
+                    if digest is None:
+                        digest = digests.of(algorithm, *buffers)
+                    first = head(digest)
+                    if total < _SMALL_WRITE:
+                        _write_all(fd, b"".join([first, *(byte_view(b) for b in buffers)]))
+                    else:
+                        _write_all(fd, first)
+                        for buf in buffers:
+                            _write_all(fd, buf)
+            finally:
+                os.close(fd)
+            # No fsync: rename atomicity is what protects readers against a killed
+            # writer; surviving power loss would cost milliseconds per entry.
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return digest
+
+    # -- reading -------------------------------------------------------------------
+    def open_entry(self, path: str) -> EntryReader:
+        return _LocalEntry(path)
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(path, "rb") as fh:
+            return fh.read()
+
+    # -- housekeeping ----------------------------------------------------------------
+    def delete(self, path: str) -> bool:
+        try:
+            os.unlink(path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def delete_tree(self, path: str) -> bool:
+        if not os.path.isdir(path):
+            return self.delete(path)
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+
+    def is_file(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def walk(self, path: str) -> Iterator[tuple[str, int, float | None]]:
+        now = time.time()
+        for dirpath, _, files in os.walk(path):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:  # removed while listing
+                    continue
+                yield full, st.st_size, now - st.st_mtime
+
+
+class _LocalEntry(EntryReader):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, _READ)
+        try:
+            st = os.fstat(self.fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+            self.stat = st
+            self.size = st.st_size
+            self.head = os.pread(self.fd, min(self.size, HEAD_READ), 0)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def more_head(self, n: int) -> bytes:
+        return os.pread(self.fd, min(n, self.size or 0), 0)
+
+    def payload(self, offset: int, size: int, expected: str, allocate: Callable[[int], Any] | None,
+                exact: bool) -> Any:
+        if self.size != offset + size:
+            raise IntegrityError(f"{self.path}: the payload is {self.size - offset} bytes on disk, "
+                                 f"its header says {size}")
+        algorithm = expected.partition(":")[0]
+        buf = allocate(size) if allocate is not None else None
+        if offset + size <= len(self.head):
+            view = memoryview(self.head)[offset:offset + size]
+            got = digests.of(algorithm, view)
+            if buf is not None:
+                byte_view(buf)[:] = view
+                data: Any = buf
+            else:
+                data = view.tobytes()
+        elif buf is not None or exact:
+            # Pickles (exact) are read into a bytearray: hashed as they arrive,
+            # and exactly the bytes returned are the ones checked.
+            data = buf if buf is not None else bytearray(size)
+            got = _read_into_hashing(self.fd, offset, size, byte_view(data), algorithm)
+        else:
+            data, got = self._read_bytes_hashing(offset, size, algorithm)
+        if got != expected:
+            raise IntegrityError(
+                f"{self.path}: content does not match its recorded digest (the bytes were altered or corrupted)")
+        return data
+
+    def _read_bytes_hashing(self, offset: int, size: int, algorithm: str) -> tuple[bytes, str]:
+        """``bytes`` (which cannot be filled piece by piece) in one read, hashed meanwhile by a helper thread.
+
+        The helper reads the file on its own (``pread``: its own offset); a
+        change to the file in between (inode, size, mtime, ctime) means the two
+        may have seen different bytes, so the read is then done again, exactly.
+        """
+        if size < digests.PARALLEL_HASH_MIN:
+            data = _read_fd(self.fd, offset, size)
+            return data, digests.of(algorithm, data)
+        box: dict[str, Any] = {}
+        worker = threading.Thread(target=_hash_fd_into, args=(self.fd, offset, size, box, algorithm), daemon=True,
+                                  name="flowyml-verify")
+        worker.start()
+        try:
+            data = _read_fd(self.fd, offset, size)
+        finally:
+            worker.join()
+        if "error" in box:
+            raise box["error"]
+        before, after = self.stat, os.fstat(self.fd)
+        if (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+                before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns):
+            return data, digests.of(algorithm, data)
+        return data, box["digest"]
+
+
+def _write_all(fd: int, buf: Any) -> None:
+    view = buf if isinstance(buf, bytes) else byte_view(buf)
+    total = len(view)
+    done = os.write(fd, view) if total <= _IO_CHUNK else 0
+    while done < total:
+        done += os.write(fd, memoryview(view)[done:done + _IO_CHUNK])
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            logger.warning("could not remove temporary file %s: %s", path, exc)
+
+
+def _fill(fd: int, view: memoryview, start: int, end: int, offset: int) -> None:
+    """Read file bytes ``offset+start : offset+end`` into ``view[start:end]``."""
+    done = start
+    while done < end:
+        n = os.preadv(fd, [view[done:min(end, done + _IO_CHUNK)]], offset + done)
+        if n == 0:
+            raise IntegrityError(f"file ended after {done} of {len(view)} payload bytes")
+        done += n
+
+
+def _read_fd(fd: int, offset: int, size: int) -> bytes:
+    data = os.pread(fd, size, offset) if size else b""
+    if len(data) < size:
+        parts = [data]
+        done = len(data)
+        while done < size:
+            part = os.pread(fd, size - done, offset + done)
+            if not part:
+                raise IntegrityError(f"file ended after {done} of {size} payload bytes")
+            parts.append(part)
+            done += len(part)
+        data = b"".join(parts)
+    return data
+
+
+def _read_into_hashing(fd: int, offset: int, size: int, view: memoryview, algorithm: str) -> str:
+    """Fill ``view`` from the file and return the digest of exactly those bytes.
+
+    Large payloads are read in chunks; a helper thread hashes each chunk while
+    this one reads the next, so the check costs little more than the read.
+    """
+    if size < digests.PARALLEL_HASH_MIN:
+        _fill(fd, view, 0, size, offset)
+        return digests.of(algorithm, view)
+    hasher = digests.Hasher(algorithm)
+    ready: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+    failure: list[BaseException] = []
+
+    def hash_chunks() -> None:
+        try:
+            while (chunk := ready.get()) is not None:
+                hasher.update(chunk)
+        except BaseException as exc:  # handed to the reading thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=hash_chunks, daemon=True, name="flowyml-verify")
+    worker.start()
+    try:
+        for start in range(0, size, _HASH_CHUNK):
+            end = min(start + _HASH_CHUNK, size)
+            _fill(fd, view, start, end, offset)
+            ready.put(view[start:end])
+    finally:
+        ready.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
+    return hasher.text()
+
+
+def _hash_fd_into(fd: int, offset: int, size: int, box: dict[str, Any], algorithm: str) -> None:
+    try:
+        h = digests.Hasher(algorithm)
+        buf = bytearray(min(_HASH_CHUNK, max(size, 1)))
+        view = memoryview(buf)
+        done = 0
+        while done < size:
+            n = os.preadv(fd, [view[:min(len(view), size - done)]], offset + done)
+            if n == 0:
+                break
+            h.update(view[:n])
+            done += n
+        box["digest"] = h.text()
+    except BaseException as exc:  # handed to the reading thread
+        box["error"] = exc
