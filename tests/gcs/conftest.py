@@ -8,7 +8,7 @@ import pytest
 
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
 from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
-from flowyml_local.backends import forget_unavailable
+from flowyml_local.fsspecfs import forget_unavailable
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +35,14 @@ def gcs_cache(gcs_emulator, gcs_bucket) -> GcsCacheStore:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(autouse=True)
+def no_untrusted_report_left_over():
+    """Tests that make the cache refuse signed entries leave a count behind: start and end each test without one."""
+    from flowyml_local import fsstore
+
+    fsstore.report_untrusted()
+    yield
+    with fsstore._untrusted_lock:
+        fsstore._untrusted.clear()

@@ -307,3 +307,89 @@ def test_a_signed_pickle_cannot_be_replayed_under_another_key(cache):
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + raw[header_end:])
     assert cache.get(other) is None
+
+
+# -- housekeeping --------------------------------------------------------------------
+def _age(path: Path, seconds: float) -> None:
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_leftover_temp_files_are_reported_and_old_ones_pruned(cache, tmp_path):
+    """What kill -9 in the middle of a large write leaves: a hidden temp file, counted by stats(), removed by prune()."""
+    cache.set_value(KEY, b"x" * 100, "s", "c")
+    root = tmp_path / "cache"
+    killed = root / ".3f2-1-0-a1b2c3.tmp"
+    killed.write_bytes(b"\0" * 12_000_000)
+    in_progress = root / ".3f2-1-1-a1b2c3.tmp"
+    in_progress.write_bytes(b"\0" * 1000)
+    _age(killed, 2 * 3600)
+    stats = cache.stats()
+    assert (stats["entries"], stats["temp_files"], stats["temp_bytes"]) == (1, 2, 12_001_000)
+    assert stats["bytes"] < 1000  # temp files are not entries
+    assert cache.prune(dry_run=True) == {"removed": {"temp files": 1}, "bytes": 12_000_000, "dry_run": True}
+    assert killed.exists()
+    assert cache.prune() == {"removed": {"temp files": 1}, "bytes": 12_000_000, "dry_run": False}
+    assert not killed.exists() and in_progress.exists()  # younger than an hour: may be a write in progress
+    assert cache.get(KEY).value == b"x" * 100
+
+
+def test_prune_older_than_removes_old_entries(cache):
+    for i in range(3):
+        cache.set_value(f"{i:064d}", i, "s", "c")
+    _age(entry_file(cache, f"{0:064d}"), 10 * 86400)
+    _age(entry_file(cache, f"{1:064d}"), 3 * 86400)
+    report = cache.prune(older_than=7 * 86400)
+    assert report["removed"] == {"entries": 1} and report["bytes"] > 0
+    assert cache.get(f"{0:064d}") is None
+    assert [cache.get(f"{i:064d}").value for i in (1, 2)] == [1, 2]
+    assert cache.prune(older_than=86400, dry_run=True)["removed"] == {"entries": 1}
+    assert cache.get(f"{1:064d}").value == 1
+
+
+def test_a_large_value_just_written_as_an_artifact_is_not_written_twice(cache, artifacts, caplog):
+    """The cache entry refers to the artifact (same format, size and digest) instead of holding a second copy."""
+    np = pytest.importorskip("numpy")
+    array = np.arange(1_000_000, dtype="float64")  # 8 MB
+    uri = artifacts.materialize(array, "out", "run", "step")
+    cache.set_value(KEY, array, "step", "code", fingerprint="fp")
+    path = entry_file(cache, KEY)
+    assert path.stat().st_size < 1000
+    header = json.loads(path.read_bytes()[len(CACHE_MAGIC):].split(b"\n")[0])
+    assert Path(os.path.normpath(path.parent / header["ref"])) == Path(uri)
+    entry = cache.get(KEY)
+    np.testing.assert_array_equal(entry.value, array)
+    assert entry.value.flags.writeable and entry.fingerprint == "fp"
+    # another value of the same size is written out in full
+    cache.set_value("cd" * 32, array + 1, "step", "code")
+    assert entry_file(cache, "cd" * 32).stat().st_size > array.nbytes
+    # the artifact rewritten with other bytes, then deleted: quiet misses, and prune removes the entry
+    artifacts.materialize(array * 2, "out", "run", "step")
+    with caplog.at_level(logging.INFO, logger="flowyml.stores"):
+        assert cache.get(KEY) is None
+        artifacts.delete(uri)
+        assert cache.get(KEY) is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "which was rewritten" in caplog.text and "which is gone" in caplog.text
+    assert cache.stats()["corrupt"] == 0
+    assert cache.prune()["removed"] == {"dangling references": 1}
+    assert not path.exists() and entry_file(cache, "cd" * 32).exists()
+
+
+def test_a_reference_is_checked_against_the_entrys_own_digest(cache, artifacts, tmp_path):
+    """A reference edited to name another artifact of the same size never serves that artifact's bytes."""
+    np = pytest.importorskip("numpy")
+    array = np.arange(300_000, dtype="int64")
+    artifacts.materialize(array, "a", "run", "step")
+    other = artifacts.materialize(array[::-1].copy(), "b", "run", "step")
+    cache.set_value(KEY, array, "step", "code")
+    path = entry_file(cache, KEY)
+    raw = path.read_bytes()
+    header_end = raw.index(b"\n", len(CACHE_MAGIC))
+    header = json.loads(raw[len(CACHE_MAGIC):header_end])
+    header["ref"] = os.path.relpath(other, path.parent)
+    path.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + b"\n")
+    assert cache.get(KEY) is None
+    header["ref"] = "../../../../etc/passwd"
+    path.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + b"\n")
+    assert cache.get(KEY) is None

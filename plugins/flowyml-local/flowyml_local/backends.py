@@ -26,6 +26,8 @@ import secrets
 import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from flowyml_core.errors import IntegrityError
+
 from flowyml_local.retries import RetryPolicy
 
 #: A function that gives an entry's header for its payload's digest (see :func:`flowyml_local.entries.head_encoder`).
@@ -55,6 +57,14 @@ def temp_name(directory_of: str, sep: str = os.sep) -> str:
     head, _, _ = directory_of.rpartition(sep)
     return f"{head}{sep}.{os.getpid():x}-{threading.get_ident() & 0xFFFFFF:x}-{next(_tmp_counter):x}-" \
            f"{secrets.token_hex(3)}{TEMP_SUFFIX}"
+
+
+class EntryReplaced(IntegrityError):
+    """The entry was replaced by a writer while it was read in several requests: read it again.
+
+    Only object stores read a large entry in several requests (its first bytes,
+    then ranges); a local reader holds the file open and sees one version.
+    """
 
 
 class EntryReader:

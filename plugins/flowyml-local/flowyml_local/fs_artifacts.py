@@ -30,7 +30,7 @@ from flowyml_core.components import ArtifactStore
 from flowyml_core.errors import FlowymlError, IntegrityError
 
 from flowyml_local import digests
-from flowyml_local.backends import EntryReader, StoreBackend, is_temp_name
+from flowyml_local.backends import EntryReader, EntryReplaced, StoreBackend, is_temp_name
 from flowyml_local.buffers import nbytes
 from flowyml_local.entries import ARTIFACT_FAMILY, ARTIFACT_MAGIC, head_encoder, read_header
 from flowyml_local.fsstore import (REFERENCE_MIN, TEMP_SAFE_AGE, ArtifactNotFoundError, FsStore, file_name,
@@ -155,21 +155,14 @@ class FsArtifactStore(FsStore, ArtifactStore):
                 m, size, digest = self._checked(header, path, uri)
                 try:
                     data = reader.payload(offset, size, digest, m.allocate, exact=m.unsafe)
-                except IntegrityError as exc:
-                    # An object store read in several requests may have met a writer
-                    # replacing the object in between: then its header changed too.
-                    if self.backend.fs is not None and attempt < 2 and self._replaced(path, uri, header):
+                except EntryReplaced:
+                    if attempt < 2:
                         continue
+                    raise IntegrityError(f"artifact {uri} kept being replaced while it was read") from None
+                except IntegrityError as exc:
                     raise IntegrityError(f"artifact {uri} failed its integrity check: {exc}") from None
             return self._decode(m, data, header, uri)
-        raise IntegrityError(f"artifact {uri} kept changing while it was read")  # pragma: no cover - loop returns
-
-    def _replaced(self, path: str, uri: str, header: Mapping[str, Any]) -> bool:
-        try:
-            with self._open(path, uri) as reader:
-                return self._header(reader, uri)[0] != header
-        except (FileNotFoundError, IntegrityError):
-            return True
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _checked(self, header: Mapping[str, Any], path: str, uri: str) -> tuple[Materializer, int, str]:
         try:

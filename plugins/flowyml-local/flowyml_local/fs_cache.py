@@ -33,7 +33,7 @@ from flowyml_core.components import CacheEntry, CacheStore
 from flowyml_core.errors import FlowymlError, IntegrityError
 
 from flowyml_local import digests
-from flowyml_local.backends import EntryReader, StoreBackend, is_temp_name
+from flowyml_local.backends import EntryReader, EntryReplaced, StoreBackend, is_temp_name
 from flowyml_local.buffers import nbytes
 from flowyml_local.entries import (ARTIFACT_FAMILY, ARTIFACT_MAGIC, CACHE_FAMILY, CACHE_MAGIC, OtherFormatError,
                                    head_encoder, read_header)
@@ -107,16 +107,13 @@ class FsCacheStore(FsStore, CacheStore):
         b = self.backend
         path = b.join(b.root, safe)
         try:
-            reader = b.open_entry(path)
+            entry = self._read(path, safe)
         except FileNotFoundError:
             self._misses += 1
             return None
         except OSError as exc:
             self._miss_with_warning(path, f"cannot be read ({exc})")
             return None
-        try:
-            with reader:
-                entry = self._decode(reader, path, safe)
         except OtherFormatError:
             logger.info("cache entry %s was written by another flowyml version; it will be recomputed", b.to_uri(path))
             self._misses += 1
@@ -135,6 +132,16 @@ class FsCacheStore(FsStore, CacheStore):
             return None
         self._hits += 1
         return entry
+
+    def _read(self, path: str, key: str) -> CacheEntry:
+        for attempt in range(3):
+            with self.backend.open_entry(path) as reader:
+                try:
+                    return self._decode(reader, path, key)
+                except EntryReplaced:
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _miss_with_warning(self, path: str, message: str) -> None:
         self._misses += 1

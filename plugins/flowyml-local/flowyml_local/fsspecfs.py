@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from flowyml_core.errors import IntegrityError
 
 from flowyml_local import digests
-from flowyml_local.backends import HEAD_READ, EntryReader, HeadFor, StoreBackend, temp_name
+from flowyml_local.backends import HEAD_READ, EntryReader, EntryReplaced, HeadFor, StoreBackend, temp_name
 from flowyml_local.buffers import byte_view
 from flowyml_local.retries import RetryPolicy, StoreUnavailableError, error_line, is_transient
 
@@ -308,11 +308,22 @@ class _FsspecEntry(EntryReader):
                 data = self.backend._call("read", self.backend.fs.cat_file, self.path, start=offset,
                                           end=offset + size)
                 if len(data) != size:
+                    if self._replaced():
+                        raise EntryReplaced(f"{uri} was replaced while it was read")
                     raise IntegrityError(f"{uri}: the object is shorter than its header says")
                 got = digests.of(algorithm, data)
         if got != expected:
+            if offset + size > len(self.head) and self._replaced():
+                raise EntryReplaced(f"{uri} was replaced while it was read")
             raise IntegrityError(f"{uri}: content does not match its recorded digest (the bytes were altered or corrupted)")
         return data
+
+    def _replaced(self) -> bool:
+        """Whether the object's first bytes (its header: digest, created...) changed since they were read."""
+        try:
+            return self.more_head(len(self.head)) != self.head
+        except FileNotFoundError:
+            return True
 
 
 def _timestamp(value: Any) -> float | None:
