@@ -254,10 +254,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             pipeline, stack, context=params, run_id=args.run_id, wait=False,
             source=args.target, registry=plugins,
         )
+        if result.submission is not None and not args.no_wait:
+            status = _wait_for_remote(stack, result.submission, args.timeout, args.follow)
+            result = result.submission.result(status, result.run_id)
     finally:
         plugins.pm.unregister(name="flowyml-cli-progress")
-    if result.submission is not None and not args.no_wait:
-        result.status = _wait_for_remote(stack, result.submission, args.timeout, args.follow)
     return progress.summary(result, stack, time.perf_counter() - started)
 
 

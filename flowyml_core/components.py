@@ -104,9 +104,14 @@ class Executor(Component):
         router: Any | None = None,
         run: Any | None = None,
         hooks: Any | None = None,
+        inputs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> RunResult | SubmissionResult:
-        """Walk the execution units in dependency order with this executor's methods."""
+        """Walk the execution units in dependency order with this executor's methods.
+
+        ``inputs`` are initial assets: a step whose parameter has the name of
+        one receives it (as in the seed's groups).
+        """
         from flowyml_core.walker import PipelineWalker
 
         return PipelineWalker(
@@ -120,6 +125,7 @@ class Executor(Component):
             run=run,
             hooks=hooks,
             max_workers=self.max_workers,
+            initial=inputs,
         ).run()
 
 
@@ -167,6 +173,15 @@ class CacheStore(Component):
     @abc.abstractmethod
     def get(self, key: str) -> CacheEntry | None:
         """The entry, or None on a miss. A corrupt or untrusted entry is a miss, logged."""
+
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The entry for ``key``, where its ``value`` is not needed (it may be None).
+
+        A remote run decides on the client which units are cached from the
+        entries' fingerprints alone; a store that can read an entry's metadata
+        without its value should override this so that deciding loads no data.
+        """
+        return self.get(key)
 
     @abc.abstractmethod
     def set_value(
@@ -223,3 +238,11 @@ class Router(Component):
         return_type: Any = None,
     ) -> str | None:
         """Store ``output`` and return its URI when a rule matches, else None."""
+
+    def load(self, uri: str) -> Any:
+        """Read back an output this router stored at ``uri``.
+
+        Needed when units run elsewhere: a downstream unit finds a routed
+        output through its producer's record and loads it here.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot load what it routed")

@@ -251,6 +251,7 @@ def run_step(
                 duration_seconds=time.perf_counter() - start,
                 cached=True,
                 output_fingerprint=entry.fingerprint,
+                cache_key=cache_key,
             )
 
     kwargs = {**inputs, **context_params}
@@ -289,7 +290,8 @@ def run_step(
 
     output_fp = fingerprint(value) if use_cache else None
     result = ExecutionResult(
-        step_name=step.name, success=True, output=value, retries=attempt, output_fingerprint=output_fp, logs=logs
+        step_name=step.name, success=True, output=value, retries=attempt, output_fingerprint=output_fp, logs=logs,
+        cache_key=cache_key,
     )
 
     if (artifact_store is not None or router is not None) and run_id is not None and value is not None:

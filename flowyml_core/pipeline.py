@@ -91,8 +91,8 @@ class Pipeline:
         Remote step runners re-import the pipeline from this reference.
         """
         module = sys.modules.get(self._module or "")
-        if module is None:
-            return None
+        if module is None or not all(part.isidentifier() for part in (self._module or "").split(".")):
+            return None  # "<run_path>", "<stdin>": nothing another process could import
         for attr, value in vars(module).items():
             if value is self:
                 if self._module == "__main__":
@@ -151,8 +151,12 @@ def run_on_stack(
     timeout: float | None = None,
     source: str | None = None,
     registry: Any | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> RunResult:
-    """Run ``pipeline`` on a resolved stack, calling the observer hooks around it."""
+    """Run ``pipeline`` on a resolved stack, calling the observer hooks around it.
+
+    ``inputs`` are initial assets, given to steps whose parameters have their names.
+    """
     from flowyml_core.calling import keyword_caller
     from flowyml_core.execution import Run
     from flowyml_core.plugins import get_registry
@@ -175,11 +179,14 @@ def run_on_stack(
             run=run,
             hooks=hooks,
             stack_name=stack.name,
+            stack=stack,
             pipeline_module=source or pipeline.source(),
+            inputs=inputs,
         )
         if isinstance(outcome, SubmissionResult):
+            outcome.observe(hooks, run)
             status = outcome.wait(timeout) if wait else ExecutionStatus.RUNNING
-            result = RunResult(run_id=run_id, status=status or ExecutionStatus.RUNNING, submission=outcome)
+            result = outcome.result(status, run_id)
         else:
             result = outcome
     except BaseException:

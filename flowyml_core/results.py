@@ -54,6 +54,8 @@ class ExecutionResult:
     ``output_fingerprint`` identifies the output's value so that downstream
     cache keys never re-hash it; ``artifact_uris`` maps each materialized asset
     to where it was written (``artifact_uri`` is the first of them, as in the seed).
+    ``cache_key`` is the key the step was looked up (and stored) under, when a
+    cache store was used: a remote unit's record points a cache hit at it.
     """
 
     step_name: str
@@ -68,6 +70,7 @@ class ExecutionResult:
     output_fingerprint: str | None = None
     artifact_uris: dict[str, str] = attrs.field(factory=dict)
     logs: str | None = None
+    cache_key: str | None = None
 
     @property
     def status(self) -> ExecutionStatus:
@@ -81,6 +84,10 @@ class SubmissionResult:
 
     ``wait_for_completion`` is called as ``fn(timeout)`` and must return the
     final :class:`ExecutionStatus` (or raise :class:`TimeoutError`).
+    ``collect``, when the executor can tell per-step results (every executor
+    built on :class:`flowyml_core.remote.RemoteRun` can), is called as
+    ``fn(status, hooks, run)`` once the run finished and returns its
+    :class:`RunResult`; see :meth:`result`.
     """
 
     def __init__(
@@ -88,10 +95,13 @@ class SubmissionResult:
         job_id: str,
         wait_for_completion: Callable[[float | None], ExecutionStatus] | None = None,
         metadata: dict[str, Any] | None = None,
+        collect: Callable[..., RunResult] | None = None,
     ) -> None:
         self.job_id = job_id
         self.metadata = dict(metadata or {})
         self._wait = wait_for_completion
+        self._collect = collect
+        self._observers: tuple[Any, Any] = (None, None)
         self._lock = threading.Lock()
         self._status: ExecutionStatus | None = None
 
@@ -117,6 +127,22 @@ class SubmissionResult:
             return status
         finally:
             self._lock.release()
+
+    def observe(self, hooks: Any, run: Any) -> None:
+        """Remember the run's observers: :meth:`result` tells them each step's end."""
+        self._observers = (hooks, run)
+
+    def result(self, status: ExecutionStatus | None, run_id: str = "") -> RunResult:
+        """The finished run's :class:`RunResult`: per-step results when the executor can tell them.
+
+        Observers given to :meth:`observe` see each step's end here, as in a local run.
+        """
+        if self._collect is not None and status is not None and status.is_finished:
+            result = self._collect(status, *self._observers)
+        else:
+            result = RunResult(run_id=run_id or self.job_id, status=status or ExecutionStatus.RUNNING)
+        result.submission = self
+        return result
 
     def __repr__(self) -> str:
         return f"SubmissionResult(job_id={self.job_id!r}, metadata={self.metadata!r})"

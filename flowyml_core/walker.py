@@ -13,7 +13,7 @@ import heapq
 import logging
 import queue
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from flowyml_core.calling import keyword_caller
 from flowyml_core.context import Context
@@ -60,6 +60,25 @@ def execute_unit(
     ]
 
 
+def skip_reason(step_name: str, result: ExecutionResult, not_run: str | None = None) -> str:
+    """Why the steps that consume the outputs of a skipped step are not run.
+
+    Name the cause, not the nearest victim: a chain below a failed step
+    reports that step all the way down (``not_run`` is the reason the skipped
+    step itself was not run, when an input was blocked).
+    """
+    if not_run is not None:
+        return not_run
+    if result.error:
+        return f"not run: upstream step {step_name!r} was not run ({result.error})"
+    return f"skipped: upstream step {step_name!r} was skipped"
+
+
+def failure_reason(step_name: str) -> str:
+    """Why the steps that consume the outputs of a failed step are not run."""
+    return f"not run: upstream step {step_name!r} failed"
+
+
 class PipelineWalker:
     def __init__(
         self,
@@ -76,7 +95,17 @@ class PipelineWalker:
         max_workers: int = 1,
         pool: concurrent.futures.Executor | None = None,
         unit_runner: Callable[..., list[ExecutionResult]] = execute_unit,
+        units: list[ExecutionUnit] | None = None,
+        assets: dict[str, Any] | None = None,
+        fingerprints: dict[str, str] | None = None,
+        blocked: dict[str, str] | None = None,
+        initial: Mapping[str, Any] | None = None,
     ) -> None:
+        """``units`` (default: all of the pipeline's) are walked; ``assets``,
+        ``fingerprints`` and ``blocked`` are what earlier units, run elsewhere,
+        left: their values, and why those that will never exist do not.
+        ``initial`` are the run's initial assets, given to the steps whose
+        parameters have their names."""
         self.executor = executor
         self.pipeline = pipeline
         self.run_id = run_id
@@ -96,9 +125,11 @@ class PipelineWalker:
         if hooks is not None and hooks.on_step_end.get_hookimpls():
             self._step_end = hooks.on_step_end
 
-        self.assets: dict[str, Any] = {}
-        self.fingerprints: dict[str, str] = {}
-        self.blocked: dict[str, str] = {}  # asset -> why it will never exist
+        self.units = units
+        self.assets: dict[str, Any] = dict(assets or {})
+        self.fingerprints: dict[str, str] = dict(fingerprints or {})
+        self.blocked: dict[str, str] = dict(blocked or {})  # asset -> why it will never exist
+        self.initial: Mapping[str, Any] = initial or {}
         self.not_run: dict[str, str] = {}  # step -> why it was not run (blocked input)
         self.results: dict[str, ExecutionResult] = {}
 
@@ -119,6 +150,11 @@ class PipelineWalker:
                     available[asset] = self.assets[asset]
                     if asset in self.fingerprints:
                         fps[asset] = self.fingerprints[asset]
+        if self.initial:
+            for s in steps:
+                for name in s.param_names:
+                    if name in self.initial and name not in available:
+                        available[name] = self.initial[name]
         if any(s.condition is not None for s in steps):
             available = {**self.assets, **available}
         return available, fps, None
@@ -135,25 +171,22 @@ class PipelineWalker:
             self.results[step.name] = result
             if not result.success:
                 for asset in step.outputs:
-                    self.blocked[asset] = f"not run: upstream step {step.name!r} failed"
+                    self.blocked[asset] = failure_reason(step.name)
             elif result.skipped:
-                # Name the cause, not the nearest victim: a chain below a failed
-                # step reports that step all the way down.
-                if step.name in self.not_run:
-                    reason = self.not_run[step.name]
-                elif result.error:
-                    reason = f"not run: upstream step {step.name!r} was not run ({result.error})"
-                else:
-                    reason = f"skipped: upstream step {step.name!r} was skipped"
+                reason = skip_reason(step.name, result, self.not_run.get(step.name))
                 for asset in step.outputs:
                     self.blocked.setdefault(asset, reason)
             else:
-                assets = split_outputs(step, result.output)
-                self.assets.update(assets)
-                if result.output_fingerprint is not None:
-                    self.fingerprints.update(asset_fingerprints(step, result.output_fingerprint, assets))
+                self._keep_outputs(step, result)
             if self._step_end is not None:
                 self._step_end(run=self.run_info, result=result)
+
+    def _keep_outputs(self, step: Any, result: ExecutionResult) -> None:
+        """Make a finished step's outputs available to the units after it."""
+        assets = split_outputs(step, result.output)
+        self.assets.update(assets)
+        if result.output_fingerprint is not None:
+            self.fingerprints.update(asset_fingerprints(step, result.output_fingerprint, assets))
 
     def _execute(self, unit: ExecutionUnit) -> tuple[Callable[..., list[ExecutionResult]], tuple[Any, ...]] | list[ExecutionResult]:
         available, fps, blocked = self._inputs_of(unit)
@@ -165,7 +198,7 @@ class PipelineWalker:
     # -- walking -------------------------------------------------------------
     def run(self) -> RunResult:
         started = time.perf_counter()
-        units = self.pipeline.execution_units()
+        units = self.units if self.units is not None else self.pipeline.execution_units()
         if self.pool is None and self.max_workers == 1:
             for unit in units:
                 work = self._execute(unit)

@@ -16,7 +16,8 @@ contract test then runs against it::
 
 ``CacheStoreContract`` (fixture ``cache_store``), ``ArtifactStoreContract``
 (``artifact_store``) and ``RouterContract`` (``router``, ``routed_value``)
-work the same way. The pytest plugin :mod:`flowyml_core.testing.pytest_plugin`
+work the same way; ``StackParityContract`` (fixture ``parity_stack``) checks
+that a whole stack reports what the local stack reports for the same runs. The pytest plugin :mod:`flowyml_core.testing.pytest_plugin`
 (loaded automatically through the ``pytest11`` entry point) adds fixtures for
 your own tests: ``flowyml_project``, ``flowyml_calls`` and
 ``flowyml_pipelines``.
@@ -44,6 +45,9 @@ _EXPORTS = {
     "DirCacheStore": "flowyml_core.testing.stores",
     "DirArtifactStore": "flowyml_core.testing.stores",
     "DirStoreConfig": "flowyml_core.testing.stores",
+    "StackParityContract": "flowyml_core.testing.parity",
+    "SubprocessExecutor": "flowyml_core.testing.subprocess_executor",
+    "SubprocessExecutorPlugin": "flowyml_core.testing.subprocess_executor",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -54,8 +58,10 @@ __getattr__, __dir__ = _lazy_exports(globals(), _EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from flowyml_core.testing.executor_contract import ExecutorContract
+    from flowyml_core.testing.parity import StackParityContract
     from flowyml_core.testing.project import KitProject
     from flowyml_core.testing.router_contract import ROUTES_EVERYTHING, RouterContract
     from flowyml_core.testing.samples import CallLog, SamplePipelines, make_step
     from flowyml_core.testing.store_contracts import ArtifactStoreContract, CacheStoreContract
     from flowyml_core.testing.stores import DirArtifactStore, DirCacheStore, DirStoreConfig
+    from flowyml_core.testing.subprocess_executor import SubprocessExecutor, SubprocessExecutorPlugin

@@ -206,3 +206,82 @@ def test_router_that_reuses_one_uri(pytester: pytest.Pytester) -> None:
     """)
     assert failed(outcomes) == {"test_routes_do_not_collide"}, outcomes
     assert outcomes["test_unmatched_output_is_not_routed"] == "passed"
+
+
+PARITY_HEADER = """
+    import pytest
+    from flowyml_core.testing import StackParityContract
+    from flowyml_core.testing.subprocess_executor import SubprocessExecutor, SubprocessExecutorPlugin
+    from flowyml_core.hookspecs import hookimpl
+
+    def stores(tmp_path):
+        return {"artifact_store": {"flavor": "local", "path": str(tmp_path / "a")},
+                "cache_store": {"flavor": "local", "path": str(tmp_path / "c")}}
+"""
+
+
+def test_parity_catches_a_remote_executor_that_loses_cached_flags(pytester: pytest.Pytester) -> None:
+    outcomes = run_kit(pytester, PARITY_HEADER + """
+    class Forgetful(SubprocessExecutor):
+        def run_pipeline(self, *args, **kwargs):
+            outcome = super().run_pipeline(*args, **kwargs)
+            steps = getattr(outcome, "steps", {})
+            for result in steps.values():
+                result.cached = False
+            return outcome
+
+    class Plugin:
+        @hookimpl
+        def register_executors(self, register):
+            register("forgetful", Forgetful)
+
+    class TestIt(StackParityContract):
+        plugin = Plugin()
+
+        @pytest.fixture
+        def parity_stack(self, tmp_path):
+            return {"executor": "forgetful", **stores(tmp_path)}
+    """, "-k", "second_run or rerun or chain")
+    assert failed(outcomes) == {"test_second_run_is_fully_cached_and_submits_nothing"}, outcomes
+    assert outcomes["test_pipeline_matches_the_local_run[chain]"] == "passed"
+
+
+def test_parity_catches_a_remote_executor_that_starts_units_out_of_order(pytester: pytest.Pytester) -> None:
+    outcomes = run_kit(pytester, PARITY_HEADER + """
+    from flowyml_core.remote import RemoteRun
+
+    class Reversed(SubprocessExecutor):
+        def _launch(self, task):
+            return super()._launch(task)
+
+        def run_pipeline(self, pipeline, run_id, **kwargs):
+            original = RemoteRun.walk
+
+            def backwards(remote, launch, **kw):
+                for task in reversed(remote.tasks):
+                    launch(task)
+                return original(remote, lambda task: None, **kw)
+
+            RemoteRun.walk = backwards
+            try:
+                outcome = super().run_pipeline(pipeline, run_id, **kwargs)
+                if hasattr(outcome, "wait"):
+                    outcome.wait(60)
+                return outcome
+            finally:
+                RemoteRun.walk = original
+
+    class Plugin:
+        @hookimpl
+        def register_executors(self, register):
+            register("reversed", Reversed)
+
+    class TestIt(StackParityContract):
+        plugin = Plugin()
+
+        @pytest.fixture
+        def parity_stack(self, tmp_path):
+            return {"executor": "reversed", **stores(tmp_path)}
+    """, "-k", "chain or diamond")
+    assert "test_pipeline_matches_the_local_run[chain]" in failed(outcomes), outcomes
+    assert "test_pipeline_matches_the_local_run[diamond]" in failed(outcomes), outcomes

@@ -9,7 +9,7 @@ trust rules are described there and in ``docs/reference/stores.md``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 
@@ -17,6 +17,7 @@ from flowyml_local.backends import StoreBackend, backend_for
 from flowyml_local.fs_artifacts import FsArtifactStore
 from flowyml_local.fsstore import StoreTrustOptions
 from flowyml_local.materializers import MaterializerSet
+from flowyml_local.portable import absolute_path_option
 
 
 @attrs.define(kw_only=True)
@@ -42,3 +43,7 @@ class LocalArtifactStore(FsArtifactStore):
 
     def _make_backend(self) -> StoreBackend:
         return backend_for(self.config.path, self.config.storage_options)
+
+    def portable_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The declared options for a unit elsewhere: a local path made absolute (see ``portable.py``)."""
+        return absolute_path_option(options, self.root)

@@ -8,7 +8,7 @@ one. A damaged or untrusted entry is a miss with a warning. Implementation:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 
@@ -16,6 +16,7 @@ from flowyml_local.backends import StoreBackend, backend_for
 from flowyml_local.fs_cache import FsCacheStore
 from flowyml_local.fsstore import StoreTrustOptions
 from flowyml_local.materializers import MaterializerSet
+from flowyml_local.portable import absolute_path_option
 
 
 @attrs.define(kw_only=True)
@@ -40,3 +41,7 @@ class LocalCacheStore(FsCacheStore):
 
     def _make_backend(self) -> StoreBackend:
         return backend_for(self.config.path, self.config.storage_options)
+
+    def portable_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The declared options for a unit elsewhere: a local path made absolute (see ``portable.py``)."""
+        return absolute_path_option(options, self.root)

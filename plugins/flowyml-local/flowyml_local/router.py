@@ -31,7 +31,7 @@ import re
 import string
 import sys
 import threading
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 
@@ -212,6 +212,16 @@ class TypeRouter(Router):
         if best is None:
             raise ValueError(f"{uri} is not inside any store of this router's rules")
         return best
+
+    def portable_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The declared rules for a unit elsewhere: relative store paths made absolute (see ``portable.py``)."""
+        from flowyml_local.portable import absolute
+
+        rules = [
+            {**rule, "store": absolute(rule["store"])} if isinstance(rule, Mapping) and "store" in rule else rule
+            for rule in options.get("rules", [])
+        ]
+        return {**options, "rules": rules} if "rules" in options else dict(options)
 
     def validate(self) -> None:
         """Check that each rule's materializer is registered and its store can be created."""
