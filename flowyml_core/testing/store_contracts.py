@@ -221,6 +221,25 @@ class CacheStoreContract(StoreContractBase):
         assert not marker.exists(), "the store unpickled bytes it did not write"
 
 
+    def test_prune_frees_what_it_is_asked_to_and_a_dry_run_nothing(self, cache_store: Any) -> None:
+        """``flowyml cache prune``: complete entries survive a plain prune; ``dry_run`` deletes nothing."""
+        keys = [f"{i:064d}" for i in range(3)]
+        for i, key in enumerate(keys):
+            cache_store.set_value(key, {"i": i}, "step", "code")
+        report = cache_store.prune()
+        if report.get("supported") is False:
+            pytest.skip(f"{type(cache_store).__name__} does not implement prune()")
+        assert set(report) >= {"removed", "bytes", "dry_run"} and report["dry_run"] is False, report
+        assert [cache_store.get(k).value for k in keys] == [{"i": i} for i in range(3)]
+        assert cache_store.prune(older_than=3600)["removed"] == {}, "entries just written are not older than an hour"
+        dry = cache_store.prune(older_than=0, dry_run=True)
+        assert dry["dry_run"] is True and sum(dry["removed"].values()) >= 3, dry
+        assert all(cache_store.get(k) is not None for k in keys), "a dry run must delete nothing"
+        done = cache_store.prune(older_than=0)
+        assert sum(done["removed"].values()) >= 3 and done["bytes"] > 0, done
+        assert all(cache_store.get(k) is None for k in keys)
+
+
 class ArtifactStoreContract(StoreContractBase):
     """Abstract test class: subclass it and provide an ``artifact_store`` fixture."""
 
@@ -307,3 +326,23 @@ class ArtifactStoreContract(StoreContractBase):
             with pytest.raises(IntegrityError):
                 artifact_store.load(uri)
             assert not marker.exists(), "the store unpickled bytes it did not write"
+
+    def test_prune_keeps_the_newest_runs_and_a_dry_run_everything(self, artifact_store: Any) -> None:
+        """``flowyml cache prune --keep-runs N``: older runs' artifacts go, the newest stay; ``dry_run`` deletes nothing."""
+        import time
+
+        old = artifact_store.materialize({"run": "old"}, "out", "run-old", "step")
+        time.sleep(1.1)  # object stores keep modification times to about a second
+        new = artifact_store.materialize({"run": "new"}, "out", "run-new", "step")
+        report = artifact_store.prune()
+        if report.get("supported") is False:
+            pytest.skip(f"{type(artifact_store).__name__} does not implement prune()")
+        assert set(report) >= {"removed", "bytes", "dry_run"}, report
+        assert artifact_store.load(old) == {"run": "old"} and artifact_store.load(new) == {"run": "new"}
+        dry = artifact_store.prune(keep_runs=1, dry_run=True)
+        assert dry["dry_run"] is True and dry["removed"], dry
+        assert artifact_store.exists(old), "a dry run must delete nothing"
+        done = artifact_store.prune(keep_runs=1)
+        assert done["removed"] == dry["removed"] and done["bytes"] > 0, (done, dry)
+        assert not artifact_store.exists(old)
+        assert artifact_store.load(new) == {"run": "new"}

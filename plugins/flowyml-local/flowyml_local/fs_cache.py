@@ -133,6 +133,22 @@ class FsCacheStore(FsStore, CacheStore):
         self._hits += 1
         return entry
 
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The entry's metadata from its header alone (``value`` is None): deciding loads no data.
+
+        The payload is not checked here; :meth:`get` checks it when the value is read.
+        """
+        safe = _safe_key(key)
+        path = self._entry_path(key)
+        try:
+            header = self._header_of(path)
+        except FileNotFoundError:
+            return None
+        if header is None or header.get("key") != safe:
+            return None
+        return CacheEntry(value=None, step_name=header.get("step_name", ""), code_hash=header.get("code_hash", ""),
+                          fingerprint=header.get("fingerprint"), created=float(header.get("created", 0.0)))
+
     def _read(self, path: str, key: str) -> CacheEntry:
         for attempt in range(3):
             with self.backend.open_entry(path) as reader:
