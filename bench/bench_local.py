@@ -130,29 +130,26 @@ class Plain:
             values[outs[0]] = func(**self._args(ins, sig, values, params))
         return values
 
-    def run_writing(self, params: dict[str, Any], directory: str) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for name, func, ins, outs, sig in self.order():
-            kwargs = self._args(ins, sig, values, params)
-            key = hashlib.sha256(pickle.dumps((name, kwargs))).hexdigest()
-            values[outs[0]] = value = func(**kwargs)
-            with open(os.path.join(directory, key), "wb") as fh:
-                fh.write(pickle.dumps(value))
-        return values
+    def run_writing(self, params: dict[str, Any], directory: str, atomic: bool = False) -> dict[str, Any]:
+        """Per step: the result pickled into a file named by the hash of the inputs.
 
-    def run_writing_atomic(self, params: dict[str, Any], directory: str) -> dict[str, Any]:
-        """Per step: an artifact and a cache entry, each a temp file renamed into place, in one directory."""
+        ``atomic``: also the output as an artifact, and each of the two files a temp
+        file renamed into place, in one directory (what a store that survives kill -9 does).
+        """
         values: dict[str, Any] = {}
         for name, func, ins, outs, sig in self.order():
             kwargs = self._args(ins, sig, values, params)
             key = hashlib.sha256(pickle.dumps((name, kwargs))).hexdigest()
             values[outs[0]] = value = func(**kwargs)
             data = pickle.dumps(value)
-            for target in (os.path.join(directory, f"{name}.{outs[0]}"), os.path.join(directory, key)):
-                tmp = target + ".tmp"
-                with open(tmp, "wb") as fh:
+            if not atomic:
+                with open(os.path.join(directory, key), "wb") as fh:
                     fh.write(data)
-                os.replace(tmp, target)
+                continue
+            for target in (os.path.join(directory, f"{name}.{outs[0]}"), os.path.join(directory, key)):
+                with open(target + ".tmp", "wb") as fh:
+                    fh.write(data)
+                os.replace(target + ".tmp", target)
         return values
 
     def run_cached(self, params: dict[str, Any], directory: str) -> dict[str, Any]:
@@ -252,7 +249,7 @@ def cases(tmp: str, repeat: int) -> list[tuple[str, float, float, float | str | 
         full["s"] = stack(cache_dir, art_dir)
 
     (cold_full, _), (cold_floor, _) = compare(
-        lambda: flowyml_run(chain, full["s"]), lambda: plain_chain.run_writing_atomic(params, floor_dir),
+        lambda: flowyml_run(chain, full["s"]), lambda: plain_chain.run_writing(params, floor_dir, atomic=True),
         max(1, repeat // 2), full_setup, lambda: fresh_dir(floor_dir),
     )
     rows.append((f"{CHAIN}-step chain, cold, cache + artifacts", cold_full, cold_floor, "2.5x",

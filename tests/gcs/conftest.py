@@ -10,6 +10,8 @@ from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
 from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
 from flowyml_local.fsspecfs import forget_unavailable
 
+from tests.stores.conftest import no_untrusted_report_left_over  # noqa: F401  (autouse: one fixture for both)
+
 
 @pytest.fixture(autouse=True)
 def no_inherited_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,13 +38,3 @@ def gcs_cache(gcs_emulator, gcs_bucket) -> GcsCacheStore:
 def unique() -> str:
     return uuid.uuid4().hex[:8]
 
-
-@pytest.fixture(autouse=True)
-def no_untrusted_report_left_over():
-    """Tests that make the cache refuse signed entries leave a count behind: start and end each test without one."""
-    from flowyml_local import fsstore
-
-    fsstore.report_untrusted()
-    yield
-    with fsstore._untrusted_lock:
-        fsstore._untrusted.clear()

@@ -1,4 +1,4 @@
-"""The content digests that artifact sidecars and cache headers record.
+"""The content digests that artifact and cache entry headers record.
 
 Every payload a store writes is recorded as ``"<algorithm>:<hex>"`` and checked
 before it is decoded. Two algorithms, chosen by what the digest has to resist:

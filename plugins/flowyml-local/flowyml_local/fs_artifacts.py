@@ -22,20 +22,19 @@ another one is refused) and, for pickles, a signature.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from typing import Any, Mapping
 
 from flowyml_core.components import ArtifactStore
-from flowyml_core.errors import FlowymlError, IntegrityError
+from flowyml_core.errors import IntegrityError
 
 from flowyml_local import digests
-from flowyml_local.backends import EntryReader, EntryReplaced, StoreBackend, is_temp_name
+from flowyml_local.backends import EntryReader, EntryReplaced, is_temp_name
 from flowyml_local.buffers import nbytes
 from flowyml_local.entries import ARTIFACT_FAMILY, ARTIFACT_MAGIC, head_encoder, read_header
 from flowyml_local.fsstore import (REFERENCE_MIN, TEMP_SAFE_AGE, ArtifactNotFoundError, FsStore, file_name,
                                    remember_large, segment, type_name)
-from flowyml_local.materializers import Materializer, MaterializerSet
+from flowyml_local.materializers import Materializer
 
 
 def entry_name(step_name: str, name: str) -> str:
@@ -44,14 +43,10 @@ def entry_name(step_name: str, name: str) -> str:
 
 
 class FsArtifactStore(FsStore, ArtifactStore):
-    """Artifact store on a :class:`StoreBackend`; see the module docstring for the layout."""
+    """Artifact store on a :class:`~flowyml_local.backends.StoreBackend`; see the module docstring for the layout."""
 
     kind = "artifact_store"
 
-    def __init__(self, config: Any = None, *, backend: StoreBackend | None = None,
-                 materializers: MaterializerSet | None = None) -> None:
-        super().__init__(config)
-        self._init_store(backend, materializers)
 
     # -- paths -----------------------------------------------------------------
     def _path(self, run_id: str, step_name: str, name: str, project_name: str) -> str:
@@ -292,19 +287,3 @@ class FsArtifactStore(FsStore, ArtifactStore):
     def delete(self, uri: str) -> bool:
         """Remove an artifact."""
         return self.backend.delete(self._resolve(uri))
-
-    def validate(self) -> None:
-        """Check that the root can be written and read back."""
-        b = self.backend
-        path = b.join(b.root, f".flowyml-validate-{secrets.token_hex(4)}")
-        try:
-            b.publish(path, lambda _: b"", [b"ok"], digests.FAST)
-            if b.read_bytes(path) != b"ok":
-                raise FlowymlError(f"artifact store {self.root}: a test file did not read back as written")
-        except OSError as exc:
-            raise FlowymlError(f"artifact store {self.root} is not usable: {exc}") from None
-        finally:
-            try:
-                b.delete(path)
-            except OSError:
-                pass

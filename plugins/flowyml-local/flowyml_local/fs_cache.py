@@ -25,12 +25,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import secrets
 import time
 from typing import Any, Iterator
 
 from flowyml_core.components import CacheEntry, CacheStore
-from flowyml_core.errors import FlowymlError, IntegrityError
+from flowyml_core.errors import IntegrityError
 
 from flowyml_local import digests
 from flowyml_local.backends import EntryReader, EntryReplaced, StoreBackend, is_temp_name
@@ -61,8 +60,7 @@ class FsCacheStore(FsStore, CacheStore):
 
     def __init__(self, config: Any = None, *, backend: StoreBackend | None = None,
                  materializers: MaterializerSet | None = None) -> None:
-        super().__init__(config)
-        self._init_store(backend, materializers)
+        super().__init__(config, backend=backend, materializers=materializers)
         self._hits = 0
         self._misses = 0
         self._corrupt = 0
@@ -317,17 +315,3 @@ class FsCacheStore(FsStore, CacheStore):
             return True
         return (art.get("materializer"), art.get("size"), art.get("digest")) != (
             header.get("materializer"), header.get("size"), header.get("digest"))
-
-    def validate(self) -> None:
-        b = self.backend
-        path = b.join(b.root, f".flowyml-validate-{secrets.token_hex(4)}")
-        try:
-            b.publish(path, lambda _: b"", [b"ok"], digests.FAST)
-            b.read_bytes(path)
-        except OSError as exc:
-            raise FlowymlError(f"cache store {self.root} is not usable: {exc}") from None
-        finally:
-            try:
-                b.delete(path)
-            except OSError:
-                pass

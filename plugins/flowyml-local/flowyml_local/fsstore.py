@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import secrets
 import threading
 from collections import OrderedDict
 from typing import Any, Mapping, Sequence
@@ -28,6 +29,7 @@ from flowyml_core.config import secret_field
 from flowyml_core.errors import FlowymlError, IntegrityError
 
 from flowyml_local.backends import StoreBackend, is_temp_name
+from flowyml_local.digests import FAST
 from flowyml_local.materializers import Materializer, MaterializerSet, default_materializers
 
 logger = logging.getLogger("flowyml.stores")
@@ -96,7 +98,9 @@ class FsStore:
     #: Name of the component kind in messages.
     kind = "store"
 
-    def _init_store(self, backend: StoreBackend | None, materializers: MaterializerSet | None) -> None:
+    def __init__(self, config: Any = None, *, backend: StoreBackend | None = None,
+                 materializers: MaterializerSet | None = None) -> None:
+        super().__init__(config)  # the component contract's (ArtifactStore, CacheStore)
         self._backend = backend
         self._materializers = materializers
         self._signer = None
@@ -203,6 +207,22 @@ class FsStore:
             f"set allow_unsigned_pickle = true there",
             signed=signed, key_source=signer.source,
         )
+
+    def validate(self) -> None:
+        """Check that the root can be written and read back."""
+        b = self.backend
+        path = b.join(b.root, f".flowyml-validate-{secrets.token_hex(4)}")
+        try:
+            b.publish(path, lambda _: b"", [b"ok"], FAST)
+            if b.read_bytes(path) != b"ok":
+                raise FlowymlError(f"{self.kind.replace('_', ' ')} {self.root}: a test file did not read back as written")
+        except OSError as exc:
+            raise FlowymlError(f"{self.kind.replace('_', ' ')} {self.root} is not usable: {exc}") from None
+        finally:
+            try:
+                b.delete(path)
+            except OSError:
+                pass
 
     def _temp_leftovers(self, older_than: float) -> list[tuple[str, int]]:
         """Temp files of interrupted writes older than ``older_than`` seconds: (path, size)."""

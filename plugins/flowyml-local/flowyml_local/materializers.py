@@ -33,7 +33,7 @@ priority=10)``)::
 
 ``can_save(obj)`` refines the type match; ``save`` may raise TypeError or
 ValueError to decline (the next candidate is tried); ``info(obj)`` adds a small
-JSON dict to the sidecar (shape, dtype…) that ``load`` receives back;
+JSON dict to the entry's header (shape, dtype…) that ``load`` receives back;
 ``allocate(size)`` may return the writable buffer ``load`` will receive (numpy
 uses it to read straight into an array's memory); ``unsafe = True`` marks
 formats whose loading can run code.
@@ -57,7 +57,7 @@ Buffer = Any  # bytes, bytearray, memoryview, or a numpy uint8 array
 class Materializer:
     """Base class; see the module docstring for the protocol."""
 
-    #: Registered name, recorded in every sidecar.
+    #: Registered name, recorded in every entry's header.
     name: str = ""
     #: File extension of the stored payload (informative only).
     extension: str = ""
