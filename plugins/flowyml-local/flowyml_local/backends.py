@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from flowyml_core.errors import IntegrityError
@@ -46,17 +45,23 @@ def is_temp_name(name: str) -> bool:
 
 
 _tmp_counter = itertools.count()
+_tmp_token: tuple[int, str] = (-1, "")
 
 
 def temp_name(directory_of: str, sep: str = os.sep) -> str:
     """A fresh temporary name next to ``directory_of`` (same directory: the rename stays atomic).
 
     Short and independent of the target's name, so a long entry name never
-    makes its temp name too long for the file system.
+    makes its temp name too long for the file system. Unique per process (pid
+    and a counter), and a random token per process keeps two hosts sharing a
+    file system apart; ``O_EXCL`` catches the rest.
     """
-    head, _, _ = directory_of.rpartition(sep)
-    return f"{head}{sep}.{os.getpid():x}-{threading.get_ident() & 0xFFFFFF:x}-{next(_tmp_counter):x}-" \
-           f"{secrets.token_hex(3)}{TEMP_SUFFIX}"
+    global _tmp_token
+    pid = os.getpid()
+    if _tmp_token[0] != pid:  # first use, or a forked child
+        _tmp_token = (pid, f"{pid:x}-{secrets.token_hex(3)}")
+    head = directory_of[:directory_of.rfind(sep)]
+    return f"{head}{sep}.{_tmp_token[1]}-{next(_tmp_counter):x}{TEMP_SUFFIX}"
 
 
 class EntryReplaced(IntegrityError):

@@ -57,7 +57,7 @@ class LocalBackend(StoreBackend):
         return f"LocalBackend({self.root!r})"
 
     def join(self, *parts: str) -> str:
-        return os.path.join(*parts)
+        return os.sep.join(parts)  # parts are the root and escaped segments: never absolute, never empty
 
     def to_uri(self, path: str) -> str:
         return path
