@@ -105,11 +105,16 @@ def run_large(pipeline: Any, root: str) -> float:
 
 
 def rss_child(mb: int, root: str) -> None:
-    """One cold run in this fresh process; prints the peak RSS in bytes."""
-    import resource
+    """One cold run in this fresh process; prints the peak RSS in bytes.
 
+    From ``VmHWM`` (this process's own high-water mark), not ``getrusage``: Linux
+    carries ``ru_maxrss`` over from the parent that forked this process, so a
+    child of the benchmark would report the benchmark's own peak.
+    """
     run_large(large_pipeline(mb), root)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    with open("/proc/self/status") as fh:
+        peak_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    print(peak_kb * 1024)
 
 
 def large_cases(mb: int, repeat: int, base: str) -> None:
@@ -134,6 +139,19 @@ def large_cases(mb: int, repeat: int, base: str) -> None:
                                       lambda: os.path.exists(floor_path) and os.unlink(floor_path)))]
     print_table(f"{mb} MB array through make -> total on the default local stack, cold (cache + artifacts) vs "
                 "the same functions with np.save + np.load between them", "floor", rows, LARGE_TARGET)
+    # Where the time goes, measured on the same array in this run: the executor fingerprints
+    # each output once (flowyml_core.fingerprint); the stores hash it for their integrity record.
+    from flowyml_core.fingerprint import fingerprint
+    from flowyml_local import digests
+
+    array = make_array(mb)
+    parts = [("core fingerprint", timed(lambda: fingerprint(array), repeat)),
+             ("store digest", timed(lambda: digests.of(digests.FAST, array), repeat)),
+             ("np.save alone", timed(lambda: np.save(floor_path, array), repeat)),
+             ("np.load alone", timed(lambda: np.load(floor_path), repeat))]
+    del array
+    for name, (best, median) in parts:
+        print(f"{name:<16}{best:>7.4f}s [{median:.3f}]")
     fresh()
     out = subprocess.run([sys.executable, __file__, "--rss-child", str(mb), "--dir", root],
                          capture_output=True, text=True, check=True)
