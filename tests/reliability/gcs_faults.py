@@ -209,7 +209,7 @@ def _read_back(report: GcsRunReport, spec: dict[str, Any], bucket: str, direct_u
                         _example(report, f"read-back of {uri}: {what}")
     finally:
         proxy.clear_faults()
-    for path, _size in list(cache.backend.walk(cache.backend.root)):
+    for path, _size, _age in list(cache.backend.walk(cache.backend.root)):
         key = path.rstrip("/").rsplit("/", 1)[-1]
         if key.startswith(".") or key.endswith(".tmp"):
             continue
