@@ -393,3 +393,15 @@ def test_a_reference_is_checked_against_the_entrys_own_digest(cache, artifacts, 
     header["ref"] = "../../../../etc/passwd"
     path.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + b"\n")
     assert cache.get(KEY) is None
+
+
+def test_the_memory_of_recent_large_artifacts_is_bounded(artifacts):
+    """A loop of steps each writing a large output of one size must not grow the process's memory of them."""
+    np = pytest.importorskip("numpy")
+    size = None
+    for i in range(fsstore._RECENT_MAX + 8):
+        uri = artifacts.materialize(np.full(150_000, float(i)), "out", "run", f"step{i}")
+        size = artifacts.metadata(uri)["size"]
+    remembered = fsstore.recent_large("npy", size)
+    assert len(remembered) == fsstore._RECENT_MAX
+    assert uri in remembered.values()  # the newest are the ones kept

@@ -251,7 +251,11 @@ REFERENCE_MIN = 1024 * 1024
 def remember_large(materializer: str, size: int, digest: str, path: str) -> None:
     """An artifact store published ``path`` (a local entry) with that payload."""
     with _recent_lock:
-        _recent_large.setdefault((materializer, size), {})[digest] = path
+        same_size = _recent_large.setdefault((materializer, size), {})
+        same_size.pop(digest, None)
+        same_size[digest] = path
+        while len(same_size) > _RECENT_MAX:  # many outputs of one size (a loop of steps): keep the last ones
+            del same_size[next(iter(same_size))]
         _recent_large.move_to_end((materializer, size))
         while len(_recent_large) > _RECENT_MAX:
             _recent_large.popitem(last=False)
