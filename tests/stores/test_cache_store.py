@@ -405,3 +405,25 @@ def test_the_memory_of_recent_large_artifacts_is_bounded(artifacts):
     remembered = fsstore.recent_large("npy", size)
     assert len(remembered) == fsstore._RECENT_MAX
     assert uri in remembered.values()  # the newest are the ones kept
+
+
+def test_a_large_cache_hit_is_read_into_the_array_and_checked_while_read(cache, caplog):
+    """Above 4 MB a hit is read chunk by chunk into the array, hashed behind the read: a change anywhere is caught."""
+    np = pytest.importorskip("numpy")
+    value = np.arange(1_000_000, dtype="float64")  # 8 MB, a full entry (no artifact to refer to)
+    cache.set_value(KEY, value, "s", "c")
+    hit = cache.get(KEY).value
+    np.testing.assert_array_equal(hit, value)
+    assert hit.flags.writeable and hit.flags.owndata is False  # a view of the buffer read into, not a copy
+    path = entry_file(cache, KEY)
+    size = path.stat().st_size
+    for offset in (size - value.nbytes + 10, size // 2, size - 1):
+        cache.set_value(KEY, value, "s", "c")
+        with open(path, "r+b") as fh:
+            fh.seek(offset)
+            byte = fh.read(1)
+            fh.seek(offset)
+            fh.write(bytes([byte[0] ^ 0x04]))
+        with caplog.at_level(logging.WARNING, logger="flowyml.stores"):
+            assert cache.get(KEY) is None
+        assert "does not match its recorded digest" in caplog.text
