@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import secrets
-from typing import Any, Callable, Iterator, Mapping, Sequence
+import time
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from flowyml_core.errors import IntegrityError
 
 from flowyml_local.retries import RetryPolicy
+
+T = TypeVar("T")
 
 #: A function that gives an entry's header for its payload's digest (see :func:`flowyml_local.entries.head_encoder`).
 HeadFor = Callable[[str], bytes]
@@ -70,6 +74,22 @@ class EntryReplaced(IntegrityError):
     Only object stores read a large entry in several requests (its first bytes,
     then ranges); a local reader holds the file open and sees one version.
     """
+
+
+def retry_replaced(read: Callable[[], T], attempts: int = 6) -> T:
+    """``read()``, again while it raises :class:`EntryReplaced`, after a short random pause.
+
+    Writers replacing one object again and again (several processes on one
+    cache key) could make a reader lose every race without the pause.
+    """
+    for attempt in range(attempts):
+        try:
+            return read()
+        except EntryReplaced:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.0, 0.02 * (attempt + 1)))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class EntryReader:

@@ -29,7 +29,7 @@ from flowyml_core.components import ArtifactStore
 from flowyml_core.errors import IntegrityError
 
 from flowyml_local import digests
-from flowyml_local.backends import EntryReader, EntryReplaced, is_temp_name
+from flowyml_local.backends import EntryReader, EntryReplaced, is_temp_name, retry_replaced
 from flowyml_local.buffers import nbytes
 from flowyml_local.entries import ARTIFACT_FAMILY, ARTIFACT_MAGIC, head_encoder, read_header
 from flowyml_local.fsstore import (REFERENCE_MIN, TEMP_SAFE_AGE, ArtifactNotFoundError, FsStore, file_name,
@@ -144,20 +144,23 @@ class FsArtifactStore(FsStore, ArtifactStore):
         header, UntrustedPickleError for a pickle without a valid signature.
         """
         path = self._resolve(uri)
-        for attempt in range(3):
+
+        def attempt() -> Any:
             with self._open(path, uri) as reader:
                 header, offset = self._header(reader, uri)
                 m, size, digest = self._checked(header, path, uri)
                 try:
                     data = reader.payload(offset, size, digest, m.allocate, exact=m.unsafe)
                 except EntryReplaced:
-                    if attempt < 2:
-                        continue
-                    raise IntegrityError(f"artifact {uri} kept being replaced while it was read") from None
+                    raise
                 except IntegrityError as exc:
                     raise IntegrityError(f"artifact {uri} failed its integrity check: {exc}") from None
             return self._decode(m, data, header, uri)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        try:
+            return retry_replaced(attempt)
+        except EntryReplaced:
+            raise IntegrityError(f"artifact {uri} kept being replaced while it was read; read it again") from None
 
     def _checked(self, header: Mapping[str, Any], path: str, uri: str) -> tuple[Materializer, int, str]:
         try:

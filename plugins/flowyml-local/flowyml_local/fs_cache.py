@@ -32,7 +32,7 @@ from flowyml_core.components import CacheEntry, CacheStore
 from flowyml_core.errors import IntegrityError
 
 from flowyml_local import digests
-from flowyml_local.backends import EntryReader, EntryReplaced, StoreBackend, is_temp_name
+from flowyml_local.backends import EntryReader, StoreBackend, is_temp_name, retry_replaced
 from flowyml_local.buffers import nbytes
 from flowyml_local.entries import (ARTIFACT_FAMILY, ARTIFACT_MAGIC, CACHE_FAMILY, CACHE_MAGIC, OtherFormatError,
                                    head_encoder, read_header)
@@ -148,14 +148,11 @@ class FsCacheStore(FsStore, CacheStore):
                           fingerprint=header.get("fingerprint"), created=float(header.get("created", 0.0)))
 
     def _read(self, path: str, key: str) -> CacheEntry:
-        for attempt in range(3):
+        def attempt() -> CacheEntry:
             with self.backend.open_entry(path) as reader:
-                try:
-                    return self._decode(reader, path, key)
-                except EntryReplaced:
-                    if attempt == 2:
-                        raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                return self._decode(reader, path, key)
+
+        return retry_replaced(attempt)
 
     def _miss_with_warning(self, path: str, message: str) -> None:
         self._misses += 1

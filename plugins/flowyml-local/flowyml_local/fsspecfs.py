@@ -28,6 +28,9 @@ logger = logging.getLogger("flowyml.stores")
 
 T = TypeVar("T")
 
+#: Entries up to this size are read in one request once their header says they are not small.
+WHOLE_READ = 16 * 1024 * 1024
+
 
 #: Protocols whose single-object writes are atomic (a PUT replaces the whole object).
 ATOMIC_OBJECT_PROTOCOLS = frozenset({"gs", "gcs", "s3", "s3a", "az", "abfs", "abfss", "memory", "adl"})
@@ -288,14 +291,16 @@ class _FsspecEntry(EntryReader):
             raise IntegrityError(f"{uri}: the payload is {self.size - offset} bytes stored, its header says {size}")
         algorithm = expected.partition(":")[0]
         if offset + size <= len(self.head):
-            view = memoryview(self.head)[offset:offset + size]
-            got = digests.of(algorithm, view)
-            buf = allocate(size) if allocate is not None else None
-            if buf is not None:
-                byte_view(buf)[:] = view
-                data: Any = buf
-            else:
-                data = view.tobytes()
+            data, got = _copy_out(memoryview(self.head)[offset:offset + size], algorithm, allocate)
+        elif offset + size <= WHOLE_READ:
+            # Not large: the whole object in one request, so that its header and
+            # payload are one version whatever writers do meanwhile.
+            whole = self.backend.read_bytes(self.path)
+            if whole[:len(self.head)] != self.head:
+                raise EntryReplaced(f"{uri} was replaced while it was read")
+            if len(whole) != offset + size:
+                raise IntegrityError(f"{uri}: the payload is {len(whole) - offset} bytes stored, its header says {size}")
+            data, got = _copy_out(memoryview(whole)[offset:], algorithm, allocate)
         else:
             # Only bytes offset:offset+size are read, hashed and returned: bytes an
             # attacker appends are never used, and missing ones fail the length check.
@@ -324,6 +329,16 @@ class _FsspecEntry(EntryReader):
             return self.more_head(len(self.head)) != self.head
         except FileNotFoundError:
             return True
+
+
+def _copy_out(view: memoryview, algorithm: str, allocate: Callable[[int], Any] | None) -> tuple[Any, str]:
+    """The payload from bytes already fetched (into the materializer's buffer if it gives one), and its digest."""
+    got = digests.of(algorithm, view)
+    buf = allocate(len(view)) if allocate is not None else None
+    if buf is None:
+        return view.tobytes(), got
+    byte_view(buf)[:] = view
+    return buf, got
 
 
 def _timestamp(value: Any) -> float | None:
