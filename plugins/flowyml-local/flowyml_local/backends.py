@@ -106,15 +106,14 @@ class EntryReader:
         """The first ``n`` bytes (for a header longer than :data:`HEAD_READ`)."""
         raise NotImplementedError
 
-    def payload(self, offset: int, size: int, expected: str, allocate: Callable[[int], Any] | None,
-                exact: bool) -> Any:
+    def payload(self, offset: int, size: int, expected: str, allocate: Callable[[int], Any] | None) -> Any:
         """Bytes ``offset:offset+size``, after checking that they are all there and match ``expected``.
 
         Raises IntegrityError when the entry is shorter or longer than that, or
         the digest differs. ``allocate(size)`` may give the buffer to fill (numpy
-        reads straight into the array's memory); otherwise a bytes-like object is
-        returned. ``exact``: the digest must be of the very bytes returned (formats
-        that run code when loaded).
+        reads straight into the array's memory); otherwise ``bytes`` are returned.
+        The digest checked is always that of the very bytes returned (a pickle
+        runs what it holds: checking a second read of the file would not do).
         """
         raise NotImplementedError
 

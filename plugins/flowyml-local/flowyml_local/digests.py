@@ -16,23 +16,23 @@ before it is decoded. Two algorithms, chosen by what the digest has to resist:
   security target, SHA-256's collision resistance) keeps that cheap too. A
   payload of an unsafe format with any other digest is refused.
 
-Both release the GIL, so the stores hash in a helper thread while the bytes
-move (``bench/bench_artifacts.py``). The algorithm is part of the recorded
-text, so a later version can still read what this one wrote.
+Large payloads are hashed chunk by chunk as they are written or read, each
+chunk while it is still in the CPU's cache (``bench/bench_artifacts.py``). The
+algorithm is part of the recorded text, so a later version can still read what
+this one wrote.
 """
 
 from __future__ import annotations
 
 import string
-import threading
-from typing import Any, Sequence
+from typing import Any
 
 import blake3
 import xxhash
 
 from flowyml_core.errors import IntegrityError
 
-from flowyml_local.buffers import byte_view, nbytes
+from flowyml_local.buffers import byte_view
 
 FAST = "xxh3-128"
 SECURE = "blake3"
@@ -40,8 +40,8 @@ _CONSTRUCTORS = {FAST: xxhash.xxh3_128, SECURE: blake3.blake3}
 _HEX_LENGTH = {FAST: 32, SECURE: 64}
 _HEX = frozenset(string.hexdigits.lower())
 
-#: Payloads at least this large are hashed in a helper thread while the I/O runs.
-PARALLEL_HASH_MIN = 4 * 1024 * 1024
+#: Payloads at least this large are hashed chunk by chunk as they are written or read.
+CHUNKED_MIN = 4 * 1024 * 1024
 
 
 def algorithm_for(unsafe: bool) -> str:
@@ -100,37 +100,3 @@ def parse(recorded: object, *, unsafe: bool) -> str:
 def placeholder(algorithm: str) -> str:
     """A recorded digest of the right length, for a header written before its payload has been hashed."""
     return f"{algorithm}:{'0' * _HEX_LENGTH[algorithm]}"
-
-
-class BackgroundDigest:
-    """The digest of a sequence of buffers, in a helper thread when they are large.
-
-    Both hash libraries release the GIL, so the thread hashes while the caller
-    moves the same bytes to disk or to the network: the check costs about
-    nothing next to the I/O instead of adding to it.
-    """
-
-    def __init__(self, buffers: Sequence[Any], algorithm: str) -> None:
-        self._digest: str | None = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if sum(nbytes(b) for b in buffers) < PARALLEL_HASH_MIN:
-            self._digest = of(algorithm, *buffers)
-        else:
-            self._thread = threading.Thread(target=self._background, args=(buffers, algorithm), daemon=True,
-                                            name="flowyml-hash")
-            self._thread.start()
-
-    def _background(self, buffers: Sequence[Any], algorithm: str) -> None:
-        try:
-            self._digest = of(algorithm, *buffers)
-        except BaseException as exc:  # handed to the caller in result()
-            self._error = exc
-
-    def result(self) -> str:
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._digest is not None
-        return self._digest

@@ -150,7 +150,7 @@ class FsArtifactStore(FsStore, ArtifactStore):
                 header, offset = self._header(reader, uri)
                 m, size, digest = self._checked(header, path, uri)
                 try:
-                    data = reader.payload(offset, size, digest, m.allocate, exact=m.unsafe)
+                    data = reader.payload(offset, size, digest, m.allocate)
                 except EntryReplaced:
                     raise
                 except IntegrityError as exc:

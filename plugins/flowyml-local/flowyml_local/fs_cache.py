@@ -175,7 +175,7 @@ class FsCacheStore(FsStore, CacheStore):
                 raise IntegrityError("a reference entry carries a payload")
             data = self._referenced(ref, m, size, digest)
         else:
-            data = reader.payload(offset, size, digest, m.allocate, exact=m.unsafe)
+            data = reader.payload(offset, size, digest, m.allocate)
         value = m.load(data, header.get("info"))
         return CacheEntry(
             value=value,
@@ -205,7 +205,7 @@ class FsCacheStore(FsStore, CacheStore):
                 raise _Gone(f"its data was in artifact {path}, which was rewritten") from None
             if (header.get("materializer"), header.get("size"), header.get("digest")) != (m.name, size, digest):
                 raise _Gone(f"its data was in artifact {path}, which was rewritten")
-            return reader.payload(offset, size, digest, m.allocate, exact=m.unsafe)
+            return reader.payload(offset, size, digest, m.allocate)
 
     def _entries(self) -> Iterator[tuple[str, int, float | None]]:
         """Every entry file (not temp files, not hidden probes): (path, size, age)."""

@@ -284,8 +284,7 @@ class _FsspecEntry(EntryReader):
     def more_head(self, n: int) -> bytes:
         return self.backend._call("read", self.backend.fs.cat_file, self.path, start=0, end=n)
 
-    def payload(self, offset: int, size: int, expected: str, allocate: Callable[[int], Any] | None,
-                exact: bool) -> Any:
+    def payload(self, offset: int, size: int, expected: str, allocate: Callable[[int], Any] | None) -> Any:
         uri = self.backend.to_uri(self.path)
         if self.size is not None and self.size != offset + size:
             raise IntegrityError(f"{uri}: the payload is {self.size - offset} bytes stored, its header says {size}")
@@ -305,8 +304,6 @@ class _FsspecEntry(EntryReader):
             # Only bytes offset:offset+size are read, hashed and returned: bytes an
             # attacker appends are never used, and missing ones fail the length check.
             buf = allocate(size) if allocate is not None else None
-            if buf is None and exact:
-                buf = bytearray(size)
             if buf is not None:
                 data, got = buf, self.backend.read_ranges(self.path, offset, size, byte_view(buf), algorithm)
             else:  # plain bytes come in one GET: assembling ranges would cost a copy
