@@ -16,10 +16,9 @@ before it is decoded. Two algorithms, chosen by what the digest has to resist:
   security target, SHA-256's collision resistance) keeps that cheap too. A
   payload of an unsafe format with any other digest is refused.
 
-Large payloads are hashed chunk by chunk as they are written or read, each
-chunk while it is still in the CPU's cache (``bench/bench_artifacts.py``). The
-algorithm is part of the recorded text, so a later version can still read what
-this one wrote.
+Large payloads are hashed while the bytes move (see :mod:`flowyml_local.localfs`,
+``bench/bench_artifacts.py``). The algorithm is part of the recorded text, so a
+later version can still read what this one wrote.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ _CONSTRUCTORS = {FAST: xxhash.xxh3_128, SECURE: blake3.blake3}
 _HEX_LENGTH = {FAST: 32, SECURE: 64}
 _HEX = frozenset(string.hexdigits.lower())
 
-#: Payloads at least this large are hashed chunk by chunk as they are written or read.
+#: Payloads at least this large are hashed while they are written or read (see flowyml_local.localfs).
 CHUNKED_MIN = 4 * 1024 * 1024
 
 
