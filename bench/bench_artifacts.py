@@ -24,8 +24,10 @@ Then ``--large-mb`` (512 MB by default, 0 to skip) through a two-step pipeline
 on the default local stack (``make`` returns the array, ``total`` sums it;
 cache and artifact store on, fresh directories each time: a cold run) against
 the floor of the same two functions with ``np.save`` + ``np.load`` of the array
-between them. Target: 1.3x. And the peak RSS of a process that does one such
-run, against the array's size (target: 1.2x).
+between them. Target: 1.3x. ``no cache store``: the same with the artifact store
+only (no output fingerprint, no cache entry), to show the artifact store's part.
+And the peak RSS of a process that does one cold run on the default stack,
+against the array's size (target: 1.2x).
 """
 
 from __future__ import annotations
@@ -83,22 +85,24 @@ def large_pipeline(mb: int) -> Any:
                               Step(func=total, name="total", inputs=("array",), outputs=("total",))])
 
 
-def default_stack(root: str) -> Any:
-    """The built-in local stack's components on ``root`` (what ``flowyml run`` uses with no stacks.toml)."""
+def default_stack(root: str, cache: bool = True) -> Any:
+    """The built-in local stack's components on ``root`` (what ``flowyml run`` uses with no stacks.toml).
+
+    ``cache=False``: no cache store, so the executor neither fingerprints outputs nor writes cache entries.
+    """
     from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
-    from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
     from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
     from flowyml_local.executor import LocalExecutor
 
-    return SimpleNamespace(name="bench", executor=LocalExecutor(), router=None,
-                           cache_store=LocalCacheStore(LocalCacheStoreConfig(path=os.path.join(root, "cache"))),
+    cache_store = LocalCacheStore(LocalCacheStoreConfig(path=os.path.join(root, "cache"))) if cache else None
+    return SimpleNamespace(name="bench", executor=LocalExecutor(), router=None, cache_store=cache_store,
                            artifact_store=LocalArtifactStore(LocalArtifactStoreConfig(path=os.path.join(root, "artifacts"))))
 
 
-def run_large(pipeline: Any, root: str) -> float:
+def run_large(pipeline: Any, root: str, cache: bool = True) -> float:
     from flowyml_core.pipeline import run_on_stack
 
-    result = run_on_stack(pipeline, default_stack(root), run_id="large")
+    result = run_on_stack(pipeline, default_stack(root, cache), run_id="large")
     if not result.success:
         raise SystemExit(f"the large pipeline failed: {result.failed_steps[0].error}")
     return result.outputs["total"]
@@ -135,8 +139,13 @@ def large_cases(mb: int, repeat: int, base: str) -> None:
 
     fresh()
     assert run_large(pipeline, root) == floor()
-    rows = [(f"{mb} MB cold", *compare(lambda: run_large(pipeline, root), floor, repeat, fresh,
-                                      lambda: os.path.exists(floor_path) and os.unlink(floor_path)))]
+    def unlink_floor() -> None:
+        if os.path.exists(floor_path):
+            os.unlink(floor_path)
+
+    rows = [(f"{mb} MB cold", *compare(lambda: run_large(pipeline, root), floor, repeat, fresh, unlink_floor)),
+            ("no cache store", *compare(lambda: run_large(pipeline, root, cache=False), floor, repeat, fresh,
+                                        unlink_floor))]
     print_table(f"{mb} MB array through make -> total on the default local stack, cold (cache + artifacts) vs "
                 "the same functions with np.save + np.load between them", "floor", rows, LARGE_TARGET)
     # Where the time goes, measured on the same array in this run: the executor fingerprints
