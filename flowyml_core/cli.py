@@ -42,7 +42,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     def text() -> str:
         if not plugins:
-            return "no flowyml plugins installed (try: pip install flowyml-local)"
+            from flowyml_core.plugins import install_command
+
+            return f"no flowyml plugins installed; the local components come with: {install_command('flowyml-local')}"
         lines = []
         for p in plugins:
             version = f" {p['version']}" if p["version"] else ""
@@ -87,15 +89,19 @@ def cmd_stack_list(args: argparse.Namespace) -> int:
     data = {"active": active, "active_because": why, "stacks": rows}
 
     def text() -> str:
-        width = max(len(r["name"]) for r in rows)
+        from flowyml_core.stacks import printable
+
+        names = {r["name"]: printable(r["name"]) for r in rows}
+        width = max(len(n) for n in names.values())
         lines = [
-            f"{'*' if r['active'] else ' '} {r['name']:<{width}}  {r['executor']:<10} {r['origin']}"
+            f"{'*' if r['active'] else ' '} {names[r['name']]:<{width}}  {printable(r['executor']):<10} "
+            f"{printable(r['origin'])}"
             for r in rows
         ]
         if active not in registry.stacks:
-            lines.append(f"active stack {active!r} ({why}) is not defined")
+            lines.append(f"active stack {active!r} ({printable(why)}) is not defined")
         else:
-            lines.append(f"(* active: {active}, from {why})")
+            lines.append(f"(* active: {printable(active)}, from {printable(why)})")
         return "\n".join(lines)
 
     _out(data, args.json, text)
@@ -126,12 +132,14 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
     data = {"name": name, "origin": spec.origin, "active_because": why if not args.name else "named", "components": components}
 
     def text() -> str:
-        lines = [f"stack {name} ({spec.origin})"]
+        from flowyml_core.stacks import printable
+
+        lines = [f"stack {printable(name)} ({printable(spec.origin)})"]
         for kind, entry in components.items():
-            plugin = f" [plugin {entry['plugin']}]" if "plugin" in entry else ""
-            lines.append(f"  {kind}: {entry['flavor']}{plugin}")
+            plugin = f" [plugin {printable(entry['plugin'])}]" if "plugin" in entry else ""
+            lines.append(f"  {kind}: {printable(entry['flavor'])}{plugin}")
             for key, value in entry["options"].items():
-                lines.append(f"    {key} = {value!r}")
+                lines.append(f"    {printable(str(key))} = {value!r}")
             if "problem" in entry:
                 lines.append(f"    PROBLEM: {entry['problem']}")
         return "\n".join(lines)
@@ -142,15 +150,16 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
 
 def cmd_stack_use(args: argparse.Namespace) -> int:
     from flowyml_core.stack_edit import use_stack
+    from flowyml_core.stacks import printable
 
     path = use_stack(_registry(), args.name)
-    print(f"active stack: {args.name} (saved in {path})")
+    print(f"active stack: {printable(args.name)} (saved in {path})")
     return 0
 
 
 def cmd_stack_add(args: argparse.Namespace) -> int:
     from flowyml_core.stack_edit import add_stack, parse_component_arg
-    from flowyml_core.stacks import COMPONENT_KINDS, parse_stack
+    from flowyml_core.stacks import COMPONENT_KINDS, parse_stack, printable
 
     components: dict[str, Any] = {}
     for kind in COMPONENT_KINDS:
@@ -169,7 +178,7 @@ def cmd_stack_add(args: argparse.Namespace) -> int:
         raise FlowymlError("stack not added:\n  " + "\n  ".join(problems))
     created = not registry.project_file.exists
     path = add_stack(registry, args.name, components)
-    print(f"added stack {args.name} to {path}" + (" (new file)" if created else ""))
+    print(f"added stack {printable(args.name)} to {path}" + (" (new file)" if created else ""))
     return 0
 
 
@@ -200,17 +209,29 @@ def _check_flavors(spec: Any, problems: list[str]) -> None:
 
 
 def cmd_stack_remove(args: argparse.Namespace) -> int:
-    from flowyml_core.stack_edit import remove_stack
+    from flowyml_core.stack_edit import forget_active, remove_stack
+    from flowyml_core.stacks import printable
 
-    path = remove_stack(_registry(), args.name)
-    print(f"removed stack {args.name} from {path}")
+    registry = _registry()
+    path = remove_stack(registry, args.name)
+    print(f"removed stack {printable(args.name)} from {path}")
+    for warning in forget_active(registry, args.name):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
 def cmd_stack_validate(args: argparse.Namespace) -> int:
     registry = _registry()
     name, _ = registry.active(args.name)
-    stack = registry.resolve(name)
+    try:
+        stack = registry.resolve(name)
+    except FlowymlError as exc:
+        if not args.json:
+            raise
+        # The same shape as a failed validate(): one entry per problem.
+        problems = list(getattr(exc, "problems", None) or [str(exc)])
+        _out({"name": name, "valid": False, "problems": problems, "error": str(exc)}, True, str)
+        return 1
     problems = stack.validate()
     if args.json:
         _out({"name": name, "valid": not problems, "problems": problems}, True, str)
@@ -222,44 +243,77 @@ def cmd_stack_validate(args: argparse.Namespace) -> int:
 
 
 # -- run ------------------------------------------------------------------------
-def _parse_params(items: Sequence[str]) -> dict[str, Any]:
-    from flowyml_core.stack_edit import _literal
-
-    params: dict[str, Any] = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        if not eq or not key.strip():
-            raise FlowymlError(f"--param {item!r} is not key=value")
-        params[key.strip()] = _literal(raw.strip())
-    return params
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from flowyml_core.loader import load_pipeline
+    from flowyml_core.params import check_params, parse_param_items
     from flowyml_core.pipeline import run_on_stack
     from flowyml_core.plugins import get_registry
     from flowyml_core.progress import Progress
-    from flowyml_core.stacks import StackRegistry
+    from flowyml_core.stacks import StackRegistry, printable
 
-    params = _parse_params(args.param)
+    raw_params = parse_param_items(args.param)
     pipeline = load_pipeline(args.target)
     pipeline.build()
+    params = check_params(pipeline, raw_params)
     stack = StackRegistry.load().resolve(args.stack)
     plugins = get_registry()
-    progress = Progress(pipeline, stack.name, sys.stdout)
+    progress = Progress(pipeline, stack.name, sys.stdout, secrets=stack.secrets)
     plugins.pm.register(progress, name="flowyml-cli-progress")
     started = time.perf_counter()
+    submission = None
+    interrupt = _InterruptRecorder()
     try:
-        result = run_on_stack(
-            pipeline, stack, context=params, run_id=args.run_id, wait=False,
-            source=args.target, registry=plugins,
-        )
-        if result.submission is not None and not args.no_wait:
-            status = _wait_for_remote(stack, result.submission, args.timeout, args.follow)
-            result = result.submission.result(status, result.run_id)
+        with interrupt:
+            result = run_on_stack(
+                pipeline, stack, context=params, run_id=args.run_id, wait=False,
+                source=args.target, registry=plugins,
+            )
+            submission = result.submission
+            if submission is not None and not args.no_wait:
+                status = _wait_for_remote(stack, submission, args.timeout, args.follow)
+                result = submission.result(status, result.run_id)
+    except KeyboardInterrupt:
+        if submission is not None:
+            raise KeyboardInterrupt(
+                f"while waiting for {submission.job_id}, which goes on remotely; cancel it with: "
+                f"flowyml runs stop {submission.job_id} --stack {printable(stack.name)}"
+            ) from None
+        raise KeyboardInterrupt(progress.interrupted(interrupt.frames)) from None
     finally:
         plugins.pm.unregister(name="flowyml-cli-progress")
     return progress.summary(result, stack, time.perf_counter() - started)
+
+
+class _InterruptRecorder:
+    """While active, Ctrl-C first notes every thread's frames, then interrupts as usual.
+
+    The frames say which steps were running: by the time KeyboardInterrupt
+    reaches the CLI the stacks have unwound, and worker threads have finished.
+    Only the default handler is replaced, and only in the main thread.
+    """
+
+    def __init__(self) -> None:
+        self.frames: list[Any] = []
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.frames = [frame, *sys._current_frames().values()]
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _InterruptRecorder:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _wait_for_remote(stack: Any, submission: Any, timeout: float | None, follow: bool) -> Any:
@@ -409,7 +463,7 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
 
     path = new_plugin(args.name, kind=args.kind, directory=Path(args.directory))
     print(f"created plugin package in {path}")
-    print(f"next: pip install -e {path} && flowyml plugins")
+    print(f'next: pip install -e "{path}[test]" && flowyml plugins')
     return 0
 
 
@@ -552,22 +606,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter(log_format) if args.debug else _OneLineFormatter(log_format))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, handlers=[handler])
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is seen below
+        return code
     except FlowymlError as exc:
         if args.debug:
             raise
+        _json_error(args, str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        # The reader went away (``flowyml … | head``): stop quietly, as other tools do.
+        from flowyml_core.progress import discard_output
+
+        discard_output(sys.stdout)
         return 0
     except Exception as exc:
         if args.debug:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        message = f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        _json_error(args, message)
+        print(f"error: {message}", file=sys.stderr)
         return 1
+
+
+def _json_error(args: argparse.Namespace, message: str) -> None:
+    """With ``--json``, a failure is a JSON object on stdout too, so scripts never parse an empty output."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "command": _command_name(args)}, sort_keys=True))
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    parts = [args.command]
+    for attr in ("stack_command", "plugin_command", "action"):
+        value = getattr(args, attr, None)
+        if isinstance(value, str):
+            parts.append(value)
+    return " ".join(parts)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -123,16 +123,46 @@ def secret_field_names(config_cls: type | None) -> set[str]:
     return {f.name for f in attrs.fields(config_cls) if f.metadata.get("secret")}
 
 
+#: Option names that look like secrets, masked when no config class says which fields are secret.
+SECRET_WORDS = ("token", "key", "secret", "password", "passwd", "credential")
+
+
+def looks_secret(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
 def mask_options(options: Mapping[str, Any], config_cls: type | None = None) -> dict[str, Any]:
-    """Options fit to show: env references kept as written, secret fields masked."""
+    """Options fit to show: env references kept as written, secret fields masked.
+
+    Without a config class (its plugin is disabled, missing or broken) nothing
+    says which fields are secret, so options are masked by name instead
+    (``token``, ``signing_key``, ``password``...), in nested tables too.
+    """
     import attrs
 
+    if config_cls is None:
+        return _mask_by_name(options)
     secret_names = set()
-    if config_cls is not None and attrs.has(config_cls):
+    if attrs.has(config_cls):
         secret_names = {f.name for f in attrs.fields(config_cls) if f.metadata.get("secret")}
     shown: dict[str, Any] = {}
     for key, value in options.items():
         if key in secret_names and value not in (None, "") and not has_env_ref(value):
+            shown[key] = MASK
+        else:
+            shown[key] = value
+    return shown
+
+
+def _mask_by_name(options: Mapping[str, Any], inherited: bool = False) -> dict[str, Any]:
+    """Mask values under secret-looking keys; a table under such a key is masked throughout."""
+    shown: dict[str, Any] = {}
+    for key, value in options.items():
+        secret = inherited or looks_secret(str(key))
+        if isinstance(value, Mapping):
+            shown[key] = _mask_by_name(value, secret)
+        elif secret and value not in (None, "") and not (isinstance(value, str) and has_env_ref(value)):
             shown[key] = MASK
         else:
             shown[key] = value
@@ -179,5 +209,8 @@ def _plain(error: BaseException) -> str:
 
 
 def raise_problems(header: str, problems: list[str]) -> None:
+    """One ConfigError for all the problems; ``.problems`` keeps them as a list (for ``--json``)."""
     if problems:
-        raise ConfigError(header + ("\n  " + "\n  ".join(problems) if len(problems) > 1 else " " + problems[0]))
+        error = ConfigError(header + ("\n  " + "\n  ".join(problems) if len(problems) > 1 else " " + problems[0]))
+        error.problems = list(problems)  # type: ignore[attr-defined]
+        raise error

@@ -34,3 +34,44 @@ class StepTimeoutError(TimeoutError):
 
 class StopExecution(Exception):
     """Raised inside a step to stop the run on purpose (not retried)."""
+
+
+class RemoteStepError(Exception):
+    """A step's failure that happened in another process, carried back as text.
+
+    An executor that calls step functions elsewhere raises it where the
+    original exception cannot travel (its traceback never does): ``repr()``
+    is the original's and ``description`` its repr and the traceback of the
+    user's frames, so the step's error, logs and retries read exactly as if it
+    had been raised here (see ``flowyml_core.execution.describe_error``).
+    """
+
+    def __init__(self, description: str, original_repr: str) -> None:
+        super().__init__(description)
+        self.description = description
+        self.original_repr = original_repr
+
+    def __repr__(self) -> str:
+        return self.original_repr
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.description, self.original_repr))
+
+
+class UnfingerprintableError(FlowymlError):
+    """A value whose content cannot be digested the same way in every process.
+
+    A step whose key would need it is run without the cache (see
+    ``docs/reference/executor.md``, "Cache keys").
+    """
+
+    def __init__(self, type_name: str, reason: str, where: str | None = None) -> None:
+        what = f"{where} is a {type_name}, which" if where else f"a {type_name}"
+        super().__init__(f"{what} cannot be fingerprinted ({reason})")
+        self.type_name = type_name
+        self.reason = reason
+        self.where = where
+
+
+class OutputContractError(FlowymlError):
+    """A step's return value does not match the outputs it declares."""

@@ -16,13 +16,20 @@ import logging
 import threading
 import time
 import traceback
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 
 from flowyml_core.capture import capture_output
-from flowyml_core.errors import FlowymlError, StepTimeoutError, StopExecution
-from flowyml_core.fingerprint import combine, fingerprint
+from flowyml_core.errors import (
+    FlowymlError,
+    OutputContractError,
+    RemoteStepError,
+    StepTimeoutError,
+    StopExecution,
+    UnfingerprintableError,
+)
+from flowyml_core.fingerprint import combine, fingerprint, warn_once
 from flowyml_core.grouping import StepGroup
 from flowyml_core.results import ExecutionResult
 from flowyml_core.step import Step
@@ -94,22 +101,59 @@ def step_params(context: Any, step: Step) -> dict[str, Any]:
 
 
 def split_outputs(step: Step, value: Any) -> dict[str, Any]:
-    """The named assets in a step's return value.
+    """The named assets in a step's return value: exactly the declared outputs.
 
-    One declared output receives the value; several receive the items of a
-    tuple/list of the same length or the matching keys of a dict; otherwise the
-    first declared output receives the whole value (the seed's rule).
+    No declared output: ``{}``. One: it receives the whole value. Several: the
+    items of a tuple/list of the same length, in order, or the values of a
+    dict with exactly those keys. Anything else raises
+    :class:`OutputContractError`, naming what was declared and what came back:
+    ``run_step`` checks this before anything is stored, so for every step that
+    succeeded this returns every declared output (remote runners derive each
+    asset's fingerprint from that, without the value).
     """
     outputs = step.outputs
     if not outputs:
         return {}
     if len(outputs) == 1:
         return {outputs[0]: value}
-    if isinstance(value, (tuple, list)) and len(value) == len(outputs):
-        return dict(zip(outputs, value))
-    if isinstance(value, dict):
-        return {name: value[name] for name in outputs if name in value}
-    return {outputs[0]: value}
+    if isinstance(value, (tuple, list)):
+        if len(value) == len(outputs):
+            return dict(zip(outputs, value))
+        received = f"a {type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    elif isinstance(value, dict):
+        if len(value) == len(outputs) and all(name in value for name in outputs):
+            return {name: value[name] for name in outputs}
+        missing = [name for name in outputs if name not in value]
+        extra = [key for key in value if key not in outputs]
+        received = f"a dict with keys {list(value)}" + "".join(
+            f" ({label} {', '.join(map(repr, names))})"
+            for label, names in (("missing", missing), ("unexpected", extra)) if names
+        )
+    else:
+        received = "None" if value is None else f"a {type(value).__name__}"
+    raise OutputContractError(
+        f"step {step.name!r} declares {len(outputs)} outputs {list(outputs)} but returned {received}; "
+        f"return a tuple or list of {len(outputs)} items in that order, or a dict with exactly those keys"
+    )
+
+
+def result_assets(step: Step, result: ExecutionResult) -> dict[str, Any]:
+    """The assets a finished step hands downstream: none unless it succeeded and ran.
+
+    ``run_step`` has checked the contract already; an executor that does not use
+    it may return a success whose value breaks it, and then that step fails here,
+    as itself, rather than the run raising or a consumer missing an input.
+    """
+    if not result.success or result.skipped:
+        return {}
+    try:
+        return split_outputs(step, result.output)
+    except OutputContractError as exc:
+        result.success = False
+        result.error = str(exc)
+        result.output_fingerprint = None
+        logger.error("step %s failed: %s", step.name, exc, extra=_FAILURE_EXTRA)
+        return {}
 
 
 def asset_fingerprints(step: Step, output_fingerprint: str | None, assets: Mapping[str, Any]) -> dict[str, str]:
@@ -175,20 +219,25 @@ def _call_with_timeout(step: Step, kwargs: dict[str, Any]) -> Any:
 _FAILURE_EXTRA = {"flowyml_step_failure": True}
 
 
-def _describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException, hide: Iterable[str] = ()) -> str:
     """``repr(exc)`` and its traceback, without this module's frames.
 
     The user's frames are what explain a failure; the executor's own
     (run_step, the timeout thread) are the same for every step and only push
     them off the screen. An error raised by the executor itself (a timeout)
-    keeps no traceback at all.
+    keeps no traceback at all. ``hide`` names more files whose frames are an
+    executor's own (the loop of a worker process that calls step functions).
+    A :class:`RemoteStepError` is the description made where the step ran.
     """
+    if isinstance(exc, RemoteStepError):
+        return exc.description
+    hidden = {_THIS_FILE, *hide}
     te = traceback.TracebackException.from_exception(exc)
-    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != _THIS_FILE])
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename not in hidden])
     return f"{exc!r}\n" + "".join(te.format())
 
 
-_THIS_FILE = _describe_error.__code__.co_filename  # what tracebacks call this module
+_THIS_FILE = describe_error.__code__.co_filename  # what tracebacks call this module
 
 
 def _store_error(exc: BaseException) -> str:
@@ -224,15 +273,25 @@ def run_step(
     all_outputs: Mapping[str, Any] | None = None,
     router: Any | None = None,
     input_fingerprints: Mapping[str, str] | None = None,
+    call: Callable[[Step, dict[str, Any]], Any] | None = None,
 ) -> ExecutionResult:
-    """Run one step with the full semantics; never raises for a step's failure."""
+    """Run one step with the full semantics; never raises for a step's failure.
+
+    ``call(step, kwargs)`` makes one attempt in place of calling ``step.func``
+    here: an executor that runs step functions elsewhere (another process)
+    passes it. It returns the value or raises, bounds the attempt by
+    ``step.timeout`` itself, and raises a :class:`RemoteStepError` for an
+    exception that happened elsewhere, so that the result reads the same.
+    """
     start = time.perf_counter()
+    if call is None and step.timeout is not None:
+        call = _call_with_timeout
 
     if step.condition is not None:
         try:
             should_run = step.condition(**_condition_kwargs(step.condition, context_params, inputs, all_outputs))
         except Exception as exc:
-            return _failure(step, start, f"condition check failed: {_describe_error(exc)}")
+            return _failure(step, start, f"condition check failed: {describe_error(exc)}")
         if not should_run:
             return ExecutionResult(
                 step_name=step.name, success=True, skipped=True, duration_seconds=time.perf_counter() - start
@@ -241,9 +300,14 @@ def run_step(
     use_cache = cache_store is not None and step.cache
     cache_key = None
     if use_cache:
-        cache_key = step.get_cache_key(inputs, context_params, input_fingerprints)
+        try:
+            cache_key = step.get_cache_key(inputs, context_params, input_fingerprints)
+        except UnfingerprintableError as exc:
+            _uncacheable(step, exc)
+            use_cache = False
+    if use_cache:
         entry = cache_store.get(cache_key)
-        if entry is not None:
+        if entry is not None and (len(step.outputs) < 2 or _meets_contract(step, entry.value)):
             return ExecutionResult(
                 step_name=step.name,
                 success=True,
@@ -264,12 +328,12 @@ def run_step(
             if run_id is not None:
                 with capture_output() as buffer:
                     try:
-                        value = step.func(**kwargs) if step.timeout is None else _call_with_timeout(step, kwargs)
+                        value = step.func(**kwargs) if call is None else call(step, kwargs)
                     finally:
                         # Keep every attempt's output: a flaky step's earlier tries explain it.
                         logs = ((logs or "") + buffer.getvalue()) or None
             else:
-                value = step.func(**kwargs) if step.timeout is None else _call_with_timeout(step, kwargs)
+                value = step.func(**kwargs) if call is None else call(step, kwargs)
             break
         except StopExecution as exc:
             return _failure(step, start, f"execution stopped: {exc}", retries=attempt, logs=logs)
@@ -286,16 +350,30 @@ def run_step(
                 if delay:
                     time.sleep(delay)
                 continue
-            return _failure(step, start, _describe_error(exc), retries=attempt, logs=logs)
+            return _failure(step, start, describe_error(exc), retries=attempt, logs=logs)
 
-    output_fp = fingerprint(value) if use_cache else None
+    # The contract is checked before anything is fingerprinted, stored or cached: a
+    # mismatch fails this step, not the consumer that would miss an asset.
+    try:
+        assets = split_outputs(step, value)
+    except OutputContractError as exc:
+        return _failure(step, start, str(exc), retries=attempt, logs=logs)
+
+    output_fp = None
+    if use_cache:
+        try:
+            output_fp = fingerprint(value)
+        except UnfingerprintableError as exc:
+            _uncacheable(step, UnfingerprintableError(exc.type_name, exc.reason, where=f"step {step.name!r}: its output"))
+            use_cache = False
     result = ExecutionResult(
         step_name=step.name, success=True, output=value, retries=attempt, output_fingerprint=output_fp, logs=logs,
         cache_key=cache_key,
     )
 
     if (artifact_store is not None or router is not None) and run_id is not None and value is not None:
-        problem = _store_outputs(step, value, result, artifact_store, router, run_id, project_name)
+        problem = _store_outputs(step, assets or {DEFAULT_OUTPUT_NAME: value}, result, artifact_store, router,
+                                 run_id, project_name)
         if problem is not None:
             result.success = False
             result.error = problem
@@ -313,20 +391,38 @@ def run_step(
     return result
 
 
+def _uncacheable(step: Step, exc: UnfingerprintableError) -> None:
+    warn_once(
+        (step.name, exc.where, exc.type_name),
+        "%s; step %r runs without the cache (results that cannot be fingerprinted cannot be looked up)",
+        exc, step.name,
+    )
+
+
+def _meets_contract(step: Step, value: Any) -> bool:
+    """Whether a cached value splits into the declared outputs (an entry from before the
+    contract was checked is a miss, not a run that fails later downstream)."""
+    try:
+        split_outputs(step, value)
+    except OutputContractError as exc:
+        logger.warning("step %s: ignoring a cache entry that does not match its outputs: %s", step.name, exc)
+        return False
+    return True
+
+
 def _store_outputs(
     step: Step,
-    value: Any,
+    assets: Mapping[str, Any],
     result: ExecutionResult,
     artifact_store: Any | None,
     router: Any | None,
     run_id: str,
     project_name: str,
 ) -> str | None:
-    """Materialize each output asset (or the whole value as ``output``), routing first.
+    """Materialize each output asset (the whole value as ``output`` when none is declared), routing first.
 
     Returns an error message, or None when everything was stored.
     """
-    assets = split_outputs(step, value) or {DEFAULT_OUTPUT_NAME: value}
     return_type = step.func.__annotations__.get("return") if hasattr(step.func, "__annotations__") else None
     for name, obj in assets.items():
         if obj is None:
@@ -397,6 +493,7 @@ def run_step_group(
             call_kwargs["all_outputs"] = available
         result = execute_step(step=step, inputs=kwargs, context_params=params, **call_kwargs)
         results.append(result)
+        assets = result_assets(step, result)
         if not result.success:
             for remaining in order[index + 1:]:
                 results.append(
@@ -413,7 +510,6 @@ def run_step_group(
                 blocked.setdefault(asset, f"skipped: upstream step {name!r} was skipped")
             continue
         # A None output is an asset like any other (as between units).
-        assets = split_outputs(step, result.output)
         available.update(assets)
         known_fps.update(asset_fingerprints(step, result.output_fingerprint, assets))
     return results

@@ -3,50 +3,52 @@
 A fingerprint is computed once, when a value is produced, and travels with it:
 downstream cache keys are built from fingerprints, never by re-hashing the
 value (re-hashing a 100 MB array for every consumer costs more than storing it).
+
+Fingerprints must be equal for equal values in *another process*, under another
+working directory and another absolute project path: a remote step runner
+computes the keys the client computed. So nothing here may depend on memory
+addresses, ``hash()`` (randomised per process for strings) or file paths. The
+encoding is tagged and length-prefixed, so two different values never feed the
+same bytes: a list of two strings cannot collide with one string holding both.
 """
 
 from __future__ import annotations
 
+import dis
 import hashlib
 import inspect
+import io
 import logging
 import pickle
+import re
+import sys
+import types
+from pathlib import Path
 from typing import Any, Callable
 
-logger = logging.getLogger(__name__)
+from flowyml_core.errors import UnfingerprintableError
 
-_SCALARS = (type(None), bool, int, float, complex, str)
+logger = logging.getLogger("flowyml.cache")
 
 
 def fingerprint(value: Any) -> str:
-    """A hex digest that changes when ``value`` changes.
+    """A hex digest that changes when ``value`` changes, and only then.
 
-    Equal values of supported kinds give equal digests across processes. A value
-    that cannot be serialized gets a digest unique to this object, so caching
-    it is a miss rather than a wrong hit.
+    Raises :class:`UnfingerprintableError` for a value whose content cannot be
+    read the same way in every process (a lock, a generator, a lambda, a list
+    that contains itself): a caller must then not cache, never key on
+    something per-object.
     """
+    return _digest(value).hex()
+
+
+def _digest(value: Any) -> bytes:
     h = hashlib.sha256()
-    _feed(h, value)
-    return h.hexdigest()
-
-
-def _feed(h: Any, value: Any) -> None:
-    kind = type(value)
-    if kind in _SCALARS:
-        h.update(f"{kind.__name__}:{value!r}".encode())
-    elif kind in (bytes, bytearray, memoryview):
-        h.update(b"bytes:")
-        h.update(value)
-    elif kind.__module__ == "numpy" and kind.__name__ == "ndarray" and not value.dtype.hasobject:
-        h.update(f"ndarray:{value.dtype.str}:{value.shape}:".encode())
-        h.update(memoryview(value if value.flags.c_contiguous else value.copy(order="C")).cast("B"))
-    else:
-        try:
-            h.update(b"pickle:")
-            h.update(pickle.dumps(value, protocol=5))
-        except Exception as exc:  # unpicklable: make the key unique so it never hits
-            logger.debug("cannot fingerprint %s (%s); it will never be a cache hit", kind.__name__, exc)
-            h.update(f"unhashable:{kind.__qualname__}:{id(value)}".encode())
+    try:
+        _feed(h, value)
+    except RecursionError:
+        raise UnfingerprintableError(_type_name(value), "it is nested too deeply") from None
+    return h.digest()
 
 
 def combine(*parts: str) -> str:
@@ -54,27 +56,337 @@ def combine(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+# -- the encoding ---------------------------------------------------------------------------
+# A value feeds a one-letter tag, then a ``;``-terminated text (numbers), a length-prefixed
+# payload (strings, bytes, pickles) or a fixed-size digest per item (sets).
+
+
+def _feed_str(h: Any, value: str) -> None:
+    data = value.encode("utf-8", "surrogatepass")
+    h.update(b"s%d:" % len(data))
+    h.update(data)
+
+
+def _feed_bytes(h: Any, value: bytes | bytearray) -> None:
+    h.update(b"%s%d:" % (b"b" if type(value) is bytes else b"B", len(value)))
+    h.update(value)
+
+
+def _feed_memoryview(h: Any, value: memoryview) -> None:
+    try:
+        h.update(f"m{value.format}|{value.itemsize}|{value.shape}|{value.nbytes}:".encode())
+        # hashlib reads only C-contiguous buffers; tobytes() copies any other layout in logical order.
+        h.update(value if value.c_contiguous else value.tobytes())
+    except ValueError as exc:  # a released view
+        raise UnfingerprintableError("memoryview", str(exc)) from None
+
+
+def _feed_set(h: Any, value: set[Any] | frozenset[Any]) -> None:
+    h.update(b"%s%d;" % (b"S" if type(value) is set else b"Z", len(value)))
+    for digest in _sorted_digests(value):
+        h.update(digest)
+
+
+def _sorted_digests(items: set[Any] | frozenset[Any]) -> list[bytes]:
+    """The items' digests in sorted order: iteration order follows ``hash()``, which
+    for strings differs from process to process."""
+    return sorted(map(_digest, items))
+
+
+_HANDLERS: dict[type, Callable[[Any, Any], None]] = {
+    type(None): lambda h, v: h.update(b"N"),
+    bool: lambda h, v: h.update(b"T" if v else b"F"),
+    int: lambda h, v: h.update(b"i%x;" % v),  # hex: no digit limit for big ints
+    float: lambda h, v: h.update(b"f" + v.hex().encode() + b";"),
+    complex: lambda h, v: h.update(b"c" + v.real.hex().encode() + b"," + v.imag.hex().encode() + b";"),
+    str: _feed_str,
+    bytes: _feed_bytes,
+    bytearray: _feed_bytes,
+    memoryview: _feed_memoryview,
+    set: _feed_set,
+    frozenset: _feed_set,
+}
+
+
+def _feed(h: Any, value: Any) -> None:
+    kind = type(value)
+    handler = _HANDLERS.get(kind)
+    if handler is not None:
+        handler(h, value)
+        return
+    np = sys.modules.get("numpy")  # a numpy value means numpy is imported; never import it here
+    if np is not None:
+        if _is_array(kind):
+            _feed_array(h, value, np)
+            return
+        if isinstance(value, np.generic):
+            h.update(b"g")
+            _feed_array(h, np.asarray(value), np)
+            return
+    if kind is types.CodeType:
+        h.update(b"k" + _code_digest(value).encode())
+        return
+    _feed_pickle(h, value)
+
+
+def dtype_description(dtype: Any) -> str:
+    """The whole of a numpy dtype: byte order, unit, field names, offsets, titles, sub-arrays.
+
+    ``dtype.str`` alone is ``|V12`` for every 12-byte record, so arrays with
+    different field names over the same bytes would collide.
+    """
+    if dtype.fields is not None:
+        fields = []
+        for name in dtype.names:
+            field = dtype.fields[name]
+            title = f"~{field[2]!r}" if len(field) > 2 else ""
+            fields.append(f"{name!r}:{dtype_description(field[0])}@{field[1]}{title}")
+        return "{" + ",".join(fields) + f"}}{dtype.itemsize}{'A' if dtype.isalignedstruct else ''}"
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return f"({dtype_description(base)}){shape}"
+    return dtype.str
+
+
+def _feed_array(h: Any, array: Any, np: Any) -> None:
+    dtype = array.dtype
+    h.update(f"a{dtype_description(dtype)}|{array.shape};".encode())
+    if dtype.hasobject or dtype.kind == "T":
+        # Object (and variable-width string) arrays hold pointers: fingerprint the items.
+        _feed(h, array.tolist())
+        return
+    # Raw bytes through a uint8 view: the buffer protocol refuses datetime64/timedelta64
+    # ("cannot include dtype 'M' in a buffer"); a view works for every fixed-size dtype.
+    contiguous = np.ascontiguousarray(array)
+    h.update(contiguous.view(np.uint8).data)
+
+
+# -- everything else: a pickle without memo, made canonical where it has to be ---------------------
+class _Canonical(pickle.Pickler):
+    """A pickler used only for digests, never loaded: it may write what it likes.
+
+    ``persistent_id`` is consulted for every object, the built-in containers included
+    (``reducer_override`` is not), so sets inside any object are written in a stable
+    order, arrays and memoryviews by content whatever their layout, and names from
+    ``__main__`` under the name a step runner imports.
+    """
+
+    def persistent_id(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind in _ATOMS:  # most objects: the cheapest possible answer
+            return None
+        if kind is set or kind is frozenset:
+            return (kind.__name__, tuple(_sorted_digests(obj)))
+        if kind is memoryview or kind is types.CodeType or _is_array(kind):
+            return ("value", _digest(obj))
+        if (isinstance(obj, type) or kind is types.FunctionType) and getattr(obj, "__module__", None) == "__main__":
+            return ("global", qualified_name(obj))
+        return None
+
+
+def _is_array(kind: type) -> bool:
+    np = sys.modules.get("numpy")
+    return np is not None and (kind is np.ndarray or kind is np.memmap)
+
+
+_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, tuple, list, dict})
+
+
+class _Culprit(_Canonical):
+    """Finds which object a failed pickle was at: the last one it was asked about."""
+
+    last: Any = None
+
+    def persistent_id(self, obj: Any) -> Any:
+        self.last = obj
+        return super().persistent_id(obj)
+
+
+def _culprit_type(value: Any) -> str:
+    """The type of the object inside ``value`` that cannot be pickled (only after a failure)."""
+    pickler = _Culprit(io.BytesIO(), protocol=5)
+    pickler.fast = True
+    try:
+        pickler.dump(value)
+    except Exception:  # the failure being explained; what matters is where it happened
+        pass
+    last = pickler.last
+    if last is None:
+        return _type_name(value)
+    return qualified_name(last) if isinstance(last, type) else _type_name(last)
+
+
+#: What a plain pickle may hold that would make it differ between equal values: sets (written
+#: in hash order; protocol 3 names them as globals, text that data rarely holds), numpy arrays
+#: (written by layout), ``__main__`` (named by its file elsewhere). Bytes that merely look like
+#: one only cost the slower, canonical pickle.
+_NOT_CANONICAL = (b"cbuiltins\nset\n", b"cbuiltins\nfrozenset\n", b"numpy", b"__main__")
+
+
+def _pickle(value: Any, pickler: type[pickle.Pickler], file: Any, protocol: int = 5) -> None:
+    p = pickler(file, protocol=protocol)
+    p.fast = True  # no memo: equal values pickle alike however their parts are shared
+    p.dump(value)
+
+
+def _feed_pickle(h: Any, value: Any) -> None:
+    """Containers and objects: a plain pickle when it is canonical (pickle's C speed), else
+    one through :class:`_Canonical` (a Python call per object)."""
+    buffer = io.BytesIO()
+    try:
+        _pickle(value, pickle.Pickler, buffer, protocol=3)
+    except RecursionError:
+        raise
+    except Exception:  # something only the canonical pickler handles, or nothing does
+        data = None
+    else:
+        data = buffer.getvalue()
+        if any(marker in data for marker in _NOT_CANONICAL):
+            data = None
+    if data is not None:
+        h.update(b"p%d:" % len(data))
+        h.update(data)
+        return
+    h.update(b"q")
+    try:
+        _pickle(value, _Canonical, _Sink(h))
+    except RecursionError:
+        raise
+    except UnfingerprintableError:
+        raise
+    except Exception as exc:  # pickle raises many kinds (PicklingError, TypeError, AttributeError...)
+        reason = _ADDRESS.sub("", f"{type(exc).__name__}: {exc}")
+        if "cyclic" in reason:
+            raise UnfingerprintableError(_type_name(value), "it contains itself") from None
+        raise UnfingerprintableError(_culprit_type(value), reason) from None
+    h.update(b".")
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # reprs in pickle's messages: not for people, nor stable
+
+
+class _Sink:
+    """The canonical pickle goes straight into the hash: no copy of a large pickle in memory."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, h: Any) -> None:
+        self.write = h.update
+
+
+# -- code ---------------------------------------------------------------------------------------
+def module_identity(obj: Any) -> str:
+    """The module ``obj`` belongs to, named the same way in every process.
+
+    A pipeline file run as a script is ``__main__`` here but is imported under its
+    file stem by the step runner (see ``flowyml_core.loader``), so ``__main__``
+    is named by the stem of its ``__file__``. Never a path: a container imports
+    the project from another directory.
+    """
+    name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+    if name is None:
+        return "?"
+    if name != "__main__":
+        return name
+    namespace = getattr(obj, "__globals__", None)
+    if namespace is None:
+        main = obj if isinstance(obj, types.ModuleType) else sys.modules.get("__main__")
+        namespace = vars(main) if main is not None else {}
+    file = namespace.get("__file__")
+    return Path(file).stem if file else "__main__"
+
+
+def qualified_name(obj: Any) -> str:
+    """``module.qualname`` of a function, class or module, ``__main__`` named by its file."""
+    if isinstance(obj, types.ModuleType):
+        return module_identity(obj)
+    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or _type_name(obj)
+    return f"{module_identity(obj)}.{qualname}"
+
+
 _CODE_HASHES: dict[Any, str] = {}
+_CODE_DIGESTS: dict[types.CodeType, str] = {}
+_GLOBAL_NAMES: dict[types.CodeType, tuple[str, ...]] = {}
 
 
 def code_fingerprint(func: Callable[..., Any]) -> str:
-    """Digest of a function's source (or bytecode when no source is available).
+    """Digest of a function's qualified name and source (its bytecode when there is no source).
 
-    Source is preferred so that editing a comment-free line changes the key and
-    re-importing the same file in another process gives the same key. Digests
-    are remembered per code object: a thousand steps wrapping one function
-    read its source once.
+    Source is preferred: it is the same text in another process, another
+    directory and another Python version. Code without a source file (``exec``,
+    ``python -c``, stdin) is keyed by its bytecode and constants, nested code
+    objects included, never by a ``repr`` that holds an address. Digests are
+    remembered per code object: a thousand steps wrapping one function read its
+    source once.
     """
     target = inspect.unwrap(func)
     code = getattr(target, "__code__", None)
-    name = getattr(target, "__qualname__", repr(target))
+    name = qualified_name(target)
     if code is not None and (code, name) in _CODE_HASHES:
         return _CODE_HASHES[(code, name)]
     try:
-        text = inspect.getsource(target)
+        text = "source:" + inspect.getsource(target)
+        if code is not None and code.co_name == "<lambda>":
+            # The source of a lambda is its whole line: two lambdas on one line need their code.
+            text += "\x1f" + _code_digest(code)
     except (OSError, TypeError):
-        text = repr(target) if code is None else repr((code.co_code, code.co_consts, code.co_names))
+        text = "code:" + _code_digest(code) if code is not None else "builtin"
     digest = combine(name, text)
     if code is not None:
         _CODE_HASHES[(code, name)] = digest
     return digest
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """What a code object does, without where it came from (file, line numbers)."""
+    known = _CODE_DIGESTS.get(code)
+    if known is not None:
+        return known
+    h = hashlib.sha256()
+    for field in ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_flags", "co_name",
+                  "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_code", "co_exceptiontable"):
+        _feed(h, getattr(code, field, None))
+    h.update(b"consts")
+    for const in code.co_consts:  # nested code objects (lambdas, comprehensions) recurse through _feed
+        _feed(h, const)
+    digest = _CODE_DIGESTS[code] = h.hexdigest()
+    return digest
+
+
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
+
+
+def global_names(code: types.CodeType) -> tuple[str, ...]:
+    """The global names a code object (and the lambdas, comprehensions and functions inside it) loads.
+
+    From the bytecode, not ``co_names``: ``co_names`` also lists attribute names
+    (``np.array`` gives ``array``), which would key a step on unrelated globals.
+    """
+    known = _GLOBAL_NAMES.get(code)
+    if known is not None:
+        return known
+    names: set[str] = set()
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in _GLOBAL_OPS:
+            names.add(instruction.argval)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(global_names(const))
+    result = _GLOBAL_NAMES[code] = tuple(sorted(names))
+    return result
+
+
+_WARNED: set[Any] = set()
+
+
+def warn_once(key: Any, message: str, *args: Any) -> None:
+    """Log a cache warning once per process for ``key``: a step in a loop must not flood the log."""
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    logger.warning(message, *args)

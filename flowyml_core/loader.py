@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -15,9 +16,12 @@ from flowyml_core.errors import FlowymlError
 def load_pipeline(target: str) -> Any:
     """Import the module or file and return the named Pipeline.
 
-    The attribute may be a Pipeline or a function of no arguments returning
-    one. A file's directory is put first on ``sys.path`` so its sibling modules
-    import as they would when it runs as a script.
+    The attribute may be a Pipeline, or a function of no arguments annotated
+    ``-> Pipeline``. Nothing else is called: a ``@step`` or any other
+    function named by mistake would run its body (deploy, delete, train...)
+    before flowyml could say it is not a pipeline. A file's directory is put
+    first on ``sys.path`` so its sibling modules import as they would when it
+    runs as a script.
     """
     from flowyml_core.pipeline import Pipeline
 
@@ -28,20 +32,60 @@ def load_pipeline(target: str) -> Any:
     try:
         obj = getattr(module, attr)
     except AttributeError:
-        names = sorted(n for n, v in vars(module).items() if isinstance(v, Pipeline))
-        raise FlowymlError(
-            f"{source} has no attribute {attr!r} (pipelines defined there: {', '.join(names) or 'none'})"
-        ) from None
-    if not isinstance(obj, Pipeline) and callable(obj):
-        try:
-            obj = obj()
-        except FlowymlError:
-            raise
-        except Exception as exc:
-            raise FlowymlError(f"{target}: calling {attr}() to get the pipeline failed: {type(exc).__name__}: {exc}") from exc
+        raise FlowymlError(f"{source} has no attribute {attr!r} ({_defined_pipelines(module)})") from None
+    if isinstance(obj, Pipeline):
+        return obj
+    if not _declares_pipeline(obj):
+        raise FlowymlError(f"{target} is {_what(obj)}; {_defined_pipelines(module)}")
+    try:
+        obj = obj()
+    except FlowymlError:
+        raise
+    except Exception as exc:
+        raise FlowymlError(f"{target}: calling {attr}() to get the pipeline failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(obj, Pipeline):
-        raise FlowymlError(f"{target} is a {type(obj).__name__}, not a flowyml Pipeline")
+        raise FlowymlError(f"{target}: {attr}() returned {_what(obj)}")
     return obj
+
+
+def _defined_pipelines(module: Any) -> str:
+    from flowyml_core.pipeline import Pipeline
+
+    names = sorted(n for n, v in vars(module).items() if isinstance(v, Pipeline))
+    return f"pipelines defined there: {', '.join(names) or 'none'}"
+
+
+def _what(obj: Any) -> str:
+    """What the target turned out to be, and why it is not run."""
+    from flowyml_core.step import Step
+
+    if isinstance(obj, Step):
+        return "a step, not a pipeline (a step runs as part of a pipeline; name the pipeline)"
+    if inspect.isfunction(obj):
+        return ("a function, not a flowyml Pipeline (flowyml calls a function only when it takes no arguments "
+                "and is annotated `-> Pipeline`)")
+    return f"a {type(obj).__name__}, not a flowyml Pipeline"
+
+
+def _declares_pipeline(obj: Any) -> bool:
+    """A plain function of no required arguments whose return annotation is Pipeline.
+
+    Only the annotation is read (a string under ``from __future__ import
+    annotations``): deciding whether to call a function must not call it.
+    """
+    from flowyml_core.step import Step
+
+    if isinstance(obj, Step) or not inspect.isfunction(obj):
+        return False
+    annotation = obj.__annotations__.get("return")
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None)
+    if not isinstance(name, str) or name.rpartition(".")[2] != "Pipeline":
+        return False
+    required = [
+        p for p in inspect.signature(obj).parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    return not required
 
 
 #: Module names this loader gave to pipeline files: loading another file under
@@ -94,9 +138,12 @@ def _import(source: str) -> Any:
             spec.loader.exec_module(module)
         except FlowymlError:
             raise
-        except Exception as exc:
+        except KeyboardInterrupt:
             sys.modules.pop(name, None)
-            raise FlowymlError(f"importing {source} failed: {type(exc).__name__}: {exc}") from exc
+            raise
+        except BaseException as exc:
+            sys.modules.pop(name, None)
+            raise _import_failed(source, exc) from exc
         return module
     try:
         return importlib.import_module(source)
@@ -104,7 +151,21 @@ def _import(source: str) -> Any:
         if exc.name and source.startswith(exc.name):
             raise FlowymlError(f"no module named {source!r} (run from the project directory, or give a file path)") from exc
         raise FlowymlError(f"importing {source} failed: {exc}") from exc
-    except FlowymlError:
+    except (FlowymlError, KeyboardInterrupt):
         raise
-    except Exception as exc:
-        raise FlowymlError(f"importing {source} failed: {type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:
+        raise _import_failed(source, exc) from exc
+
+
+def _import_failed(source: str, exc: BaseException) -> FlowymlError:
+    """One line for anything a pipeline file raises while it is imported, ``sys.exit()`` included.
+
+    A ``SystemExit`` would otherwise end flowyml with the file's exit code and
+    no message, and other ``BaseException`` subclasses would print a traceback.
+    """
+    if isinstance(exc, SystemExit):
+        return FlowymlError(
+            f"importing {source} called sys.exit({exc.code!r}) before the pipeline was defined; "
+            f"put script code under `if __name__ == \"__main__\":` so that importing {source} only defines it"
+        )
+    return FlowymlError(f"importing {source} failed: {type(exc).__name__}: {exc}")

@@ -49,7 +49,21 @@ KNOWN_FLAVORS: dict[tuple[str, str], str] = {
     ("cache_store", "gcs"): "flowyml-gcs",
     ("executor", "vertex"): "flowyml-vertex",
     ("executor", "dask"): "flowyml-dask",
+    ("executor", "docker"): "flowyml-docker",
 }
+#: flowyml's own distributions are not on the package index: they install from
+#: the wheels ``scripts/build-wheels.sh`` builds into a checkout's ``dist/``,
+#: where pip also finds the flowyml plugins each depends on.
+OWN_DISTRIBUTIONS = frozenset(KNOWN_FLAVORS.values()) | {"flowyml-core"}
+
+
+def install_command(package: str) -> str:
+    """A command that installs ``package`` (for hints): flowyml's own from a checkout's wheels."""
+    if package in OWN_DISTRIBUTIONS:
+        return f"pip install {package} --find-links dist (in a flowyml checkout, after bash scripts/build-wheels.sh)"
+    return f"pip install {package}"
+
+
 _FLAVOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _OBJECT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -102,7 +116,9 @@ class Flavor:
             config = import_object(self.config) if self.config is not None else None
         except ImportError as exc:
             package = KNOWN_FLAVORS.get((self.kind, self.name)) or self.distribution or self.plugin
-            raise PluginError(f"{label} cannot be imported: {exc}. Reinstall it with: pip install {package}") from exc
+            raise PluginError(
+                f"{label} cannot be imported: {exc}. Reinstall it with: {install_command(package)}"
+            ) from exc
         except Exception as exc:  # a wrong "module:Name", or a module that fails while importing
             raise PluginError(
                 f"{label} cannot be imported: {type(exc).__name__}: {exc}. This is a bug in the plugin; "
@@ -445,7 +461,7 @@ class Registry:
         if broken:
             raise PluginError(f"{label} flavor {name!r}: plugin {broken[0].name!r} failed to load: {broken[0].error}")
         available = ", ".join(sorted(self.flavors.get(kind, {}))) or "none"
-        hint = f"install it with: pip install {package}" if package else "install the plugin that provides it"
+        hint = f"install it with: {install_command(package)}" if package else "install the plugin that provides it"
         # A disabled plugin was never imported, so what it provides is unknown:
         # name it as a possible source rather than claim it is the source.
         maybe = sorted(p.name for p in self.plugins.values() if p.blocked and not package)

@@ -10,9 +10,10 @@ outputs are, the pipeline's final results, and for a failure the step's error.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Iterable, TextIO
 
 from flowyml_core.hookspecs import hookimpl
 
@@ -95,7 +96,9 @@ class _ReportedByProgress(logging.Filter):
 class Progress:
     """Observer-hook plugin registered by ``flowyml run`` for the duration of a run."""
 
-    def __init__(self, pipeline: Any, stack_name: str, stream: TextIO, tty: bool | None = None) -> None:
+    def __init__(
+        self, pipeline: Any, stack_name: str, stream: TextIO, tty: bool | None = None, secrets: Iterable[str] = ()
+    ) -> None:
         self.total = len(pipeline.steps)
         self.pipeline = pipeline
         self.stack_name = stack_name
@@ -108,10 +111,28 @@ class Progress:
         self.started = time.perf_counter()
         self._filter = _ReportedByProgress()
         self._filtered_logger = logging.getLogger("flowyml.execution")
+        #: Values read from ``${env:…}`` for this stack: never shown, whatever line they end up in.
+        self.secrets = [s for s in secrets if s]
+        self._closed = False  # the reader went away (``flowyml run … | head``)
+        self.ended: set[str] = set()
+
+    def _scrub(self, text: str) -> str:
+        if not self.secrets:
+            return text
+        from flowyml_core.stacks import scrub
+
+        return scrub(text, self.secrets)
 
     def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        if self._closed:
+            return
+        try:
+            self.stream.write(self._scrub(text))
+            self.stream.flush()
+        except BrokenPipeError:
+            # The run goes on (its results are cached and stored) but shows nothing more.
+            self._closed = True
+            discard_output(self.stream)
 
     def _clear_status(self) -> None:
         if self.tty and self._status_shown:
@@ -121,13 +142,15 @@ class Progress:
     @hookimpl
     def on_run_start(self, run: Any) -> None:
         self.started = time.perf_counter()
+        from flowyml_core.stacks import printable
+
         self._filtered_logger.addFilter(self._filter)
-        self._write(
-            f"running {run.pipeline_name} on stack {run.stack_name} ({self.total} steps, run {run.run_id})\n"
-        )
+        stack = printable(str(run.stack_name))
+        self._write(f"running {run.pipeline_name} on stack {stack} ({self.total} steps, run {run.run_id})\n")
 
     @hookimpl
     def on_step_end(self, run: Any, result: Any) -> None:
+        self.ended.add(result.step_name)
         self.done += 1
         state = _describe(result)
         self.counts[state] += 1
@@ -184,9 +207,9 @@ class Progress:
         """Print the closing lines; return the exit code of ``flowyml run``."""
         self._filtered_logger.removeFilter(self._filter)
         self._clear_status()
-        if result.submission is not None:
-            return self._remote_summary(result, stack)
         steps = list(result.steps.values())
+        if result.submission is not None and not steps:  # not waited for, or no per-step results
+            return self._remote_summary(result, stack)
         ran = sum(1 for r in steps if r.success and not r.cached and not r.skipped)
         cached = sum(1 for r in steps if r.cached)
         skipped = sum(1 for r in steps if r.skipped)
@@ -196,11 +219,15 @@ class Progress:
             head = f"run {result.run_id} FAILED in {format_duration(elapsed)}: {counts}"
         elif steps and cached == len(steps):
             head = f"run {result.run_id} completed in {format_duration(elapsed)}, fully cached: all {cached} steps came from the cache"
+            if _is_remote(stack):
+                head += "; nothing was built or submitted"
         else:
             head = f"run {result.run_id} completed in {format_duration(elapsed)}: {counts}"
         self._write(head + "\n")
+        if result.submission is not None:
+            self._write(f"job: {result.submission.job_id} on stack {stack.name}\n")
         self._write_locations(result, stack, steps, cached)
-        if not failed:
+        if not failed and not _is_remote(stack):  # a remote run's values stay in its stores until asked for
             self._write_results(result)
         for bad in failed:
             self._report_failure(bad)
@@ -230,23 +257,96 @@ class Progress:
             self._write(f"  {name:<{width}} = {_short(value)}\n")
 
     def _report_failure(self, failed: Any) -> None:
-        self.stream.flush()
-        error = (failed.error or "failed").rstrip("\n")
+        self._write("")  # flushes what is above, so the error follows it on a shared terminal
+        error = self._scrub(failed.error or "failed").rstrip("\n")
         first, _, rest = error.partition("\n")
         print(f"error: step {failed.step_name!r} failed: {first}", file=sys.stderr)
         if rest:
             print(rest, file=sys.stderr)
         if failed.logs:
             print(f"output of step {failed.step_name!r} before it failed:", file=sys.stderr)
-            print(self._log_lines(failed.logs, "  | ").rstrip("\n"), file=sys.stderr)
+            print(self._scrub(self._log_lines(failed.logs, "  | ")).rstrip("\n"), file=sys.stderr)
 
     def _remote_summary(self, result: Any, stack: Any) -> int:
+        from flowyml_core.stacks import printable
+
         sub = result.submission
-        self._write(f"submitted {sub.job_id} on stack {stack.name}\n")
+        self._write(f"submitted {sub.job_id} on stack {printable(stack.name)}\n")
         for key, value in sorted(sub.metadata.items()):
             self._write(f"  {key}: {value}\n")
         self._write(f"status: {result.status.value}\n")
         return 1 if result.status.is_failed else 0
+
+    # -- Ctrl-C ------------------------------------------------------------------
+    def running_steps(self, frames: Iterable[Any]) -> tuple[list[str], bool]:
+        """The steps running when Ctrl-C came, and whether that is certain.
+
+        ``frames`` are the threads' current frames at the interrupt: a step
+        running in this process (in any thread) has its function's frame on
+        one of those stacks. A step running elsewhere (another process, a
+        container) does not; then the best answer is the steps that had not
+        ended although every step they depend on had.
+        """
+        import inspect
+
+        codes = {}
+        for s in self.pipeline.steps:
+            func = inspect.unwrap(s.func)
+            code = getattr(func, "__code__", None)
+            if code is not None:
+                codes[code] = s.name
+        seen: list[str] = []
+        for frame in frames:
+            while frame is not None:
+                name = codes.get(frame.f_code)
+                if name is not None and name not in seen:
+                    seen.append(name)
+                frame = frame.f_back
+        if seen:
+            return [s.name for s in self.pipeline.steps if s.name in seen], True
+        producers = {a: s.name for s in self.pipeline.steps for a in s.outputs}
+        frontier = [
+            s.name for s in self.pipeline.steps
+            if s.name not in self.ended and all(producers[a] in self.ended for a in s.inputs if a in producers)
+        ]
+        return frontier, False
+
+    def interrupted(self, frames: Iterable[Any]) -> str:
+        """What ``flowyml run`` says after Ctrl-C: which steps were cut short."""
+        self._clear_status()
+        names, certain = self.running_steps(frames)
+        done = f"{self.done}/{self.total} steps had ended"
+        if not names:
+            return f"{done}; no step was running"
+        listed = ", ".join(repr(n) for n in names)
+        plural = "s" if len(names) > 1 else ""
+        if certain:
+            return f"while running step{plural} {listed} ({done})"
+        return f"while step{plural} {listed} {'were' if plural else 'was'} running or about to run ({done})"
+
+
+def discard_output(stream: TextIO) -> None:
+    """Point a stream whose reader went away at /dev/null.
+
+    Python flushes stdout once more at exit; with the pipe closed that flush
+    fails too and prints "Exception ignored ... BrokenPipeError". Writing to
+    /dev/null instead lets the process end quietly, as ``| head`` expects.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a StringIO, or a closed stream: nothing at exit to fail
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _is_remote(stack: Any) -> bool:
+    from flowyml_core.components import RemoteOrchestrator
+
+    return isinstance(getattr(stack, "executor", None), RemoteOrchestrator)
 
 
 def _common_root(uris: list[str]) -> str:

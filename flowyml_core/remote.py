@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from flowyml_core.context import Context
-from flowyml_core.errors import FlowymlError
+from flowyml_core.errors import FlowymlError, UnfingerprintableError
 from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, step_params
 from flowyml_core.grouping import ExecutionUnit, StepGroup, unit_name, unit_steps
 from flowyml_core.records import OutputRef, RunRecords, StepRecord
@@ -137,7 +137,10 @@ class RemoteRun:
         stack_name: str | None = None,
         inputs: Mapping[str, Any] | None = None,
         resources: ResourceConfig | None = None,
+        check_cache: bool = True,
     ) -> None:
+        """``check_cache=False`` submits every unit (each still checks the cache where it runs):
+        for an executor whose one container cannot read records the client writes."""
         pipeline.build()
         self.pipeline = pipeline
         self.run_id = run_id
@@ -155,10 +158,19 @@ class RemoteRun:
         self.has_inputs = bool(inputs)
         self.cached: dict[str, StepRecord] = {}
         self.tasks: list[UnitTask] = []
-        self._plan(inputs or {})
+        self._plan(inputs or {}, check_cache and cache_store is not None)
+
+    #: The keyword arguments of ``Executor.run_pipeline`` that a RemoteRun takes.
+    RUN_ARGS = ("context", "stack", "cache_store", "artifact_store", "router", "stack_name", "inputs", "resources")
+
+    @classmethod
+    def from_run_args(cls, pipeline: Any, run_id: str, *, pipeline_module: str | None, **run_args: Any) -> RemoteRun:
+        """A RemoteRun from the keyword arguments ``run_pipeline`` received (the others are ignored)."""
+        return cls(pipeline, run_id, pipeline_module=pipeline_module,
+                   **{name: run_args[name] for name in cls.RUN_ARGS if name in run_args})
 
     # -- planning ---------------------------------------------------------------------------
-    def _plan(self, inputs: Mapping[str, Any]) -> None:
+    def _plan(self, inputs: Mapping[str, Any], check_cache: bool) -> None:
         known: dict[str, str] = {}
         if inputs:
             known.update({name: ref.fingerprint or "" for name, ref in self.records.write_inputs(inputs).outputs.items()})
@@ -170,7 +182,7 @@ class RemoteRun:
             steps = unit_steps(unit)
             for step in steps:
                 owner[step.name] = name
-            hits = self._cached_unit(unit, known) if self.cache_store is not None else None
+            hits = self._cached_unit(unit, known) if check_cache else None
             if hits is not None:
                 for record in hits:
                     self.records.write(record)
@@ -185,7 +197,7 @@ class RemoteRun:
             submitted.add(name)
             resources = unit.aggregated_resources if isinstance(unit, StepGroup) else unit.resources
             task = UnitTask(name, unit, tuple(s.name for s in steps), tuple(after), resources or self.default_resources)
-            task.env = self.unit_env(task)
+            task.env = self.unit_env(unit)
             self.tasks.append(task)
         if self.cached:
             logger.info("run %s: %d of %d steps are cached (%s); %s", self.run_id, len(self.cached),
@@ -213,7 +225,10 @@ class RemoteRun:
             kwargs, input_fps = bind_inputs(step, available, fps)
             if set(kwargs) - set(input_fps):
                 return None
-            key = step.get_cache_key(kwargs, step_params(self.context, step), input_fps)
+            try:
+                key = step.get_cache_key(kwargs, step_params(self.context, step), input_fps)
+            except UnfingerprintableError:  # run it; the unit itself warns that it cannot be cached
+                return None
             entry = lookup(key) if key else None
             if entry is None or entry.fingerprint is None:
                 return None
@@ -227,14 +242,18 @@ class RemoteRun:
         known.update(fps)
         return records
 
-    def unit_env(self, task: UnitTask) -> dict[str, str]:
-        """The ``FLOWYML_*`` variables of ``flowyml step-runner`` for one unit (no secret values)."""
+    def unit_env(self, unit: ExecutionUnit) -> dict[str, str]:
+        """The ``FLOWYML_*`` variables of ``flowyml step-runner`` for one unit (no secret values).
+
+        ``unit`` may also be a group of several units' steps (one job that
+        runs them all): the step runner walks them as the local executor does.
+        """
         env = {
             "PYTHONUNBUFFERED": "1",
             "FLOWYML_PIPELINE_MODULE": self.module,
-            "FLOWYML_STEP_NAMES": ",".join(task.steps),
+            "FLOWYML_STEP_NAMES": ",".join(s.name for s in unit_steps(unit)),
             "FLOWYML_RUN_ID": self.run_id,
-            "FLOWYML_EXECUTION_GROUP": task.name,
+            "FLOWYML_EXECUTION_GROUP": unit_name(unit),
             "FLOWYML_PIPELINE_NAME": self.pipeline.name,
             "FLOWYML_PROJECT_NAME": self.pipeline.project_name,
             "FLOWYML_CONTEXT": self.params_json,
@@ -333,8 +352,9 @@ class _RecordWalker(PipelineWalker):
         self.launch = launch
         self.task_of = {task.name: task for task in remote.tasks}
 
-    def _keep_outputs(self, step: Any, result: ExecutionResult) -> None:
-        """Values stay where the units wrote them; :class:`RunOutputs` loads them on request."""
+    def _assets_of(self, step: Any, result: ExecutionResult) -> dict[str, Any]:
+        """None: values stay where the units wrote them; :class:`RunOutputs` loads them on request."""
+        return {}
 
     def _unit(self, _executor: Any, unit: ExecutionUnit, *_args: Any) -> list[ExecutionResult]:
         name = unit_name(unit)

@@ -143,6 +143,28 @@ def _verify_and_write(path: Path, new_text: str, expected: dict[str, Any], actio
     atomic_write_text(path, new_text)
 
 
+def forget_active(registry: StackRegistry, name: str) -> list[str]:
+    """After ``name`` was removed: clear a ``flowyml stack use`` choice of it; say what is active now.
+
+    Left in place, the choice made every later command fail with "unknown
+    stack" until someone found ``.flowyml/active-stack``.
+    """
+    from flowyml_core.stacks import printable
+
+    warnings = []
+    if registry.saved_active() == name:
+        registry.active_file.unlink(missing_ok=True)
+        warnings.append(f"stack {name!r} was the active one (chosen with flowyml stack use); that choice is cleared")
+    if registry.environ.get("FLOWYML_STACK") == name:
+        warnings.append(f"FLOWYML_STACK still names the removed stack {name!r}; unset it or set it to another stack")
+    if warnings:
+        after = StackRegistry.load(registry.environ, registry.project_dir)
+        now, why = after.active()
+        if now != name:
+            warnings.append(f"the active stack is now {printable(now)} ({why})")
+    return warnings
+
+
 def use_stack(registry: StackRegistry, name: str) -> Path:
     if not name:
         raise ConfigError("stack use needs a stack name (an empty name cannot be made active)")

@@ -197,6 +197,18 @@ def _toml_key(name: str) -> str:
     return json.dumps(name)  # a JSON string is a valid TOML basic string
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other invisible characters escaped, for a terminal.
+
+    Stack names, flavors and option keys come from ``stacks.toml`` files that
+    arrive with a cloned repository; printed raw, a name holding ``\\x1b[2J``
+    or a newline would clear, recolour or forge lines on the reader's terminal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _names(names: Any) -> str:
     """Stack names for a one-line message: plain ones as they are, others quoted (they may hold newlines)."""
     return ", ".join(n if re.fullmatch(r"[\w.-]+", n) else repr(n) for n in sorted(names))
@@ -262,6 +274,11 @@ class ResolvedStack:
 
     def __repr__(self) -> str:
         return f"ResolvedStack({self.name!r}, {sorted(self.components)})"
+
+    @property
+    def secrets(self) -> list[str]:
+        """The values this stack read from the environment or from secret fields: to scrub from output."""
+        return list(self._secrets)
 
     def validate(self) -> list[str]:
         """Run each component's validate(); return the problems found."""
@@ -355,6 +372,10 @@ class StackRegistry:
             files = ", ".join(str(f.path) for f in self.files if f.exists) or "no stacks.toml found"
             # A name that came from FLOWYML_STACK or `stack use` is easy to forget about: say so.
             chosen = f", chosen by {why}" if why and why != "--stack" else ""
+            if why and why.startswith("flowyml stack use"):
+                chosen += "; choose another with: flowyml stack use NAME"
+            elif why == "FLOWYML_STACK":
+                chosen += "; unset FLOWYML_STACK or set it to a known stack"
             raise ConfigError(
                 f"unknown stack {name!r}{chosen} (known: {_names(self.stacks)}; read from: {files})"
             ) from None

@@ -5,11 +5,21 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import types
 from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 
-from flowyml_core.fingerprint import code_fingerprint, combine, fingerprint
+from flowyml_core.errors import UnfingerprintableError
+from flowyml_core.fingerprint import (
+    code_fingerprint,
+    combine,
+    fingerprint,
+    global_names,
+    module_identity,
+    qualified_name,
+    warn_once,
+)
 from flowyml_core.resources import ResourceConfig
 
 
@@ -60,9 +70,14 @@ class Step:
     resources: ResourceConfig | None = None
     execution_group: str | None = None
     tags: dict[str, str] = attrs.field(factory=dict)
+    version: str | int | None = None
     param_names: tuple[str, ...] = attrs.field(init=False)
     accepts_any_kwargs: bool = attrs.field(init=False)
-    _code_hash: str | None = attrs.field(init=False, default=None)
+    _code_hash: str = attrs.field(init=False, default="")
+    _target: Any = attrs.field(init=False, default=None)
+    _bound: tuple[tuple[str, Any], ...] = attrs.field(init=False, default=())
+    _global_names: tuple[str, ...] = attrs.field(init=False, default=())
+    _reads_values: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.func):
@@ -71,6 +86,20 @@ class Step:
             self.name = getattr(self.func, "__name__", "step")
         self.param_names, self.accepts_any_kwargs = signature_names(self.func)
         functools.update_wrapper(self, self.func, updated=())
+        # The code is hashed now, when the step is defined, not when a key is first
+        # needed: a file edited between import and run must not have the old
+        # function's result stored under the new source's hash.
+        self._target, self._bound = _resolve(self.func)
+        code = getattr(self._target, "__code__", None)
+        if isinstance(code, types.CodeType):
+            self._global_names = tuple(n for n in global_names(code) if n not in _MODULE_MACHINERY)
+        target = self._target
+        self._reads_values = bool(self._bound or self._global_names) or isinstance(target, types.FunctionType) and bool(
+            target.__closure__ or target.__defaults__ or target.__kwdefaults__
+        )
+        self._code_hash = combine(
+            module_identity(self._target), code_fingerprint(self._target), f"version={self.version!r}"
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -112,8 +141,10 @@ class Step:
         return f"Step({self.name!r}, inputs={list(self.inputs)}, outputs={list(self.outputs)})"
 
     def get_code_hash(self) -> str:
-        if self._code_hash is None:
-            self._code_hash = code_fingerprint(self.func)
+        """What runs: module identity, qualified name, source (or bytecode) and ``version``.
+
+        Computed once, when the step was created.
+        """
         return self._code_hash
 
     def filter_kwargs(self, available: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,24 +159,126 @@ class Step:
         context_params: Mapping[str, Any] | None = None,
         input_fingerprints: Mapping[str, str] | None = None,
     ) -> str:
-        """Key over this step's code, its input values and the parameters it receives.
+        """Key over what runs and what it reads (see docs/reference/executor.md, "Cache keys").
 
-        ``context_params`` may hold every parameter of the run; those the
-        function does not accept are left out of the key.
+        The step's name and code hash; the values its function reads besides
+        its arguments (module globals, closure cells, defaults, bound
+        ``self``/partial arguments), read now; its inputs; and the run
+        parameters it receives. ``context_params`` may hold every parameter of
+        the run; those the function does not accept are left out of the key.
 
         ``input_fingerprints`` supplies digests already computed when the inputs
         were produced; any input without one is hashed here.
+
+        Raises :class:`~flowyml_core.errors.UnfingerprintableError` (naming the
+        step and the input or parameter) when an input or parameter cannot be
+        fingerprinted: the step cannot be cached, and a caller runs it without
+        the cache.
         """
         known = input_fingerprints or {}
-        parts = [self.name, self.get_code_hash()]
+        parts = [self.name, self._code_hash]
+        if self._reads_values:  # known when the step was made: most steps of a long chain read nothing
+            parts += self._reads()
         for key in sorted(inputs):
-            parts.append(f"i:{key}={known.get(key) or fingerprint(inputs[key])}")
+            parts.append(f"i:{key}={known.get(key) or self._value_fingerprint(inputs[key], 'input', key)}")
         # Only the parameters the function receives: a run-wide parameter the
         # step does not take cannot change its result, so it must not be a miss.
         received = self.filter_kwargs(context_params or {})
         for key in sorted(received):
-            parts.append(f"p:{key}={fingerprint(received[key])}")
+            parts.append(f"p:{key}={self._value_fingerprint(received[key], 'parameter', key)}")
         return combine(*parts)
+
+    def _value_fingerprint(self, value: Any, kind: str, name: str) -> str:
+        try:
+            return fingerprint(value)
+        except UnfingerprintableError as exc:
+            raise UnfingerprintableError(exc.type_name, exc.reason, where=f"step {self.name!r}: {kind} {name!r}") from None
+
+    def _reads(self) -> list[str]:
+        """The values the function reads besides its arguments, as they are now."""
+        target = self._target
+        parts = [f"b:{label}={self._read_value(value, label)}" for label, value in self._bound]
+        if isinstance(target, types.FunctionType):
+            for i, value in enumerate(target.__defaults__ or ()):
+                parts.append(f"d:{i}={self._read_value(value, f'default #{i}')}")
+            for key, value in sorted((target.__kwdefaults__ or {}).items()):
+                parts.append(f"d:{key}={self._read_value(value, f'default {key!r}')}")
+            for name, cell in zip(target.__code__.co_freevars, target.__closure__ or ()):
+                try:
+                    value = cell.cell_contents
+                except ValueError:  # a cell not assigned yet
+                    parts.append(f"c:{name}=<empty>")
+                    continue
+                parts.append(f"c:{name}={self._read_value(value, f'closure variable {name!r}')}")
+            namespace = target.__globals__
+            for name in self._global_names:
+                if name in namespace:  # else a builtin, or not defined yet
+                    parts.append(f"g:{name}={self._read_value(namespace[name], f'global {name!r}')}")
+        return parts
+
+    def _read_value(self, value: Any, where: str) -> str:
+        """A value the code reads: code by its qualified name, data by its fingerprint.
+
+        A global that cannot be fingerprinted (a client, a lock, a connection) is
+        keyed by its type, with one warning: such objects are resources, not the
+        data a result depends on, and refusing to cache every step that logs
+        through one would make the cache useless.
+        """
+        if isinstance(value, types.ModuleType):
+            return "module:" + module_identity(value)
+        if isinstance(value, Step):
+            return "step:" + qualified_name(value._target)
+        if isinstance(value, type) or inspect.isroutine(value):
+            owner = getattr(value, "__self__", None)
+            name = "code:" + qualified_name(value)
+            if owner is None or isinstance(owner, (type, types.ModuleType)):
+                return name
+            return combine(name, self._read_value(owner, f"{where} (the object its method is bound to)"))
+        try:
+            return fingerprint(value)
+        except UnfingerprintableError as exc:
+            warn_once(
+                (self.name, where, exc.type_name),
+                "step %r: %s is a %s, which cannot be fingerprinted (%s); the cache key covers its type only. "
+                "If what it holds changes the step's result, pass it as a parameter or bump the step's version=",
+                self.name, where, exc.type_name, exc.reason,
+            )
+            return "type:" + exc.type_name
+
+
+#: Globals every module has, set by the import system: the module identity in the code hash
+#: already says which module it is, and ``__file__`` is an absolute path (another one in a
+#: container), ``__name__`` is ``__main__`` in a script and the file's stem elsewhere.
+_MODULE_MACHINERY = frozenset(
+    {"__file__", "__name__", "__spec__", "__loader__", "__package__", "__path__", "__cached__", "__builtins__"}
+)
+
+
+def _resolve(func: Callable[..., Any]) -> tuple[Any, tuple[tuple[str, Any], ...]]:
+    """The Python function whose code runs, and the values bound to it outside that code.
+
+    A ``functools.partial`` binds arguments, a bound method binds ``self``, a
+    callable object is its class's ``__call__`` bound to the object: each bound
+    value is read like a closure variable when a key is computed.
+    """
+    bound: list[tuple[str, Any]] = []
+    target: Any = func
+    while True:
+        target = inspect.unwrap(target)
+        if isinstance(target, functools.partial):
+            bound.append(("partial", (target.args, target.keywords)))
+            target = target.func
+        elif isinstance(target, types.MethodType):
+            bound.append(("self", target.__self__))
+            target = target.__func__
+        else:
+            break
+    if not (isinstance(target, type) or inspect.isroutine(target)):
+        call = getattr(type(target), "__call__", None)
+        if isinstance(call, types.FunctionType):
+            bound.append(("self", target))
+            target = call
+    return target, tuple(bound)
 
 
 def _step_by_reference(module_name: str, qualname: str) -> Step:
@@ -172,8 +305,14 @@ def step(
     execution_group: str | None = None,
     name: str | None = None,
     tags: Mapping[str, str] | None = None,
+    version: str | int | None = None,
 ) -> Any:
-    """Make a :class:`Step`: ``@step`` or ``@step(inputs=[...], outputs=[...])``."""
+    """Make a :class:`Step`: ``@step`` or ``@step(inputs=[...], outputs=[...])``.
+
+    ``version`` enters the cache key: bump it when something the key cannot
+    see changes the result, such as a helper function the step calls (the key
+    covers the step's own source, not the code of what it calls).
+    """
 
     def wrap(f: Callable[..., Any]) -> Step:
         return Step(
@@ -189,6 +328,7 @@ def step(
             resources=resources,
             execution_group=execution_group,
             tags=dict(tags or {}),
+            version=version,
         )
 
     return wrap(func) if func is not None else wrap

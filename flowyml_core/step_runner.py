@@ -15,7 +15,17 @@ FLOWYML_STACK               the stack's name; looked up in stacks.toml only
                             when FLOWYML_STACK_CONFIG is not set
 FLOWYML_CONTEXT             JSON object of run parameters (optional)
 FLOWYML_INPUTS              set when the run has initial assets
+FLOWYML_SECRETS_FILE        a JSON object of environment variables (the
+                            values of the stack's ``${env:…}`` references),
+                            loaded before anything else and then deleted
 ==========================  ==================================================
+
+``FLOWYML_SECRETS_FILE`` lets an orchestrator hand secret values to the unit
+without writing them into the container or job spec, where anyone who can
+inspect the job reads them: it copies a private file into the container and
+names it here. The variables are set in this process's environment, as if the
+container had been started with them; the file is removed once read when it
+can be (a read-only mount stays).
 
 Steps run with the executor's full semantics (conditions, cache, retries).
 Inputs come from the records upstream units left (:mod:`flowyml_core.records`),
@@ -44,6 +54,7 @@ from flowyml_core.components import Executor
 from flowyml_core.errors import FlowymlError
 
 REQUIRED = ("FLOWYML_PIPELINE_MODULE", "FLOWYML_STEP_NAMES", "FLOWYML_RUN_ID")
+SECRETS_FILE_ENV = "FLOWYML_SECRETS_FILE"
 #: The unit could not do its work (see the module docstring).
 EXIT_UNIT_ERROR = 3
 logger = logging.getLogger("flowyml.step_runner")
@@ -81,6 +92,7 @@ def main(environ: Mapping[str, str]) -> int:
     from flowyml_core.pipeline import mark_unit_runner
 
     mark_unit_runner()  # before the pipeline's module is imported: it must not start a run of its own
+    environ = load_secrets_file(environ)
     missing = [name for name in REQUIRED if not environ.get(name)]
     if missing:
         raise FlowymlError(f"step-runner needs the environment variables {', '.join(missing)} (set by the orchestrator)")
@@ -96,6 +108,29 @@ def main(environ: Mapping[str, str]) -> int:
         unit.record_failure(message)
         logger.error("%s", message)
         return EXIT_UNIT_ERROR
+
+
+def load_secrets_file(environ: Mapping[str, str]) -> Mapping[str, str]:
+    """``environ`` plus the variables of ``FLOWYML_SECRETS_FILE``, also set in ``os.environ``."""
+    import os
+
+    path = environ.get(SECRETS_FILE_ENV)
+    if not path:
+        return environ
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise FlowymlError(f"{SECRETS_FILE_ENV} names {path}, which cannot be read as JSON ({exc}); it is "
+                           "written by the orchestrator that started this unit") from None
+    if not isinstance(values, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
+        raise FlowymlError(f"{SECRETS_FILE_ENV} file {path} is not a JSON object of strings")
+    try:
+        os.remove(path)
+    except OSError as exc:  # a read-only mount: the orchestrator removes it
+        logger.debug("secrets file %s stays (%s)", path, exc)
+    os.environ.update(values)
+    return {**environ, **values}
 
 
 class UnitRunner:

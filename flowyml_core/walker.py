@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from flowyml_core.calling import keyword_caller
 from flowyml_core.context import Context
-from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, split_outputs, step_params
+from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, result_assets, step_params
 from flowyml_core.grouping import ExecutionUnit, StepGroup, unit_name, unit_steps
 from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult
 
@@ -169,6 +169,7 @@ class PipelineWalker:
         for result in results:
             step = steps[result.step_name]
             self.results[step.name] = result
+            assets = self._assets_of(step, result)  # may turn a success that breaks its output contract into a failure
             if not result.success:
                 for asset in step.outputs:
                     self.blocked[asset] = failure_reason(step.name)
@@ -177,16 +178,15 @@ class PipelineWalker:
                 for asset in step.outputs:
                     self.blocked.setdefault(asset, reason)
             else:
-                self._keep_outputs(step, result)
+                self.assets.update(assets)
+                if result.output_fingerprint is not None:
+                    self.fingerprints.update(asset_fingerprints(step, result.output_fingerprint, assets))
             if self._step_end is not None:
                 self._step_end(run=self.run_info, result=result)
 
-    def _keep_outputs(self, step: Any, result: ExecutionResult) -> None:
-        """Make a finished step's outputs available to the units after it."""
-        assets = split_outputs(step, result.output)
-        self.assets.update(assets)
-        if result.output_fingerprint is not None:
-            self.fingerprints.update(asset_fingerprints(step, result.output_fingerprint, assets))
+    def _assets_of(self, step: Any, result: ExecutionResult) -> dict[str, Any]:
+        """The assets a finished step hands to the units after it."""
+        return result_assets(step, result)
 
     def _execute(self, unit: ExecutionUnit) -> tuple[Callable[..., list[ExecutionResult]], tuple[Any, ...]] | list[ExecutionResult]:
         available, fps, blocked = self._inputs_of(unit)

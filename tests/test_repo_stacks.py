@@ -21,7 +21,7 @@ def test_every_shipped_stack_structures_with_the_installed_plugins(run_cli, proj
     listed = run_cli("stack", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     names = {row["name"] for row in json.loads(listed.stdout)["stacks"]}
-    assert {"local", "gcs-local", "dask", "vertex-local", "gcp-dev", "gcp-prod"} <= names
+    assert {"local", "gcs-local", "dask", "docker", "vertex-local", "gcp-dev", "gcp-prod"} <= names
     for name in sorted(names):
         shown = run_cli("stack", "show", name, "--json", env=env)
         assert shown.returncode == 0, shown.stderr
@@ -55,3 +55,28 @@ def test_gcs_local_without_the_emulator_variable_says_what_is_missing(run_cli, p
     assert "STORAGE_EMULATOR_HOST" in result.stderr
     assert "Traceback" not in result.stderr
 
+
+
+@pytest.mark.docker
+def test_quickstart_on_the_shipped_docker_stack(run_cli, project, docker_engine, python_base_image):
+    """The repository's docker stack, on the engine and base image scripts/docker_engine.py makes.
+
+    Run from a project holding the quickstart (the stack builds its image from
+    the current directory); the second run is fully cached and starts nothing.
+    """
+    import shutil
+
+    (project / "examples").mkdir()
+    shutil.copy(REPO / "examples" / "quickstart.py", project / "examples" / "quickstart.py")
+    env = {"FLOWYML_STACKS_FILE": str(STACKS_FILE), "DOCKER_HOST": docker_engine.base_url}
+    client = docker_engine.client()
+    first = run_cli("run", "examples/quickstart.py:pipeline", "--stack", "docker", env=env, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "5 ran, 0 cached, 0 skipped, 0 failed" in first.stdout and "[5/5] report" in first.stdout
+    assert "accuracy" in first.stdout  # the report step's own output, from its container
+    assert (project / ".flowyml" / "docker" / "artifacts").is_dir()  # local stores, bind-mounted at the same path
+    before = len(client.containers.list(all=True))
+    second = run_cli("run", "examples/quickstart.py:pipeline", "--stack", "docker", env=env, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "fully cached" in second.stdout and "nothing was built or submitted" in second.stdout
+    assert len(client.containers.list(all=True)) == before

@@ -65,30 +65,38 @@ class RouterContract:
     def test_unmatched_output_is_not_routed(self, router: Any, unrouted_value: Any) -> None:
         if unrouted_value is ROUTES_EVERYTHING:
             pytest.skip("unrouted_value is ROUTES_EVERYTHING: this router routes every value")
-        assert self.route(router, unrouted_value) is None
+        uri = self.route(router, unrouted_value)
+        assert uri is None, f"route() must return None for a value it does not route ({unrouted_value!r}), got {uri!r}"
 
     def test_routed_value_loads_back(self, router: Any, routed_value: Any) -> None:
         uri = self.route(router, routed_value, return_type=type(routed_value))
-        assert self.load_routed(router, uri) == routed_value
+        loaded = self.load_routed(router, uri)
+        assert loaded == routed_value, f"the value routed to {uri} loads back as {loaded!r}"
 
     def test_routes_do_not_collide(self, router: Any, routed_value: Any) -> None:
         places = [("r1", "s", "n", "p"), ("r2", "s", "n", "p"), ("r1", "t", "n", "p"), ("r1", "s", "m", "p"), ("r1", "s", "n", "q")]
         uris = [self.route(router, routed_value, name=n, step_name=s, run_id=r, project_name=p) for r, s, n, p in places]
-        assert all(isinstance(u, str) for u in uris)
-        assert len(set(uris)) == len(places), uris
+        assert all(isinstance(u, str) for u in uris), f"route() must return a URI for every routed value, got {uris}"
+        assert len(set(uris)) == len(places), (
+            f"values of different runs, steps, names or projects must not share a URI: {uris}"
+        )
 
     def test_run_step_records_the_routed_uri(self, router: Any, routed_value: Any) -> None:
         from flowyml_core.execution import run_step
 
         step = make_step(emit, outputs=["table"], cache=False)
         result = run_step(step, {}, {"value": routed_value}, router=router, run_id="kit-run-step")
-        assert result.success, result.error
-        assert "table" in result.artifact_uris, result.artifact_uris
-        assert result.artifact_uri == result.artifact_uris["table"]
-        assert self.load_routed(router, result.artifact_uri) == routed_value
+        assert result.success, f"run_step with this router failed: {result.error}"
+        assert "table" in result.artifact_uris, (
+            f"run_step must record the routed URI of output 'table' in artifact_uris, got {result.artifact_uris!r}"
+        )
+        assert result.artifact_uri == result.artifact_uris["table"], "artifact_uri must be the routed output's URI"
+        loaded = self.load_routed(router, result.artifact_uri)
+        assert loaded == routed_value, f"the output routed by run_step loads back as {loaded!r}"
 
     def test_a_pickled_copy_routes_the_same_way(self, router: Any, routed_value: Any) -> None:
         copy = pickle.loads(pickle.dumps(router))
         uri = self.route(copy, routed_value, run_id="kit-copy")
-        assert isinstance(uri, str) and uri
-        assert self.load_routed(router, uri) == routed_value
+        assert isinstance(uri, str) and uri, f"a pickled copy of the router (as sent to workers) did not route: {uri!r}"
+        loaded = self.load_routed(router, uri)
+        assert loaded == routed_value, f"a value routed by a pickled copy loads back as {loaded!r}"

@@ -121,7 +121,7 @@ def pair(calls: CallLog) -> tuple[int, int]:
 
 def as_dict(calls: CallLog) -> dict[str, int]:
     calls.record("as_dict")
-    return {"left": 10, "right": 20, "extra": 99}
+    return {"right": 20, "left": 10}
 
 
 def metrics(calls: CallLog, quality: float = 0.9) -> dict[str, float]:

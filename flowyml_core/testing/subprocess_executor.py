@@ -43,13 +43,9 @@ class SubprocessExecutor(RemoteOrchestrator):
         self._runs: dict[str, tuple[threading.Thread, dict[str, Any]]] = {}
         self.launched: list[str] = []  # unit names, in launch order (tests read it)
 
-    def run_pipeline(self, pipeline: Any, run_id: str, *, context: Any = None, stack: Any = None,
-                     pipeline_module: str | None = None, hooks: Any = None, run: Any = None,
-                     **kwargs: Any) -> RunResult | SubmissionResult:
-        remote = RemoteRun(pipeline, run_id, pipeline_module=pipeline_module, context=context, stack=stack,
-                           cache_store=kwargs.get("cache_store"), artifact_store=kwargs.get("artifact_store"),
-                           router=kwargs.get("router"), stack_name=kwargs.get("stack_name"),
-                           inputs=kwargs.get("inputs"), resources=kwargs.get("resources"))
+    def run_pipeline(self, pipeline: Any, run_id: str, *, pipeline_module: str | None = None, hooks: Any = None,
+                     run: Any = None, **kwargs: Any) -> RunResult | SubmissionResult:
+        remote = RemoteRun.from_run_args(pipeline, run_id, pipeline_module=pipeline_module, **kwargs)
         if not remote.tasks:
             return remote.nothing_to_submit(hooks=hooks, run=run)
         box: dict[str, Any] = {}

@@ -17,3 +17,8 @@ def env_with(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+def pythonpath(*dirs: Path) -> str:
+    """``dirs`` first on ``PYTHONPATH``, keeping what is there (the test plugins, see conftest.py)."""
+    return os.pathsep.join([*map(str, dirs), *filter(None, [os.environ.get("PYTHONPATH")])])

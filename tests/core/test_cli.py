@@ -231,7 +231,7 @@ def test_pipeline_target_errors(demo, run_cli):
         assert out.returncode == 1 and fragment in out.stderr, (target, out.stderr)
         assert "Traceback" not in out.stderr
     bad_param = run_cli("run", "pipe.py:pipeline", "--param", "novalue", cwd=demo)
-    assert bad_param.returncode == 1 and "is not key=value" in bad_param.stderr
+    assert bad_param.returncode == 1 and "is not NAME=VALUE" in bad_param.stderr
 
 
 # -- bad input: one clear error, exit 1, nothing modified ---------------------------------------------

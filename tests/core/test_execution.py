@@ -223,6 +223,36 @@ def test_timeout_fails_the_step():
     assert not result.success and "timed out" in result.error and time.monotonic() - started < 1.5
 
 
+def test_a_call_hook_makes_each_attempt_and_a_carried_error_reads_as_if_raised_here():
+    """``run_step(call=...)``: how an executor runs step functions elsewhere (another process)."""
+    from flowyml_core.errors import RemoteStepError
+
+    attempts = []
+
+    def elsewhere(step, kwargs):
+        attempts.append((step.name, dict(kwargs)))
+        print(f"attempt {len(attempts)}")  # the hook runs inside the step's capture
+        if len(attempts) == 1:
+            raise RemoteStepError("ValueError('far away')\nValueError: far away\n", "ValueError('far away')")
+        return kwargs["x"] * 10
+
+    @step(retry=1, retry_delay=0, timeout=5)  # with a hook, the hook bounds the attempt: no thread here
+    def scaled(x):
+        raise AssertionError("called here instead of through the hook")
+
+    result = run_step(scaled, {"x": 2}, {}, run_id="r", call=elsewhere)
+    assert result.success and (result.output, result.retries) == (20, 1)
+    assert attempts == [("scaled", {"x": 2}), ("scaled", {"x": 2})]
+    assert result.logs == "attempt 1\n[flowyml] attempt 1 failed: ValueError('far away'); retrying\nattempt 2\n"
+
+    def always(step, kwargs):
+        raise RemoteStepError("ValueError('far away')\nTraceback (most recent call last):\n  File ...\n", "ValueError('x')")
+
+    failed = run_step(scaled, {"x": 2}, {}, call=always)
+    assert failed.error == "ValueError('far away')\nTraceback (most recent call last):\n  File ...\n"
+    assert failed.retries == 1
+
+
 def test_condition_skips_and_a_broken_condition_fails():
     @step(outputs=["x"], condition=lambda deploy: deploy)
     def maybe():
@@ -254,7 +284,7 @@ def test_outputs_split_from_tuples_and_dicts_and_inputs_bound_by_position():
 
     @step(outputs=["c", "d"])
     def mapping():
-        return {"c": 3, "d": 4, "extra": 5}
+        return {"d": 4, "c": 3}  # by key, whatever the order (a key not declared is an error: test_output_contracts)
 
     @step(inputs=["a", "d"], outputs=["sum"])
     def add(x, y):  # names differ from the assets: bound by position

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -19,10 +20,11 @@ from flowyml_core.plugins import (
     KNOWN_FLAVORS,
     Registry,
     get_registry,
+    install_command,
     iter_entry_points,
     reset_registry,
 )
-from tests.core.helpers import env_with, write
+from tests.core.helpers import env_with, pythonpath, write
 
 PY = sys.executable
 
@@ -107,7 +109,7 @@ print("MODULES=" + json.dumps(sorted(m for m in sys.modules if m.startswith(("fl
 def test_disabled_plugin_is_never_imported(make_plugin, plugin_site, tmp_path):
     marker = tmp_path / "imported"
     make_plugin("marker", f"open({str(marker)!r}, 'w').write('yes')\n", module="marker_plugin")
-    env = env_with(PYTHONPATH=str(plugin_site), FLOWYML_DISABLE_PLUGINS="testplugin, marker")
+    env = env_with(PYTHONPATH=pythonpath(plugin_site), FLOWYML_DISABLE_PLUGINS="testplugin, marker")
     out = subprocess.run([PY, "-c", PROBE, "plugins", "--json"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     payload, modules = out.stdout.split("MODULES=")
@@ -191,7 +193,7 @@ def test_unknown_disabled_name_through_the_cli_warns_and_breaks_nothing(run_cli,
 def test_plugin_raising_at_import_is_reported_and_others_keep_working(make_plugin, plugin_site, run_cli, project):
     make_plugin("broken", "raise RuntimeError('kaboom at import')\n")
     make_plugin("missingdep", "import flowyml_no_such_module_xyz\n")
-    env = {"PYTHONPATH": str(plugin_site)}
+    env = {"PYTHONPATH": pythonpath(plugin_site)}
     data = plugins_json(run_cli, **env)
     plugins = by_name(data)
     assert plugins["broken"]["error"] == "import failed: RuntimeError: kaboom at import"
@@ -219,7 +221,7 @@ def test_duplicate_flavor_is_an_error_naming_both_and_other_stacks_keep_working(
                                                                                 project):
     make_plugin("alpha", DUP_PLUGIN)
     make_plugin("beta", DUP_PLUGIN)
-    env = {"PYTHONPATH": str(plugin_site)}
+    env = {"PYTHONPATH": pythonpath(plugin_site)}
     data = plugins_json(run_cli, **env)
     assert data["conflicts"] == [{"kind": "executor", "flavor": "dup", "plugins": ["alpha", "beta"]}]
     assert "CONFLICT: executor flavor 'dup' is registered by alpha and beta" in run_cli("plugins", env=env).stdout
@@ -497,7 +499,40 @@ def test_known_flavor_not_installed_says_what_to_pip_install(kind, name):
     registry = only_testplugin()
     with pytest.raises(PluginError) as info:
         registry.flavor(kind, name)
-    assert f"pip install {KNOWN_FLAVORS[(kind, name)]}" in str(info.value)
+    package = KNOWN_FLAVORS[(kind, name)]
+    # Not on the package index: the hint is the command that installs it from a checkout's wheels.
+    assert f"pip install {package} --find-links dist (in a flowyml checkout, after bash scripts/build-wheels.sh)" \
+        in str(info.value)
+
+
+def test_every_install_hint_names_a_command_that_works():
+    """``pip install flowyml-X`` alone fails (flowyml is not on the package index): every hint adds --find-links dist.
+
+    That the command works is checked by tests/kit/test_walkthrough.py, which runs it.
+    """
+    repo = Path(__file__).resolve().parents[2]
+    texts = [*repo.glob("flowyml_core/**/*.py"), *repo.glob("flowyml_core/templates/**/*.tmpl"),
+             *repo.glob("plugins/*/flowyml_*/**/*.py"), *repo.glob("plugins/*/README.md"),
+             repo / "README.md", repo / "CONTRIBUTING.md"]
+    bare = [
+        f"{path.relative_to(repo)}: {match.group(0)}"
+        for path in texts
+        # Adjacent string literals on two lines are one message: join them first.
+        for match in re.finditer(r"pip install flowyml-[\w\[\]'\"-]+( --find-links)?",
+                                 re.sub(r"\"\s*\n\s*f?\"", "", path.read_text()))
+        if not match.group(1)
+    ]
+    assert bare == []
+    assert install_command("flowyml-dask").startswith("pip install flowyml-dask --find-links dist")
+    assert install_command("flowyml-acme") == "pip install flowyml-acme"  # a third party's own package
+
+
+def test_test_plugins_are_not_installed_in_the_development_venv(run_cli):
+    """tests/plugins/* are visible to the core tests only (conftest.py), never listed by the venv's `flowyml plugins`."""
+    venv = json.loads(run_cli("plugins", "--json", env={"PYTHONPATH": ""}).stdout)["plugins"]
+    assert "testplugin" not in {p["name"] for p in venv} and "local" in {p["name"] for p in venv}
+    here = json.loads(run_cli("plugins", "--json").stdout)["plugins"]
+    assert "testplugin" in {p["name"] for p in here}
 
 
 def test_unknown_flavor_lists_installed_ones():
@@ -576,7 +611,7 @@ def test_invalid_registrations_are_shown_by_flowyml_plugins(make_plugin, plugin_
             register("bad name", "x:Y")
             register("fine2", "flowyml_testplugin.components:EchoExecutor")
     """, module="tidy_plugin")
-    plugins = by_name(plugins_json(run_cli, PYTHONPATH=str(plugin_site)))
+    plugins = by_name(plugins_json(run_cli, PYTHONPATH=pythonpath(plugin_site)))
     assert "register_cache_store" in plugins["sloppy"]["error"] and plugins["sloppy"]["flavors"] == {}
     assert "flavor name 'bad name' must be letters" in plugins["tidy"]["error"]
     assert plugins["tidy"]["flavors"] == {"executor": ["fine2"]}

@@ -13,6 +13,7 @@ import pytest
 
 import flowyml_core
 from flowyml_core import ResourceConfig, Step, step
+from flowyml_core.errors import UnfingerprintableError
 from tests.core.helpers import write
 
 
@@ -102,14 +103,17 @@ def transform(x):
 """
 
 
-def test_code_hash_changes_with_the_code_and_not_with_the_file(tmp_path):
-    one = _load_module(write(tmp_path / "one.py", STEP_SOURCE.format(delta=1)), "flowyml_test_one")
-    same = _load_module(write(tmp_path / "same.py", STEP_SOURCE.format(delta=1)), "flowyml_test_same")
-    two = _load_module(write(tmp_path / "two.py", STEP_SOURCE.format(delta=2)), "flowyml_test_two")
-    assert one.transform.get_code_hash() == same.transform.get_code_hash()
+def test_code_hash_changes_with_the_code_and_the_module_not_with_the_directory(tmp_path):
+    one = _load_module(write(tmp_path / "a" / "mod.py", STEP_SOURCE.format(delta=1)), "flowyml_test_mod")
+    moved = _load_module(write(tmp_path / "b" / "mod.py", STEP_SOURCE.format(delta=1)), "flowyml_test_mod")
+    other = _load_module(write(tmp_path / "other.py", STEP_SOURCE.format(delta=1)), "flowyml_test_other")
+    two = _load_module(write(tmp_path / "c" / "mod.py", STEP_SOURCE.format(delta=2)), "flowyml_test_mod")
+    assert one.transform.get_code_hash() == moved.transform.get_code_hash()
     assert one.transform.get_code_hash() != two.transform.get_code_hash()
+    # Another module is another step, even with the same source (issue 13: its globals may differ).
+    assert one.transform.get_code_hash() != other.transform.get_code_hash()
     key = lambda m: m.transform.get_cache_key({"x": 1}, {})  # noqa: E731
-    assert key(one) == key(same) != key(two)
+    assert key(one) == key(moved) != key(two)
 
 
 def test_code_hash_without_source_still_tracks_the_code():
@@ -182,8 +186,9 @@ def test_cache_key_of_a_kwargs_step_covers_every_param():
 
 
 def test_cache_key_uses_known_fingerprints_instead_of_rehashing():
-    lock_a, lock_b = threading.Lock(), threading.Lock()  # unpicklable: hashing them is per-object
-    assert train.get_cache_key({"data": lock_a}, {}) != train.get_cache_key({"data": lock_b}, {})
+    lock_a, lock_b = threading.Lock(), threading.Lock()  # unfingerprintable: only a known fingerprint keys them
+    with pytest.raises(UnfingerprintableError, match="step 'train': input 'data' is a _thread.lock"):
+        train.get_cache_key({"data": lock_a}, {})
     k1 = train.get_cache_key({"data": lock_a}, {}, input_fingerprints={"data": "fp-1"})
     k2 = train.get_cache_key({"data": lock_b}, {}, input_fingerprints={"data": "fp-1"})
     k3 = train.get_cache_key({"data": lock_b}, {}, input_fingerprints={"data": "fp-2"})

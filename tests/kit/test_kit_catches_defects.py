@@ -285,3 +285,25 @@ def test_parity_catches_a_remote_executor_that_starts_units_out_of_order(pyteste
     """, "-k", "chain or diamond")
     assert "test_pipeline_matches_the_local_run[chain]" in failed(outcomes), outcomes
     assert "test_pipeline_matches_the_local_run[diamond]" in failed(outcomes), outcomes
+
+
+def test_a_kit_failure_says_what_the_component_did_wrong(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plugin=textwrap.dedent(EXECUTOR_HEADER + """
+    class IgnoresTheCache(Executor):
+        def execute_step(self, step, inputs, context_params, cache_store=None, **kw):
+            return run_step(step, inputs, context_params, **kw)
+
+    class TestIt(ExecutorContract):
+        @pytest.fixture
+        def executor(self):
+            return IgnoresTheCache()
+    """))
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+                                          "-k", "second_call_is_a_cache_hit")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    # The error line says which promise was broken and what came back, not just `assert (True and False)`.
+    error = next(line for line in text.splitlines() if line.startswith("E       AssertionError"))
+    assert error.startswith("E       AssertionError: the same step with the same inputs, given the same cache_store, "
+                            "must be a cache hit (cached=True, output=10); got ExecutionResult("), error
+    assert "cached=False" in error

@@ -97,7 +97,7 @@ def test_tuple_and_dict_outputs_fan_out_to_declared_names() -> None:
 
     @step(outputs=["mean", "count"], execution_group="g")
     def stats_dict(train: list[int]) -> dict[str, float]:
-        return {"mean": sum(train) / len(train), "count": len(train), "ignored": 0}
+        return {"count": len(train), "mean": sum(train) / len(train)}  # by key, in any order
 
     @step(inputs=["test", "mean", "count"], outputs=["summary"], execution_group="g")
     def summary(test: list[int], mean: float, count: int) -> str:

@@ -14,6 +14,21 @@
   ever pulled: there is no network but loopback.
 * ``push_image`` pushes and raises ``PushError`` on an error inside the push
   stream (the SDK does not raise for those).
+* ``host_python_options`` gives the options of a ``docker`` executor whose
+  containers run flowyml with **this** interpreter (see below).
+
+Python in test containers: no Python base image can be pulled here, so the
+containers of the docker executor's tests run the busybox image above with
+the host's interpreter **mounted read-only**: its prefix (``sys.base_prefix``),
+``/usr``, ``/lib``, ``/lib64``, the venv (``sys.prefix``) and the checkout the
+venv's editable installs point at, each at the same path; the command is the
+venv's ``python -m flowyml_core.cli step-runner``. Mounting (rather than
+copying the interpreter and venv into an image) costs nothing per test, and
+the containers run exactly the code under test. Units that must reach a
+loopback server (the GCS emulator) use ``network = "host"``: with
+``--bridge=none`` there is no other network. The repository's own ``docker``
+stack uses a real image with a Python copied in instead
+(``tests/servers/python_image.py``, made by ``scripts/docker_engine.py``).
 
 Both servers raise ``EngineUnavailable(reason)`` when they cannot run here
 (binary missing, not root, ...), which the fixtures turn into a skip.
@@ -44,6 +59,7 @@ __all__ = [
     "build_busybox_image",
     "make_busybox_context",
     "push_image",
+    "host_python_options",
 ]
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
@@ -531,3 +547,22 @@ def push_image(client, repo: str, tag: str = "latest", timeout: float | None = N
     if not any("aux" in e and "Digest" in (e.get("aux") or {}) for e in events):
         raise PushError(f"pushing {repo}:{tag}: the stream ended without a digest: {events[-5:]}")
     return events
+
+
+def host_python_options(repo_root: str | os.PathLike) -> dict:
+    """Options of a ``docker`` executor that runs ``flowyml step-runner`` with this interpreter, mounted.
+
+    ``repo_root`` is the checkout the venv's editable installs point at.
+    """
+    import sys
+
+    paths = [sys.base_prefix, "/usr", "/lib", "/lib64", sys.prefix, os.fspath(repo_root)]
+    kept: list[str] = []
+    for path in sorted({os.path.normpath(p) for p in paths if os.path.isdir(p)}):
+        if not any(path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    python = os.path.join(sys.prefix, "bin", "python")
+    return {
+        "volumes": [f"{path}:{path}:ro" for path in kept],
+        "command": [python, "-m", "flowyml_core.cli", "step-runner"],
+    }

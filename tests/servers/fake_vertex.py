@@ -19,6 +19,14 @@ minimal environment (``base_env`` + the container's env, never ``os.environ``),
 which is close to what a container gives you and keeps tests honest about the
 env they need.
 
+Logs are where real Vertex puts them. Each pipeline task runs as its own
+CustomJob: what the task's container prints is logged under
+``resource.type="ml_job"`` with that job's numeric id, which the task detail
+names in ``executor_detail.container_detail.main_job``. The pipeline's own
+entries (run and task state changes) are under
+``resource.type="aiplatform.googleapis.com/PipelineJob"``. A reader that only
+queries the latter sees no step output.
+
 Everything listens on 127.0.0.1 only; no other network traffic is made.
 
 REST surface (paths taken from the installed clients' ``rest_base.py``)::
@@ -203,10 +211,13 @@ class LogFilterError(ValueError):
 
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _FIELD_PART = rf"(?:[A-Za-z_][A-Za-z0-9_\-/]*|{_QUOTED})"
+_VALUE = rf'(?:{_QUOTED}|[^\s()"]+)'
+# ``field = ("a" OR "b")``: a parenthesised list of values joined by OR (Cloud Logging's value disjunction).
+_VALUE_LIST = rf"\(\s*{_VALUE}(?:\s+OR\s+{_VALUE})*\s*\)"
 _CLAUSE_RE = re.compile(
     rf"(?P<field>[A-Za-z_][A-Za-z0-9_]*(?:\.{_FIELD_PART})*)"
     r"\s*(?P<op>>=|<=|!=|=|>|<|:)\s*"
-    rf"(?P<value>{_QUOTED}|[^\s()\"]+)"
+    rf"(?P<value>{_VALUE_LIST}|{_VALUE})"
 )
 _AND_RE = re.compile(r"AND(?=\s|$)")
 _WS_RE = re.compile(r"\s+")
@@ -222,6 +233,7 @@ class _Clause:
     op: str
     value: str
     text: str
+    alternatives: tuple[str, ...] = ()  # ``field = ("a" OR "b")``: any of these
 
 
 def _unquote(token: str) -> str:
@@ -242,8 +254,9 @@ def parse_log_filter(text: str | None) -> list[_Clause]:
     OP is ``=``, ``!=``, ``:`` (substring) on resource.type, resource.labels.*,
     labels.*, logName, insertId, textPayload, jsonPayload.*, severity; and
     ``< <= > >=`` on ``timestamp`` and ``severity``.  Values may be quoted or
-    bare; label keys may be quoted (``labels."a/b"``).  Everything else (OR,
-    NOT, ``-``, parentheses, other fields) raises LogFilterError.
+    bare; label keys may be quoted (``labels."a/b"``); ``field = ("a" OR "b")``
+    matches either value.  Everything else (OR between clauses, NOT, ``-``,
+    other parentheses, other fields) raises LogFilterError.
     """
     clauses: list[_Clause] = []
     if not text:
@@ -273,6 +286,12 @@ def parse_log_filter(text: str | None) -> list[_Clause]:
             raise LogFilterError(f"unsupported log filter field {fld!r}")
         if raw_value in ("AND", "OR", "NOT"):
             raise LogFilterError(f"missing value for {fld!r} in filter {text!r}")
+        alternatives: tuple[str, ...] = ()
+        if raw_value.startswith("("):
+            if op != "=" or fld in ("timestamp", "severity"):
+                raise LogFilterError(f"a value list is only supported with '=' on labels and types, got {m.group(0)!r}")
+            alternatives = tuple(_unquote(v) for v in re.findall(_VALUE, raw_value[1:-1]) if v != "OR")
+            raw_value = alternatives[0]
         value = _unquote(raw_value)
         if op in ("<", "<=", ">", ">=") and fld not in ("timestamp", "severity"):
             raise LogFilterError(f"comparison {op!r} only supported on timestamp/severity")
@@ -285,7 +304,7 @@ def parse_log_filter(text: str | None) -> list[_Clause]:
                 raise LogFilterError(str(exc)) from None
         if fld == "severity" and op != ":" and _severity_level(value) is None:
             raise LogFilterError(f"unknown severity {value!r}")
-        clauses.append(_Clause(_split_field(fld), op, value, m.group(0)))
+        clauses.append(_Clause(_split_field(fld), op, value, m.group(0), alternatives))
         pos = m.end()
         expect_clause = False
     if expect_clause and clauses:
@@ -350,6 +369,8 @@ def _clause_matches(clause: _Clause, entry: Mapping[str, Any]) -> bool:
         return False
     if clause.op == ":":
         return clause.value.lower() in _stringify(actual).lower()
+    if clause.alternatives:
+        return _stringify(actual) in clause.alternatives
     return _stringify(actual) == clause.value
 
 
@@ -722,6 +743,7 @@ class _TaskRun:
     plan: _TaskPlan
     task_id: int
     state: str = "PENDING"  # PipelineTaskDetail.State name
+    custom_job_id: str | None = None  # the CustomJob that runs the task's container, once it started
     create_time: datetime | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
@@ -776,7 +798,9 @@ class _CustomRun:
     thread: threading.Thread | None = None
 
 
-_JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+# What real Vertex accepts as a pipelineJobId: a letter first.
+_JOB_ID_RE = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
+_DISPLAY_NAME_LIMIT = 128
 
 
 # --------------------------------------------------------------------------
@@ -915,6 +939,7 @@ class FakeGoogleCloud:
         from google.protobuf import json_format
 
         job = _parse_proto(v1.PipelineJob, body)
+        _check_display_name(job.display_name)
         pb = v1.PipelineJob.pb(job)
         spec = json_format.MessageToDict(pb.pipeline_spec) if pb.HasField("pipeline_spec") else {}
         runtime_config = json_format.MessageToDict(pb.runtime_config)
@@ -930,6 +955,8 @@ class FakeGoogleCloud:
                 job_id = requested
             else:
                 stem = re.sub(r"[^a-z0-9-]", "-", pipeline_name.lower()).strip("-") or "pipeline"
+                if not stem[0].isalpha():
+                    stem = f"pipeline-{stem}"
                 base = f"{stem[:100]}-{_utcnow():%Y%m%d%H%M%S}"
                 job_id, n = base, 1
                 while f"projects/{project}/locations/{location}/pipelineJobs/{job_id}" \
@@ -1001,6 +1028,9 @@ class FakeGoogleCloud:
                 detail.end_time = task.end_time
             if task.error:
                 detail.error = {"code": _RPC_FAILED_PRECONDITION, "message": task.error}
+            if task.custom_job_id:
+                detail.executor_detail = {"container_detail": {"main_job": (
+                    f"projects/{run.project}/locations/{run.location}/customJobs/{task.custom_job_id}")}}
             details.append(detail)
         run.job.job_detail = v1.PipelineJobDetail(task_details=details)
         return v1.PipelineJob.to_json(run.job)
@@ -1035,6 +1065,7 @@ class FakeGoogleCloud:
         with self._lock:
             if not run.cancel_event.is_set():
                 self._set_state(run, "RUNNING")
+                self._pipeline_event(run, "INFO", f"PipelineJob {run.job_id} is running")
             fail_fast = (run.job.runtime_config.failure_policy
                          == v1.PipelineFailurePolicy.PIPELINE_FAILURE_POLICY_FAIL_FAST)
         order = list(run.tasks)
@@ -1058,7 +1089,10 @@ class FakeGoogleCloud:
                                 continue
                             now = _utcnow()
                             task.state, task.create_time, task.start_time = "RUNNING", now, now
+                            task.custom_job_id = str(next(self._custom_ids))
                             run.job.update_time = now
+                            self._pipeline_event(run, "INFO", f"Task {task.plan.name} started "
+                                                 f"(CustomJob {task.custom_job_id})", task)
                             running[pool.submit(self._run_pipeline_task, run, task)] = task
                 if not running:
                     break
@@ -1086,6 +1120,9 @@ class FakeGoogleCloud:
                             failed.append(task)
                             logger.info("pipeline %s task %s failed: %s", run.job_id,
                                         task.plan.name, task.error)
+                        self._pipeline_event(
+                            run, "ERROR" if task.state == "FAILED" else "INFO",
+                            f"Task {task.plan.name} {task.state.lower()}", task)
 
         with self._lock:
             leftover_state = "CANCELLED" if run.cancel_event.is_set() else "SKIPPED"
@@ -1109,6 +1146,9 @@ class FakeGoogleCloud:
             else:
                 self._set_state(run, "SUCCEEDED")
             logger.info("pipeline %s finished: %s", run.job_id, run.job.state.name)
+            state = run.job.state.name[len("PIPELINE_STATE_"):]
+            self._pipeline_event(run, "ERROR" if state == "FAILED" else "INFO",
+                                 f"PipelineJob {run.job_id} {state.lower()}")
 
     @staticmethod
     def _skip_unreachable(run: _PipelineRun) -> None:
@@ -1143,14 +1183,24 @@ class FakeGoogleCloud:
             return text
 
         argv = [resolve(t) for t in plan.command + plan.args]
-        resource = {"type": PIPELINE_RESOURCE_TYPE,
-                    "labels": {"pipeline_job_id": run.job_id, "location": run.location,
-                               "resource_container": f"projects/{run.project}"}}
-        labels = {"task_name": plan.name, "task_id": str(task.task_id)}
+        # As on Vertex, the task's container runs as a CustomJob and logs under it, not under the pipeline.
+        resource = _custom_job_resource(run.project, str(task.custom_job_id))
         return self._launch(run.job.name, plan.name, plan.image, argv, plan.env, run.cancel_event,
                             lambda line, stream: _make_log_entry(
-                                line, stream, log_name=f"projects/{run.project}/logs/{stream}",
-                                resource=resource, labels=labels))
+                                line, stream, log_name=f"projects/{run.project}/logs/{CUSTOM_JOB_REPLICA}",
+                                resource=resource, labels={}))
+
+    def _pipeline_event(self, run: _PipelineRun, severity: str, message: str,
+                        task: _TaskRun | None = None) -> None:
+        """An entry of the pipeline's own log (state changes), under the PipelineJob resource."""
+        labels = {"task_name": task.plan.name, "task_id": str(task.task_id)} if task else {}
+        self.logs.add({
+            "logName": f"projects/{run.project}/logs/aiplatform.googleapis.com%2Fpipeline_job_events",
+            "resource": {"type": PIPELINE_RESOURCE_TYPE,
+                         "labels": {"pipeline_job_id": run.job_id, "location": run.location,
+                                    "resource_container": f"projects/{run.project}"}},
+            "labels": labels, "severity": severity, "jsonPayload": {"message": message},
+        })
 
     def _launch(self, job_name: str, task_name: str, image: str, argv: list[str],
                 container_env: Mapping[str, str], cancel_event: threading.Event,
@@ -1183,6 +1233,7 @@ class FakeGoogleCloud:
         job = _parse_proto(v1.CustomJob, body)
         if not job.display_name:
             raise _bad_request("CustomJob.display_name is required")
+        _check_display_name(job.display_name)
         pools = list(job.job_spec.worker_pool_specs)
         if not pools:
             raise _bad_request("CustomJob.job_spec.worker_pool_specs must not be empty")
@@ -1212,9 +1263,7 @@ class FakeGoogleCloud:
             spec = run.job.job_spec.worker_pool_specs[0].container_spec
             image, argv = spec.image_uri, [*spec.command, *spec.args]
             env = {e.name: e.value for e in spec.env}
-        resource = {"type": CUSTOM_JOB_RESOURCE_TYPE,
-                    "labels": {"job_id": run.job_id, "project_id": run.project,
-                               "task_name": CUSTOM_JOB_REPLICA}}
+        resource = _custom_job_resource(run.project, run.job_id)
         if run.cancel_event.is_set():
             outcome = _ProcessOutcome(None, "", cancelled=True)
         elif not argv:
@@ -1326,6 +1375,17 @@ class FakeGoogleCloud:
             if not body.get("dryRun") and not body.get("dry_run"):
                 self.logs.add(entry)
         return "{}"
+
+
+def _custom_job_resource(project: str, job_id: str) -> dict[str, Any]:
+    """The monitored resource a CustomJob's replica logs under (real Vertex's ``ml_job``)."""
+    return {"type": CUSTOM_JOB_RESOURCE_TYPE,
+            "labels": {"job_id": job_id, "project_id": project, "task_name": CUSTOM_JOB_REPLICA}}
+
+
+def _check_display_name(name: str) -> None:
+    if len(name) > _DISPLAY_NAME_LIMIT:
+        raise _bad_request(f"display_name is {len(name)} characters long; it can be at most {_DISPLAY_NAME_LIMIT}")
 
 
 def _parse_proto(message_cls: Any, body: bytes) -> Any:

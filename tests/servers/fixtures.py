@@ -10,6 +10,11 @@ session scope:
     ``docker_engine``    a started ``DockerEngine`` (private dockerd, no bridge)
     ``docker_registry``  a started ``LocalRegistry`` (``.address`` = "127.0.0.1:PORT")
     ``busybox_image``    tag of a busybox image built FROM scratch on ``docker_engine``
+    ``python_base_image`` tag of the base image the repository's ``docker`` stack names: busybox with
+                         this Python and flowyml copied in (tests/servers/python_image.py)
+    ``docker_python``    options of a ``docker`` executor on ``docker_engine`` whose containers
+                         run the busybox image with this interpreter and venv mounted read-only
+                         (see ``host_python_options`` in docker_engine.py)
 function scope:
     ``gcs_bucket``       name of a fresh bucket in the emulator (deleted afterwards)
     ``gcs_fs``           a fresh ``gcsfs.GCSFileSystem`` on the emulator (no listings cache)
@@ -34,12 +39,15 @@ from tests.servers.docker_engine import (
     EngineUnavailable,
     LocalRegistry,
     build_busybox_image,
+    host_python_options,
 )
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.gcs_emulator import EmulatorUnavailable, GcsEmulator
 
 __all__ = [
     "busybox_image",
+    "docker_python",
+    "python_base_image",
     "docker_engine",
     "docker_registry",
     "fault_proxy",
@@ -127,3 +135,22 @@ def busybox_image(docker_engine):
         return build_busybox_image(docker_engine.client())
     except EngineUnavailable as exc:  # busybox-static missing
         _unavailable("busybox base image", exc)
+
+
+@pytest.fixture(scope="session")
+def docker_python(docker_engine, busybox_image):
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    return {"docker_host": docker_engine.base_url, "image": busybox_image, "network": "none",
+            **host_python_options(repo)}
+
+
+@pytest.fixture(scope="session")
+def python_base_image(docker_engine):
+    from tests.servers.python_image import build_python_base_image
+
+    try:
+        return build_python_base_image(docker_engine.client(timeout=600))
+    except EngineUnavailable as exc:  # busybox-static missing
+        _unavailable("python base image", exc)

@@ -241,6 +241,12 @@ def test_pipeline_errors_are_google_style(fake_gcp: FakeGoogleCloud, tmp_path: P
         submit(fake_gcp, broken, "cycle-job")
     with pytest.raises(gexc.BadRequest, match="not defined"):
         submit(fake_gcp, spec, "param-job", {"unknown": 1})
+    # Vertex's rules for ids and display names: a letter first, at most 128 characters
+    with pytest.raises(gexc.BadRequest, match="invalid pipelineJobId '2024-forecast-1'"):
+        submit(fake_gcp, spec, "2024-forecast-1")
+    with pytest.raises(gexc.BadRequest, match="display_name is 129 characters long"):
+        pipeline_service_client(fake_gcp).create_pipeline_job(parent=parent(), pipeline_job=v1.PipelineJob(
+            display_name="d" * 129, pipeline_spec=spec), pipeline_job_id="long-name")
 
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"{fake_gcp.url}/v1/projects/p/locations/l/models", timeout=5)
@@ -320,28 +326,47 @@ def test_custom_job_cancel_and_image_map(fake_gcp_factory: Callable[..., FakeGoo
 # --------------------------------------------------------------------------
 
 
-def test_task_output_is_readable_with_the_logging_client(
+def test_task_output_is_under_each_tasks_custom_job_and_run_events_under_the_pipeline(
         fake_gcp: FakeGoogleCloud, tmp_path: Path) -> None:
     client, created = submit(fake_gcp, compile_to_spec(three_steps, tmp_path), "logs-job")
-    assert wait_for_pipeline_job(client, created.name).state.name == "PIPELINE_STATE_SUCCEEDED"
+    job = wait_for_pipeline_job(client, created.name)
+    assert job.state.name == "PIPELINE_STATE_SUCCEEDED"
 
     logs = logging_client(fake_gcp)
-    base = ('resource.type="aiplatform.googleapis.com/PipelineJob" '
-            'AND resource.labels.pipeline_job_id="logs-job"')
-    entries = list(logs.list_entries(filter_=f"{base} AND labels.task_name=step-2"))
+    # As on Vertex, each task's container ran as a CustomJob that the task detail names.
+    details = task_details_by_name(job)
+    main_jobs = {n: details[n].executor_detail.container_detail.main_job for n in ("step", "step-2", "step-3")}
+    assert all(j.startswith(f"{parent()}/customJobs/") for j in main_jobs.values()), main_jobs
+    assert len(set(main_jobs.values())) == 3
+    assert not details["three-steps"].executor_detail.container_detail.main_job  # the root DAG runs no container
+    second = main_jobs["step-2"].rsplit("/", 1)[1]
+    entries = list(logs.list_entries(filter_=f'resource.type="ml_job" AND resource.labels.job_id="{second}"'))
     by_kind = {type(e).__name__: e for e in entries}
     assert len(entries) == 3, [e.payload for e in entries]
     structured = by_kind["StructEntry"]
     assert structured.severity == "WARNING"
     assert structured.payload == {"message": "structured second", "step": "second"}
-    assert by_kind["TextEntry"].payload in ("plain stdout second", "plain stderr second")
     texts = {e.payload: e.severity for e in entries if type(e).__name__ == "TextEntry"}
     assert texts == {"plain stdout second": "INFO", "plain stderr second": "ERROR"}
-    assert all(e.resource.labels["pipeline_job_id"] == "logs-job" for e in entries)
-    assert len({e.insert_id for e in logs.list_entries(filter_=base)}) == 9
+    assert all(e.resource.labels["job_id"] == second for e in entries)
+
+    # The pipeline's own log has the run's events, and none of the tasks' output.
+    base = ('resource.type="aiplatform.googleapis.com/PipelineJob" '
+            'AND resource.labels.pipeline_job_id="logs-job"')
+    events = [e.payload["message"] for e in logs.list_entries(filter_=base)]
+    assert events[0] == "PipelineJob logs-job is running" and events[-1] == "PipelineJob logs-job succeeded"
+    assert f"Task step-2 started (CustomJob {second})" in events and "Task step-2 succeeded" in events
+    assert not [m for m in events if "second" in m]
+    assert [e.payload["message"] for e in logs.list_entries(filter_=f"{base} AND labels.task_name=step-2")] == [
+        f"Task step-2 started (CustomJob {second})", "Task step-2 succeeded"]
+
+    # Several jobs in one query: `field = ("a" OR "b")`
+    ids = " OR ".join(f'"{j.rsplit("/", 1)[1]}"' for j in main_jobs.values())
+    tasks_filter = f'resource.type="ml_job" AND resource.labels.job_id=({ids})'
+    assert len({e.insert_id for e in logs.list_entries(filter_=tasks_filter)}) == 9
 
     # severity comparison, descending order and paging through pageToken
-    errors = list(logs.list_entries(filter_=f"{base} severity>=ERROR", order_by="timestamp desc",
+    errors = list(logs.list_entries(filter_=f"{tasks_filter} severity>=ERROR", order_by="timestamp desc",
                                     page_size=1))
     assert [e.payload for e in errors] == [
         "plain stderr third", "plain stderr second", "plain stderr default"]
@@ -351,9 +376,9 @@ def test_task_output_is_readable_with_the_logging_client(
     assert all('timestamp>="' in r.body["filter"] for r in pages)  # added by the client
 
     # an explicit future timestamp bound excludes everything
-    assert list(logs.list_entries(filter_=f'{base} timestamp>"2999-01-01T00:00:00Z"')) == []
+    assert list(logs.list_entries(filter_=f'{tasks_filter} timestamp>"2999-01-01T00:00:00Z"')) == []
     # other projects see nothing
-    assert list(logging_client(fake_gcp, "other-project").list_entries(filter_=base)) == []
+    assert list(logging_client(fake_gcp, "other-project").list_entries(filter_=tasks_filter)) == []
 
     with pytest.raises(gexc.BadRequest, match="unsupported log filter syntax"):
         list(logs.list_entries(filter_='labels.task_name="step" OR labels.task_name="step-2"'))
@@ -372,6 +397,7 @@ def test_written_entries_are_listed(fake_gcp: FakeGoogleCloud) -> None:
 
 @pytest.mark.parametrize("text,expected", [
     ('resource.type="ml_job" AND resource.labels.job_id=12', 2),
+    ('resource.labels.job_id=("1" OR "2" OR 3) severity>=ERROR', 2),
     ('labels."ml.googleapis.com/x"="a b" severity>=WARNING', 2),
     ('timestamp>="2024-01-01T00:00:00.000000+0000"', 1),
     ("", 0),
@@ -390,6 +416,9 @@ def test_log_filter_subset_parses(text: str, expected: int) -> None:
     'labels.a>"x"',
     'timestamp>="yesterday"',
     'jsonPayload.message=~"x"',
+    'labels.a!=("x" OR "y")',
+    'timestamp=("2024-01-01T00:00:00Z" OR "2024-01-02T00:00:00Z")',
+    'labels.a=("x" AND "y")',
 ])
 def test_log_filter_rejects_what_it_cannot_honour(text: str) -> None:
     with pytest.raises(LogFilterError):

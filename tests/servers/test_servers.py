@@ -5,9 +5,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -71,7 +75,8 @@ def test_buckets_are_isolated(gcs_emulator, gcs_bucket, gcs_fs):
         gcs_fs.cat(f"{gcs_bucket}/dir/small.txt")
 
 
-def test_emulator_stop_kills_the_process():
+def test_emulator_stop_kills_the_process(gcs_emulator):
+    # gcs_emulator: only to skip (with its reason) where the emulator cannot run; this starts its own.
     emu = GcsEmulator().start()
     pid = emu.pid
     assert _pid_alive(pid)
@@ -329,7 +334,8 @@ def test_push_to_dead_registry_raises(docker_engine, busybox_image):
 
 
 @pytest.mark.docker
-def test_registry_stop_kills_the_process():
+def test_registry_stop_kills_the_process(docker_registry):
+    # docker_registry: only to skip (with its reason) where docker-registry cannot run; this starts its own.
     reg = LocalRegistry().start()
     pid, url = reg.pid, reg.url
     with urllib.request.urlopen(f"{url}/v2/", timeout=5) as resp:
@@ -358,3 +364,39 @@ def test_engine_unavailable_when_not_root(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(EngineUnavailable, match="needs root"):
         DockerEngine().start()
+
+
+# -- a machine without the system packages ------------------------------------------------
+#: Tests that need docker.io, docker-registry or busybox-static (see .ci/system-packages.sh).
+NEED_SYSTEM_PACKAGES = [
+    "test_registry_stop_kills_the_process",
+    "test_engine_stop_kills_dockerd_and_containerd",
+    "test_busybox_image_runs_with_no_network",
+    "test_push_to_local_registry",
+]
+#: Where those packages put the binaries the servers look for (on PATH, then these paths).
+SYSTEM_BINARIES = ["/usr/sbin/dockerd", "/usr/bin/dockerd", "/sbin/dockerd", "/usr/bin/docker-registry",
+                   "/usr/sbin/docker-registry", "/bin/busybox", "/usr/bin/busybox"]
+
+
+def test_without_the_system_packages_their_tests_skip_with_the_reason():
+    """A fresh machine, simulated: the binaries are hidden in a private mount namespace (PATH alone would not do,
+    the servers also look in /usr/sbin, /usr/bin and /sbin), then the tests that need them must skip, not fail."""
+    present = [p for p in SYSTEM_BINARIES if os.path.exists(p) and not os.path.isdir(p)]
+    if not present:
+        pytest.skip("the system packages are not installed here: this whole run already shows their tests skipping")
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("hiding the system packages' binaries needs root and unshare(1)")
+    hide = "".join(f"mount --bind /dev/null {p} && " for p in present)
+    env = {k: v for k, v in os.environ.items() if k != "FLOWYML_REQUIRE_SERVERS" and not k.startswith("PYTEST_")}
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide + 'exec "$@"', "sh",
+         sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         *[f"tests/servers/test_servers.py::{name}" for name in NEED_SYSTEM_PACKAGES]],
+        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"{len(NEED_SYSTEM_PACKAGES)} skipped" in done.stdout, done.stdout[-3000:]
+    assert "docker registry (docker-registry) unavailable: docker-registry not found (apt-get install docker-registry" \
+        in done.stdout
+    assert "docker engine (dockerd) unavailable: dockerd not found (apt-get install docker.io" in done.stdout

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from flowyml_core import DockerConfig, Pipeline, step
+from flowyml_core import Pipeline, step
 from flowyml_core.results import ExecutionStatus
 from flowyml_vertex.config import VertexConfig
 from flowyml_vertex.orchestrator import VertexAIOrchestrator
@@ -15,8 +15,8 @@ from .conftest import TEST_IMAGE, TEST_LOCATION, TEST_PROJECT, inline_table
 
 PY = sys.executable
 TICKER = (
-    "import json, sys, time\n"
-    "for i in range(int(sys.argv[1])):\n"
+    "import json, os, time\n"
+    "for i in range(int(os.environ['TICKS'])):\n"
     "    print(json.dumps({'severity': 'INFO', 'message': f'tick {i}'}), flush=True)\n"
     "    time.sleep(0.1)\n"
 )
@@ -27,27 +27,29 @@ def only():
     return 1
 
 
-def submit(fake, ticks):
+def submit(fake, ticks, store):
+    """One CustomJob whose container (the fake's image_map) prints ``ticks`` lines instead of running steps."""
     orchestrator = VertexAIOrchestrator(VertexConfig(
-        project_id=TEST_PROJECT, region=TEST_LOCATION, api_endpoint=fake.url, image=TEST_IMAGE, poll_interval=0.1))
+        project_id=TEST_PROJECT, region=TEST_LOCATION, api_endpoint=fake.url, image=TEST_IMAGE, poll_interval=0.1,
+        submit="custom_job", env_vars={"TICKS": str(ticks)}))
     return orchestrator.run_pipeline(Pipeline("ticker", steps=[only]), "clirun0000000001",
-                                     docker_config=DockerConfig(command=[PY, "-c", TICKER, str(ticks)]))
+                                     pipeline_module="ticker.py:pipeline", artifact_store=store)
 
 
-def test_runs_status_logs_and_stop(project, run_cli, fake_gcp_factory):
-    fake = fake_gcp_factory()
+def test_runs_status_logs_and_stop(project, run_cli, fake_gcp_factory, memory_store):
+    fake = fake_gcp_factory(image_map={TEST_IMAGE: [PY, "-c", TICKER, "--"]})
     options = {"flavor": "vertex", "project_id": TEST_PROJECT, "region": TEST_LOCATION, "api_endpoint": fake.url,
                "image": TEST_IMAGE, "poll_interval": 0.1}
     (project / "stacks.toml").write_text(f"[stacks.v]\nexecutor = {inline_table(options)}\n")
 
-    finished = submit(fake, 3)
+    finished = submit(fake, 3, memory_store)
     assert finished.wait(20) is ExecutionStatus.COMPLETED
     out = run_cli("runs", "logs", finished.job_id, "--stack", "v", "--follow", cwd=project)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert [line.split("] ", 2)[-1] for line in lines[:3]] == ["tick 0", "tick 1", "tick 2"]
     assert lines[-1].endswith(f"job {finished.job_id} finished: completed")
-    running = submit(fake, 600)
+    running = submit(fake, 600, memory_store)
     deadline = time.monotonic() + 15
     orchestrator = VertexAIOrchestrator(VertexConfig(project_id=TEST_PROJECT, region=TEST_LOCATION, api_endpoint=fake.url))
     while orchestrator.get_run_status(running.job_id) is not ExecutionStatus.RUNNING:

@@ -3,8 +3,8 @@
 The orchestrator talks to the fake Vertex AI / Cloud Logging server with the
 real ``aiplatform_v1`` and ``google.cloud.logging`` clients; the fake executes
 what was submitted as local processes. Here the containers' commands are
-replaced (``image_map`` wrappers, or the fallback's own command) so that these
-tests need no artifact store; ``test_end_to_end.py`` runs the real step runner.
+replaced (``image_map`` wrappers) so that these tests need no artifact store;
+``test_end_to_end.py`` runs the real step runner.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import sys
 
 import pytest
 
-from flowyml_core import DockerConfig
 from flowyml_core.errors import FlowymlError
 from flowyml_core.loader import load_pipeline
 from flowyml_core.results import ExecutionStatus
 from flowyml_vertex.config import VertexConfig
 from flowyml_vertex.orchestrator import VertexAIOrchestrator
 
-from .conftest import PIPELINE_FILE, TEST_IMAGE, TEST_LOCATION, TEST_PROJECT
+from .conftest import PIPELINE_FILE, PIPELINE_REF, TEST_IMAGE, TEST_LOCATION, TEST_PROJECT
+from .test_compile import executor_of
 
 PY = sys.executable
 SCRIPT = (
@@ -48,12 +48,17 @@ def orchestrator_for(fake, **options) -> VertexAIOrchestrator:
     return VertexAIOrchestrator(VertexConfig(**config))
 
 
-def test_custom_job_fallback_status_details_and_logs(fake_gcp_factory, pipeline):
-    fake = fake_gcp_factory()
-    orchestrator = orchestrator_for(fake, labels={"team": "ml"}, service_account="sa@p.iam.gserviceaccount.com")
+def wrapped(script: str, *args: str) -> dict:
+    """An image_map that runs ``script`` instead of the container's `flowyml step-runner`."""
+    return {TEST_IMAGE: [PY, "-c", script, *args, "--"]}
+
+
+def test_custom_job_status_details_and_logs(fake_gcp_factory, pipeline, memory_store):
+    fake = fake_gcp_factory(image_map=wrapped(SCRIPT))
+    orchestrator = orchestrator_for(fake, submit="custom_job", labels={"team": "ml"},
+                                    service_account="sa@p.iam.gserviceaccount.com")
     submission = orchestrator.run_pipeline(
-        pipeline, "customrun0000001", stack_name="gcp-dev", pipeline_module=None,
-        docker_config=DockerConfig(command=[PY, "-c", SCRIPT]),
+        pipeline, "customrun0000001", stack_name="gcp-dev", pipeline_module=PIPELINE_REF, artifact_store=memory_store,
     )
     assert "/customJobs/" in submission.job_id
     assert submission.metadata["mode"] == "single_job"
@@ -84,7 +89,7 @@ def test_custom_job_fallback_status_details_and_logs(fake_gcp_factory, pipeline)
     assert all('resource.type="ml_job"' in f and "resource.labels.job_id=" in f for f in filters)
 
 
-def test_custom_job_of_a_pipeline_without_groups_runs_every_step(fake_gcp_factory, memory_store):
+def test_custom_job_runs_every_step_through_the_step_runner(fake_gcp_factory, memory_store):
     from flowyml_core import Pipeline, step
 
     @step(outputs=["a"])
@@ -96,23 +101,134 @@ def test_custom_job_of_a_pipeline_without_groups_runs_every_step(fake_gcp_factor
         return a
 
     fake = fake_gcp_factory(image_map={TEST_IMAGE: [PY, "-c", "pass", "--"]})
-    orchestrator = orchestrator_for(fake)
+    orchestrator = orchestrator_for(fake, submit="custom_job")
     submission = orchestrator.run_pipeline(Pipeline("flat", steps=[first, second]), "flatrun000000001",
                                            pipeline_module="flat.py:pipeline", context={"x": 1},
                                            artifact_store=memory_store)
     assert submission.wait(30) is ExecutionStatus.COMPLETED
-    record = fake.executions[0]
+    [record] = fake.executions
     assert record.argv[-2:] == ["flowyml", "step-runner"]
     assert record.env["FLOWYML_STEP_NAMES"] == "first,second"
     assert record.env["FLOWYML_EXECUTION_GROUP"] == "flat"
+    assert record.env["FLOWYML_PIPELINE_MODULE"] == "flat.py:pipeline"
     assert record.env["FLOWYML_CONTEXT"] == '{"x": 1}'
     assert orchestrator.get_run_details(submission.job_id)["machine_type"] == "n1-standard-4"
+    assert submission.metadata["steps"] == ["first", "second"]
 
 
-def test_failed_custom_job_reports_its_error(fake_gcp_factory, pipeline):
-    fake = fake_gcp_factory(base_env={"EXIT_CODE": "3"})
+def test_a_pipeline_without_groups_is_a_pipeline_job_with_one_task_per_step(fake_gcp_factory, memory_store):
+    from flowyml_core import Pipeline, ResourceConfig, step
+
+    @step(outputs=["a"])
+    def first():
+        return 1
+
+    @step(inputs=["a"], outputs=["b"], resources=ResourceConfig(cpu="4", memory="8Gi", gpu="T4"))
+    def second(a):
+        return a
+
+    @step(inputs=["b"])
+    def third(b):
+        return b
+
+    fake = fake_gcp_factory(image_map={TEST_IMAGE: [PY, "-c", "pass", "--"]})
     orchestrator = orchestrator_for(fake)
-    submission = orchestrator.run_pipeline(pipeline, "failrun000000001", docker_config=DockerConfig(command=[PY, "-c", SCRIPT]))
+    submission = orchestrator.run_pipeline(Pipeline("flat", steps=[first, second, third]), "flatrun000000002",
+                                           pipeline_module="flat.py:pipeline", artifact_store=memory_store)
+    assert "/pipelineJobs/" in submission.job_id and submission.metadata["tasks"] == 3
+    assert submission.wait(30) is ExecutionStatus.COMPLETED
+    assert [(e.task_name, e.env["FLOWYML_STEP_NAMES"]) for e in fake.executions] == [
+        ("first", "first"), ("second", "second"), ("third", "third")]
+    assert not fake.requests_to("POST", r"/customJobs$")
+    # each task its own machine: only "second" asks for a GPU
+    spec = fake.requests_to("POST", r"/pipelineJobs$")[0].body["pipelineSpec"]
+    executors = spec["deploymentSpec"]["executors"]
+    gpus = {k: v["container"].get("resources", {}).get("accelerator", {}).get("resourceType") for k, v in executors.items()}
+    assert sorted(gpus.values(), key=str) == ["NVIDIA_TESLA_T4", None, None]
+
+
+def test_run_level_resources_size_the_units_without_their_own(fake_gcp_factory, pipeline, memory_store):
+    from flowyml_core import ResourceConfig
+
+    fake = fake_gcp_factory(image_map={TEST_IMAGE: [PY, "-c", "pass", "--"]})
+    submission = orchestrator_for(fake).run_pipeline(
+        pipeline, "resrun0000000001", pipeline_module=PIPELINE_REF, artifact_store=memory_store,
+        resources=ResourceConfig(cpu="16", memory="64Gi"))
+    assert submission.wait(30) is ExecutionStatus.COMPLETED
+    spec = fake.requests_to("POST", r"/pipelineJobs$")[0].body["pipelineSpec"]
+
+    def limits(task):
+        res = executor_of(spec, task).get("resources", {})
+        return res.get("resourceCpuLimit"), res.get("resourceMemoryLimit")
+
+    assert limits("prep") == limits("evaluate") == ("16", "64Gi")  # no resources of their own
+    assert limits("train") == ("2", "4Gi")  # fit's own
+    # one CustomJob: its machine fits the largest of every unit's resources
+    custom = orchestrator_for(fake, submit="custom_job").run_pipeline(
+        pipeline, "resrun0000000002", pipeline_module=PIPELINE_REF, artifact_store=memory_store,
+        resources=ResourceConfig(cpu="16", memory="64Gi"))
+    assert custom.metadata["machine_type"] == "n1-highmem-16"
+    assert custom.wait(30) is ExecutionStatus.COMPLETED
+
+
+def test_an_unknown_pipeline_module_is_an_error_before_anything_is_built(fake_gcp_factory, pipeline, memory_store):
+    fake = fake_gcp_factory()
+    for options in ({}, {"submit": "custom_job"}, {"image": None, "registry": "127.0.0.1:1/nowhere"}):
+        with pytest.raises(FlowymlError) as info:
+            orchestrator_for(fake, **options).run_pipeline(pipeline, "nomodule00000001", pipeline_module=None,
+                                                           stack_name="gcp-dev", artifact_store=memory_store)
+        text = str(info.value)
+        assert "does not know the file or module that defines it" in text
+        assert "flowyml run path/to/file.py:pipeline --stack gcp-dev" in text
+        assert "a module importable from the project" in text
+    assert not fake.requests
+
+
+def test_a_local_artifact_store_is_refused_when_units_run_in_several_containers(
+        fake_gcp_factory, pipeline, tmp_path):
+    from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
+
+    local = LocalArtifactStore(LocalArtifactStoreConfig(path=str(tmp_path / "artifacts")))
+    fake = fake_gcp_factory(image_map={TEST_IMAGE: [PY, "-c", "pass", "--"]})
+    with pytest.raises(FlowymlError) as info:
+        orchestrator_for(fake).run_pipeline(pipeline, "localrun00000001", pipeline_module=PIPELINE_REF,
+                                            stack_name="laptop", artifact_store=local)
+    text = str(info.value)
+    assert f"stack 'laptop' keeps artifacts at the local path '{tmp_path / 'artifacts'}'" in text
+    assert "several Vertex AI containers" in text and 'flavor = "gcs"' in text
+    assert not fake.requests
+    # one CustomJob runs every step in one container: its own disk is enough
+    submission = orchestrator_for(fake, submit="custom_job").run_pipeline(
+        pipeline, "localrun00000002", pipeline_module=PIPELINE_REF, stack_name="laptop", artifact_store=local)
+    assert submission.wait(30) is ExecutionStatus.COMPLETED
+
+
+def test_names_vertex_would_refuse_are_made_valid(fake_gcp_factory, memory_store):
+    """A pipeline named "2024 forecast", or with a very long name, still submits; the run id stays whole."""
+    from flowyml_core import Pipeline, step
+
+    @step
+    def only():
+        return 1
+
+    fake = fake_gcp_factory(image_map={TEST_IMAGE: [PY, "-c", "pass", "--"]})
+    orchestrator = orchestrator_for(fake)
+    for name in ("2024 forecast", "A very long pipeline name " * 8):
+        for run_id in ("0a1b2c3d4e5f6a7b", "0a1b2c3d4e5f6a7c"):
+            submission = orchestrator.run_pipeline(Pipeline(name, steps=[only]), run_id,
+                                                   pipeline_module="p.py:pipeline", artifact_store=memory_store)
+            job = submission.job_id.rsplit("/", 1)[1]
+            assert job[0].isalpha() and len(job) <= 128 and job.endswith(f"-{run_id}"), job
+            assert submission.wait(30) is ExecutionStatus.COMPLETED
+            assert len(orchestrator.get_run_details(submission.job_id)["display_name"]) <= 128
+    assert len(fake.requests_to("POST", r"/pipelineJobs$")) == 4
+
+
+def test_failed_custom_job_reports_its_error(fake_gcp_factory, pipeline, memory_store):
+    fake = fake_gcp_factory(base_env={"EXIT_CODE": "3"}, image_map=wrapped(SCRIPT))
+    orchestrator = orchestrator_for(fake, submit="custom_job")
+    submission = orchestrator.run_pipeline(pipeline, "failrun000000001", pipeline_module=PIPELINE_REF,
+                                           artifact_store=memory_store)
     assert submission.wait(30) is ExecutionStatus.FAILED
     details = orchestrator.get_run_details(submission.job_id)
     assert details["state"] == "JOB_STATE_FAILED"
@@ -122,9 +238,10 @@ def test_failed_custom_job_reports_its_error(fake_gcp_factory, pipeline):
 
 def test_a_stack_without_artifact_store_is_refused_before_submission(fake_gcp_factory, pipeline):
     fake = fake_gcp_factory()
-    with pytest.raises(FlowymlError, match="stack 'bare' has no artifact_store: steps on Vertex AI exchange data"):
-        orchestrator_for(fake).run_pipeline(pipeline, "bare000000000001", stack_name="bare",
-                                            pipeline_module="tests/vertex/multi_group_pipeline.py:pipeline")
+    for submit in ("pipeline", "custom_job"):
+        with pytest.raises(FlowymlError, match="stack 'bare' has no artifact_store: steps on Vertex AI exchange data"):
+            orchestrator_for(fake, submit=submit).run_pipeline(pipeline, "bare000000000001", stack_name="bare",
+                                                               pipeline_module=PIPELINE_REF)
     assert not fake.requests_to("POST", "Jobs$")
 
 

@@ -14,7 +14,8 @@ from flowyml_core.resources import ResourceConfig
 from flowyml_core.results import ExecutionStatus
 from flowyml_vertex.config import VertexConfig, is_loopback_url
 from flowyml_vertex.machines import choose_machine_type, gpu_request, normalize_gpu
-from flowyml_vertex.orchestrator import VertexAIOrchestrator, _container_module
+from flowyml_vertex.orchestrator import VertexAIOrchestrator
+from flowyml_core.remote import module_in_project
 from flowyml_vertex.states import JOB_STATES, PIPELINE_STATES, TASK_STATES, map_state, parse_job_name
 
 
@@ -130,6 +131,42 @@ def test_bad_options_are_reported_with_stack_and_field(project):
         StackRegistry.load().resolve("v")
 
 
+def test_submit_mode_is_checked_at_resolution(project):
+    from flowyml_core.stacks import StackRegistry
+
+    write_stack(project, 'project_id = "acme", submit = "custom_job"')
+    assert StackRegistry.load().resolve("v").executor.config.submit == "custom_job"
+    write_stack(project, 'project_id = "acme", submit = "one_big_job"')
+    with pytest.raises(ConfigError) as info:
+        StackRegistry.load().resolve("v")
+    assert "'submit'" in str(info.value)
+    assert "must be one of 'pipeline', 'custom_job', got 'one_big_job'" in str(info.value)
+    assert VertexConfig().submit == "pipeline"
+
+
+def test_a_secret_in_env_vars_is_refused_and_a_plain_value_is_fine(project, run_cli, monkeypatch):
+    """env_vars are written into every task's container spec: a ${env:…} value there would publish the secret."""
+    monkeypatch.setenv("API_TOKEN", "s3cr3t-value")
+    write_stack(project, 'project_id = "acme", image = "img", env_vars = { MODE = "fast", TOKEN = "${env:API_TOKEN}" }')
+    out = run_cli("stack", "validate", "v", cwd=project)
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "option 'env_vars.TOKEN' takes its value from the secret API_TOKEN" in text
+    assert "secret manager reference" in text and "read the secret inside the step" in text
+    assert "s3cr3t-value" not in text
+    assert "MODE" not in text  # the plain value is not a problem
+    # a run is refused the same way, before anything is submitted
+    (project / "flow.py").write_text("from flowyml_core import Pipeline, step\n"
+                                     "@step\ndef only():\n    return 1\n"
+                                     "pipeline = Pipeline('flow', steps=[only])\n")
+    out = run_cli("run", "flow.py:pipeline", "--stack", "v", cwd=project)
+    assert out.returncode != 0 and "'env_vars.TOKEN'" in out.stdout + out.stderr
+
+    write_stack(project, 'project_id = "acme", image = "img", env_vars = { MODE = "fast" }')
+    out = run_cli("stack", "validate", "v", cwd=project)
+    assert out.returncode == 0 and "stack v is valid" in out.stdout, out.stdout + out.stderr
+
+
 def test_validate_names_what_is_missing():
     with pytest.raises(FlowymlError, match="project_id is not set") as info:
         VertexAIOrchestrator(VertexConfig(image="x")).validate()
@@ -170,9 +207,10 @@ def test_pipeline_file_is_made_relative_to_the_project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pipes").mkdir()
     (tmp_path / "pipes" / "p.py").write_text("")
-    assert _container_module("pipes/p.py:pipeline", tmp_path) == "pipes/p.py:pipeline"
-    assert _container_module(f"{tmp_path}/pipes/p.py:pipeline", tmp_path) == "pipes/p.py:pipeline"
-    assert _container_module("pkg.mod:pipeline", tmp_path) == "pkg.mod:pipeline"
-    assert _container_module(None, tmp_path) is None
+    assert module_in_project("pipes/p.py:pipeline", tmp_path) == "pipes/p.py:pipeline"
+    assert module_in_project(f"{tmp_path}/pipes/p.py:pipeline", tmp_path) == "pipes/p.py:pipeline"
+    assert module_in_project("pkg.mod:pipeline", tmp_path) == "pkg.mod:pipeline"
     with pytest.raises(FlowymlError, match="outside the project directory"):
-        _container_module("/elsewhere/p.py:pipeline", tmp_path)
+        module_in_project("/elsewhere/p.py:pipeline", tmp_path)
+    with pytest.raises(FlowymlError, match="outside the project directory"):
+        module_in_project("../p.py:pipeline", tmp_path)

@@ -439,7 +439,10 @@ class DaskExecutor(Executor):
         try:
             import distributed  # noqa: F401
         except ImportError as exc:
-            raise FlowymlError(f"dask executor: dask.distributed is not installed ({exc}); pip install flowyml-dask") from exc
+            raise FlowymlError(
+                f"dask executor: dask.distributed is not installed ({exc}); pip install flowyml-dask "
+                "--find-links dist (in a flowyml checkout, after bash scripts/build-wheels.sh)"
+            ) from exc
         if self.config.address:
             from distributed import Client
 

@@ -196,7 +196,10 @@ def docker_client(base_url: str | None = None) -> Any:
     try:
         import docker
     except ImportError as exc:
-        raise FlowymlError(f"building images needs the docker SDK ({exc}); pip install flowyml-docker") from exc
+        raise FlowymlError(
+            f"building images needs the docker SDK ({exc}); pip install flowyml-docker "
+            "--find-links dist (in a flowyml checkout, after bash scripts/build-wheels.sh)"
+        ) from exc
     try:
         if base_url:
             return docker.DockerClient(base_url=base_url, timeout=600)

@@ -70,7 +70,8 @@ def make_filesystem(config: GcsStoreConfig) -> Any:
     try:
         from flowyml_gcs._gcsfs import SingleAttemptGCSFileSystem
     except ImportError as exc:  # pragma: no cover - a dependency of this package
-        raise FlowymlError(f"the gcs stores need gcsfs: pip install flowyml-gcs ({exc})") from None
+        raise FlowymlError(f"the gcs stores need gcsfs ({exc}): pip install flowyml-gcs --find-links dist "
+                           "(in a flowyml checkout, after bash scripts/build-wheels.sh)") from None
     kwargs: dict[str, Any] = {
         "token": token,
         "use_listings_cache": False,  # we list and then read: a stale listing would hide new objects

@@ -132,9 +132,12 @@ class FsCacheStore(FsStore, CacheStore):
         return entry
 
     def lookup(self, key: str) -> CacheEntry | None:
-        """The entry's metadata from its header alone (``value`` is None): deciding loads no data.
+        """The entry's metadata, from its header alone: the value is neither read nor trusted yet.
 
-        The payload is not checked here; :meth:`get` checks it when the value is read.
+        Planning a remote run needs only whether an entry exists and its
+        fingerprint. Its signature is checked by whoever loads the value (the
+        unit that consumes it): a planted header can make a unit fail, never
+        run code. ``value`` of the returned entry is None.
         """
         safe = _safe_key(key)
         path = self._entry_path(key)
@@ -142,7 +145,10 @@ class FsCacheStore(FsStore, CacheStore):
             header = self._header_of(path)
         except FileNotFoundError:
             return None
-        if header is None or header.get("key") != safe:
+        if header is None:
+            logger.info("cache entry %s: unreadable header; treated as a miss", self.backend.to_uri(path))
+            return None
+        if header.get("key") != safe:
             return None
         return CacheEntry(value=None, step_name=header.get("step_name", ""), code_hash=header.get("code_hash", ""),
                           fingerprint=header.get("fingerprint"), created=float(header.get("created", 0.0)))

@@ -37,7 +37,8 @@ class VertexAPIError(FlowymlError):
 def _import_error(what: str, exc: ImportError) -> FlowymlError:
     return FlowymlError(
         f"{what} needs google-cloud-aiplatform, google-cloud-logging and kfp ({exc}); "
-        "install them with: pip install flowyml-vertex"
+        "install them with: pip install flowyml-vertex --find-links dist "
+        "(in a flowyml checkout, after bash scripts/build-wheels.sh)"
     )
 
 

@@ -21,7 +21,19 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from flowyml_core.config import spec_field
+
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+
+
+#: How a run is submitted: a Vertex AI pipeline with one task per execution unit, or one CustomJob for all.
+SUBMIT_MODES = ("pipeline", "custom_job")
+
+
+def _check_submit(value: str) -> str | None:
+    if value in SUBMIT_MODES:
+        return None
+    return f"must be one of {', '.join(repr(m) for m in SUBMIT_MODES)}, got {value!r}"
 
 
 def _check_poll_interval(value: float) -> str | None:
@@ -53,6 +65,7 @@ _CHECKS = {
     "api_endpoint": _check_endpoint,
     "logging_endpoint": _check_endpoint,
     "poll_interval": _check_poll_interval,
+    "submit": _check_submit,
 }
 
 
@@ -114,9 +127,14 @@ class VertexConfig:
     build_context: str = "."
     platform: str = "linux/amd64"
     docker_host: str | None = None
-    env_vars: dict[str, str] = attrs.field(factory=dict)
+    #: Set in the image and in every task's container spec, where anyone who can view the job reads
+    #: them: a ``${env:…}`` (secret) reference here is refused when the stack is resolved.
+    env_vars: dict[str, str] = spec_field(factory=dict)
     # -- jobs -------------------------------------------------------------------------
-    #: Machine type of the single-CustomJob fallback; chosen from CPU/memory/GPU when unset.
+    #: "pipeline" (default): a Vertex AI pipeline, one task (one machine) per execution unit.
+    #: "custom_job": one CustomJob runs every step, in order, on one machine.
+    submit: str = "pipeline"
+    #: Machine type of the CustomJob (submit = "custom_job"); chosen from CPU/memory/GPU when unset.
     machine_type: str | None = None
     labels: dict[str, str] = attrs.field(factory=dict)
 

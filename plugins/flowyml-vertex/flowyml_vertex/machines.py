@@ -72,6 +72,23 @@ GPU_MACHINES: dict[str, list[tuple[int, Machine]]] = {
 DEFAULT_MACHINE = "n1-standard-4"
 
 
+def machine_shape(name: str) -> Machine | None:
+    """CPUs and memory of a machine type in the catalogue (None when flowyml does not know it)."""
+    for machine in CPU_MACHINES:
+        if machine.name == name:
+            return machine
+    for sizes in GPU_MACHINES.values():
+        for _, machine in sizes:
+            if machine.name == name:
+                return machine
+    prefix, _, size = name.rpartition("-")
+    families = {"n1-standard": 3.75, "n1-highmem": 6.5, "n1-highcpu": 0.9, "e2-standard": 4.0, "e2-highmem": 8.0,
+                "e2-highcpu": 1.0, "n2-standard": 4.0, "n2-highmem": 8.0, "n2-highcpu": 1.0, "c2-standard": 4.0}
+    if prefix in families and size.isdigit():
+        return Machine(name, int(size), int(size) * families[prefix])
+    return None
+
+
 def normalize_gpu(gpu: str | None) -> str | None:
     """``"t4"``, ``"nvidia-tesla-t4"`` or ``"NVIDIA_TESLA_T4"`` → ``"NVIDIA_TESLA_T4"``."""
     if not gpu:
