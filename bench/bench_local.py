@@ -257,6 +257,85 @@ def cases(tmp: str, repeat: int) -> list[tuple[str, float, float, float | str | 
     return rows
 
 
+# -- issue 15: threads for a fan-out that waits on I/O, and what Pipeline.run adds to run_on_stack ----------
+IO_WAIT = 0.05
+RUNS_PER_SAMPLE = 50  # short samples, many of them: the best ones miss the machine's busy moments
+
+
+def io_fanout_steps(n: int = FANOUT) -> list[Step]:
+    """One source and ``n`` consumers that each wait ``IO_WAIT`` seconds (``time.sleep`` releases the GIL, as I/O does)."""
+    import time
+
+    def source(seed: int) -> int:
+        return seed
+
+    def wait_on_io(x: int) -> int:
+        time.sleep(IO_WAIT)
+        return x
+
+    steps = [Step(func=source, name="source", outputs=("x",))]
+    steps += [Step(func=wait_on_io, name=f"io{i}", inputs=("x",), outputs=(f"w{i}",)) for i in range(n)]
+    return steps
+
+
+def issue15_rows(tmp: str, repeat: int) -> list[tuple[str, float, float, float | None, str]]:
+    """The fan-out with ``max_workers = 8`` against the same run sequential (target: ≤ 1/6 of it), and the
+    fixed cost ``Pipeline.run(stack=...)`` adds to ``run_on_stack`` on a resolved stack (target: ≤ 100 µs)."""
+    from flowyml_local.executor import LocalExecutorConfig
+
+    rows = []
+    steps = io_fanout_steps()
+    threaded = SimpleNamespace(name="bench", executor=LocalExecutor(LocalExecutorConfig(max_workers=8)),
+                               cache_store=None, artifact_store=None, router=None)
+    (ours, _), (sequential, _) = compare(lambda: flowyml_run(steps, threaded), lambda: flowyml_run(steps, stack()),
+                                         max(2, repeat // 4))
+    rows.append((f"{FANOUT}-step fan-out, {IO_WAIT * 1000:.0f} ms I/O, 8 threads", ours, sequential, sequential / 6,
+                 f"floor: the same run with max_workers=1, {sequential / ours:.1f}x as long; target: 1/6 of it"))
+
+    project = os.path.join(tmp, "run-project")
+    os.makedirs(project)
+    with open(os.path.join(project, "stacks.toml"), "w", encoding="utf-8") as fh:
+        fh.write('[stacks.bench]\nexecutor = "local"\n')
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        from flowyml_core.stacks import cached_stack
+
+        def one() -> int:
+            return 1
+
+        pipeline = Pipeline("bench-one", [Step(func=one, name="one", outputs=("y",), cache=False)])
+        resolved = cached_stack("bench")
+
+        def through_run() -> None:
+            for _ in range(RUNS_PER_SAMPLE):
+                pipeline.run(stack="bench")
+
+        def on_resolved() -> None:
+            for _ in range(RUNS_PER_SAMPLE):
+                run_on_stack(pipeline, resolved, registry=REGISTRY)
+
+        def resolving_each_time() -> None:  # what run() did before the stack was cached
+            from flowyml_core.stacks import StackRegistry
+
+            for _ in range(RUNS_PER_SAMPLE // 5):
+                run_on_stack(pipeline, StackRegistry.load().resolve("bench", registry=REGISTRY), registry=REGISTRY)
+
+        through_run()
+        (ours, _), (floor, _) = compare(through_run, on_resolved, max(30, repeat * 4))
+        ours, floor = ours / RUNS_PER_SAMPLE, floor / RUNS_PER_SAMPLE
+        rows.append(("1-step run(stack=...), fixed cost", ours, floor, floor + 100e-6,
+                     f"run() {ours * 1e6:.0f} µs, floor run_on_stack on the resolved stack {floor * 1e6:.0f} µs: "
+                     f"fixed cost {(ours - floor) * 1e6:.0f} µs, target ≤ 100 µs"))
+        (before, _), (floor, _) = compare(resolving_each_time, on_resolved, max(10, repeat))
+        before, floor = before / (RUNS_PER_SAMPLE // 5), floor / RUNS_PER_SAMPLE
+        rows.append(("  the same, stack resolved on each run", before, floor, None,
+                     f"info: before the cache, fixed cost {(before - floor) * 1e6:.0f} µs"))
+    finally:
+        os.chdir(cwd)
+    return rows
+
+
 def table(rows: list[tuple[str, float, float, float | str | None, str]]) -> str:
     head = f"{'case':<42} {'flowyml':>9} {'floor':>9} {'ratio':>7} {'target':>8}  verdict"
     lines = [head, "-" * len(head)]
@@ -320,7 +399,8 @@ def main() -> int:
         if args.profile:
             profile(args.profile, tmp)
             return 0
-        rows = cases(tmp, args.repeat)
+        mine = issue15_rows(tmp, args.repeat)  # before the cases that write thousands of files: µs-scale timing
+        rows = cases(tmp, args.repeat) + mine
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(

@@ -50,7 +50,7 @@ _EXPORTS = {
     "RunResult": "flowyml_core.results",
     "SubmissionResult": "flowyml_core.results",
     "ResourceConfig": "flowyml_core.resources",
-    "DockerConfig": "flowyml_core.resources",
+    "DockerConfig": "flowyml_core.container",
     "StepGroup": "flowyml_core.grouping",
     "get_execution_units": "flowyml_core.grouping",
     "hookimpl": "flowyml_core.hookspecs",
@@ -90,6 +90,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from flowyml_core.hookspecs import hookimpl
     from flowyml_core.pipeline import Pipeline
     from flowyml_core.plugins import API_VERSION
-    from flowyml_core.resources import DockerConfig, ResourceConfig
+    from flowyml_core.container import DockerConfig
+    from flowyml_core.resources import ResourceConfig
     from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult, SubmissionResult
     from flowyml_core.step import Step, step

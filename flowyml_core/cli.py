@@ -228,9 +228,10 @@ def cmd_stack_validate(args: argparse.Namespace) -> int:
     except FlowymlError as exc:
         if not args.json:
             raise
-        # The same shape as a failed validate(): one entry per problem.
+        # The same shape as a failed validate(): one entry per problem; and, like every error, its line on stderr.
         problems = list(getattr(exc, "problems", None) or [str(exc)])
         _out({"name": name, "valid": False, "problems": problems, "error": str(exc)}, True, str)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     problems = stack.validate()
     if args.json:

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import inspect
-import logging
 import os
 import sys
-import uuid
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from flowyml_core.context import Context
-from flowyml_core.dag import DAG
-from flowyml_core.grouping import ExecutionUnit, get_execution_units
-from flowyml_core.results import ExecutionStatus, RunResult, SubmissionResult
 from flowyml_core.step import Step
 
-logger = logging.getLogger("flowyml.pipeline")
+if TYPE_CHECKING:  # pragma: no cover
+    import logging
+
+    from flowyml_core.dag import DAG
+    from flowyml_core.grouping import ExecutionUnit
+    from flowyml_core.results import RunResult
+
+# What running needs (graph checks, results, logging, run ids) is imported when a pipeline is built or run:
+# `from flowyml_core import Pipeline, step` is the first line of every pipeline file.
+
+
+def _logger() -> logging.Logger:
+    import logging
+
+    return logging.getLogger("flowyml.pipeline")
 
 #: Set in every process that runs execution units for someone else: a container
 #: of a remote run (``flowyml step-runner`` sets it) or a worker process of the
@@ -55,8 +63,8 @@ class Pipeline:
         self.dag: DAG | None = None
         self._units: list[ExecutionUnit] | None = None
         self._built = False
-        caller = inspect.currentframe()
-        self._module = caller.f_back.f_globals.get("__name__") if caller and caller.f_back else None
+        caller = sys._getframe(1)  # the module that made the pipeline, for source()
+        self._module = caller.f_globals.get("__name__") if caller else None
         for s in steps or ():
             self.add_step(s)
 
@@ -75,6 +83,9 @@ class Pipeline:
     def build(self) -> Pipeline:
         """Check the graph (cycles, unknown inputs, duplicate producers) and fix the order."""
         if not self._built:
+            from flowyml_core.dag import DAG
+            from flowyml_core.grouping import get_execution_units
+
             self.dag = DAG(self.steps)
             self._units = get_execution_units(self.dag, self.steps)
             self._built = True
@@ -118,15 +129,19 @@ class Pipeline:
         """
         if inside_unit_runner():
             return self._refuse_nested_run(run_id)
-        from flowyml_core.stacks import StackRegistry
+        from flowyml_core.stacks import cached_stack
 
-        resolved = StackRegistry.load().resolve(stack)
+        # Resolved once per process and reused while stacks.toml, the environment it reads and the current
+        # directory stay the same: runs in one process share the stack's components (connections, clients).
+        resolved = cached_stack(stack)
         return run_on_stack(self, resolved, context=context, run_id=run_id, wait=wait, timeout=timeout)
 
     def _refuse_nested_run(self, run_id: str | None) -> RunResult:
+        from flowyml_core.results import ExecutionStatus, RunResult
+
         module = sys.modules.get(self._module or "")
         where = getattr(module, "__file__", None) or self._module or "its module"
-        logger.warning(
+        _logger().warning(
             "pipeline %r: run() was called while %s was imported inside a step runner; nothing was run or "
             "submitted. Put the call under `if __name__ == \"__main__\":` in %s so that importing the file "
             "only defines the pipeline", self.name, where, where,
@@ -138,6 +153,8 @@ class Pipeline:
 
 
 def new_run_id(pipeline_name: str) -> str:
+    import uuid
+
     return uuid.uuid4().hex[:16]
 
 
@@ -160,6 +177,7 @@ def run_on_stack(
     from flowyml_core.calling import keyword_caller
     from flowyml_core.execution import Run
     from flowyml_core.plugins import get_registry
+    from flowyml_core.results import ExecutionStatus, RunResult, SubmissionResult
 
     pipeline.build()
     hooks = ObserverHooks((registry or get_registry()).hook)
@@ -241,5 +259,8 @@ class _IsolatedHook:
         try:
             function(**kwargs)
         except Exception as exc:
+            import logging
+
+            logger = _logger()
             logger.error("plugin %r: %s hook failed (%s: %s); the run goes on", plugin, self.name,
                          type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG))

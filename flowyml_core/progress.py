@@ -248,7 +248,9 @@ class Progress:
     def _write_results(self, result: Any) -> None:
         """The pipeline's final assets (produced, consumed by no step): what the user came for."""
         consumed = {a for s in self.pipeline.steps for a in s.inputs}
-        finals = [(name, value) for name, value in result.outputs.items() if name not in consumed]
+        # By name, then read: outputs an executor left elsewhere (a Dask worker) are fetched when read,
+        # and only the final ones are shown.
+        finals = [(name, result.outputs[name]) for name in result.outputs if name not in consumed]
         if not finals:
             return
         width = max(len(name) for name, _ in finals)

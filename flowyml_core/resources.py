@@ -1,7 +1,10 @@
-"""Resource and container settings for steps and groups.
+"""Resource settings for steps and groups.
 
 Units are validated when the object is made, so a typo such as ``"4GB"`` fails
 where it was written rather than minutes later on a remote machine.
+``DockerConfig`` lives in :mod:`flowyml_core.container` (every ``import
+flowyml_core.step`` loads this module; few pipelines build images) and is
+still importable from here.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from typing import Any
 
 import attrs
 
-_CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
-_MEMORY = re.compile(r"^(\d+(\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+# Patterns as text, compiled (and cached by ``re``) on first use: not at import.
+_CPU = r"^(\d+(\.\d+)?|\d+m)$"
+_MEMORY = r"^(\d+(\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$"
 _MEMORY_FACTORS = {
     None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
@@ -24,7 +28,7 @@ MEMORY_HELP = 'memory is bytes with a Kubernetes suffix: "512Mi", "4Gi", "1G" (n
 def parse_cpu(value: str | int | float) -> float:
     """Cores as a float: ``"500m"`` → 0.5."""
     text = str(value).strip()
-    if not _CPU.match(text):
+    if not re.match(_CPU, text):
         raise ValueError(f"invalid cpu {value!r}: {CPU_HELP}")
     return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
@@ -32,7 +36,7 @@ def parse_cpu(value: str | int | float) -> float:
 def parse_memory(value: str | int) -> int:
     """Bytes as an int: ``"4Gi"`` → 4294967296."""
     text = str(value).strip()
-    match = _MEMORY.match(text)
+    match = re.match(_MEMORY, text)
     if not match:
         raise ValueError(f"invalid memory {value!r}: {MEMORY_HELP}")
     return int(float(match.group(1)) * _MEMORY_FACTORS[match.group(3)])
@@ -50,13 +54,6 @@ def _check_memory(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
 
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _str_tuple(value: Any) -> tuple[str, ...]:
-    """A sequence of strings; a single string is one item, not its characters."""
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
 
 
 @attrs.define(frozen=True)
@@ -98,17 +95,9 @@ class ResourceConfig:
         )
 
 
-@attrs.define(frozen=True)
-class DockerConfig:
-    """How to get the image a remote step runs in: use ``image`` or build one."""
+def __getattr__(name: str) -> Any:
+    if name == "DockerConfig":  # its home before it moved to flowyml_core.container
+        from flowyml_core.container import DockerConfig
 
-    image: str | None = None
-    dockerfile: str | None = None
-    build_context: str = "."
-    base_image: str = "python:3.11-slim"
-    requirements: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
-    env_vars: dict[str, str] = attrs.field(factory=dict)
-    build_args: dict[str, str] = attrs.field(factory=dict)
-    platform: str = "linux/amd64"
-    command: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(_str_tuple))
-    args: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(_str_tuple))
+        return DockerConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

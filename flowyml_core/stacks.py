@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -553,3 +554,116 @@ def _strict_bool(value: Any, _cls: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise TypeError(f"expected true or false, got {_kind(value) if not isinstance(value, str) else repr(value)}")
+
+
+# -- the stack ``Pipeline.run`` uses, resolved once per process ----------------------------------------
+class _CachedStack:
+    """A resolved stack and everything it was built from, to tell whether it is still current."""
+
+    __slots__ = ("stack", "inputs", "registry", "env_names", "env_values")
+
+    def __init__(self, stack: ResolvedStack, inputs: tuple[Any, ...], registry: Any, env_names: tuple[str, ...]) -> None:
+        self.stack = stack
+        self.inputs = inputs
+        self.registry = registry
+        self.env_names = env_names
+        self.env_values = _env_values(env_names)  # secrets among them: never shown
+
+    def current(self, inputs: tuple[Any, ...], registry: Any) -> bool:
+        return inputs == self.inputs and registry is self.registry and _env_values(self.env_names) == self.env_values
+
+
+_STACK_CACHE: dict[str | None, _CachedStack] = {}
+_STACK_CACHE_LOCK = threading.Lock()
+_ACTIVE_FILE = ACTIVE_FILE.as_posix()
+
+
+def cached_stack(name: str | None = None) -> ResolvedStack:
+    """The stack ``name`` (or the active one), resolved once per process and reused while nothing changed.
+
+    ``Pipeline.run(stack=...)`` calls this on every run: re-reading and
+    re-resolving ``stacks.toml`` each time cost more than running a small
+    pipeline. The stack is built again when anything it was built from
+    changes: the current directory (local store paths are relative to it),
+    ``FLOWYML_STACKS_FILE``, ``FLOWYML_STACK``, ``XDG_CONFIG_HOME``/``HOME``, the
+    modification time, size or inode of the project and user stacks files and
+    of the active-stack file, the value of every ``${env:NAME}`` variable the
+    stack refers to, and the plugin registry (``reset_registry``). Runs in one
+    process therefore share the components, and the state they hold
+    (connections, clients, a Dask cluster). Errors are not cached.
+    """
+    from flowyml_core.plugins import get_registry
+
+    inputs = _stack_inputs(name)
+    registry = get_registry()
+    entry = _STACK_CACHE.get(name)
+    if entry is not None and entry.current(inputs, registry):
+        return entry.stack
+    with _STACK_CACHE_LOCK:
+        entry = _STACK_CACHE.get(name)
+        if entry is not None and entry.current(inputs, registry):
+            return entry.stack
+        # Stale stacks' components go now (a reset registry makes every cached stack stale).
+        _STACK_CACHE.pop(name, None)
+        for key in [k for k, e in _STACK_CACHE.items() if e.registry is not registry]:
+            del _STACK_CACHE[key]
+        stack = StackRegistry.load().resolve(name, registry=registry)
+        _STACK_CACHE[name] = _CachedStack(stack, inputs, registry, _env_names(stack.spec))
+        return stack
+
+
+def forget_cached_stacks() -> None:
+    """Drop every stack :func:`cached_stack` keeps (their components are closed when garbage collected)."""
+    with _STACK_CACHE_LOCK:
+        _STACK_CACHE.clear()
+
+
+def _stack_inputs(name: str | None) -> tuple[Any, ...]:
+    """What :meth:`StackRegistry.load` and :meth:`StackRegistry.active` read, in a form cheap to compare.
+
+    String paths and ``os.stat``, not :mod:`pathlib`: this runs on every
+    ``Pipeline.run`` and must cost microseconds.
+    """
+    env = os.environ
+    cwd = os.getcwd()
+    explicit = env.get(STACKS_FILE_VAR)
+    project = os.path.join(cwd, explicit) if explicit else f"{cwd}/stacks.toml"
+    xdg, home = env.get("XDG_CONFIG_HOME"), env.get("HOME")
+    user = f"{xdg or (home or str(Path.home())) + '/.config'}/flowyml/stacks.toml"
+    active = f"{os.path.dirname(project)}/{_ACTIVE_FILE}"
+    return (name, cwd, explicit, xdg, home, env.get("FLOWYML_STACK"),
+            _file_stamp(project), _file_stamp(user), _file_stamp(active))
+
+
+def _file_stamp(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino
+
+
+def _env_names(spec: StackSpec) -> tuple[str, ...]:
+    """The variables the stack's ``${env:NAME}`` references read."""
+    from flowyml_core.config import ENV_REF
+
+    names: set[str] = set()
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            names.update(ENV_REF.findall(value))
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+
+    for comp in spec.components.values():
+        collect(comp.options)
+    return tuple(sorted(names))
+
+
+def _env_values(names: tuple[str, ...]) -> tuple[str | None, ...]:
+    env = os.environ
+    return tuple(env.get(n) for n in names)

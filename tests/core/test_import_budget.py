@@ -90,3 +90,16 @@ def test_import_flowyml_core_imports_nothing_heavy():
     third_party = sorted({m.split(".")[0] for m in new} - set(sys.stdlib_module_names) - {"flowyml_core"})
     assert third_party == []
     assert not [m for m in new if m.startswith("flowyml_core.")]  # submodules load on first use
+
+
+def test_the_first_line_of_a_pipeline_file_loads_only_what_defining_steps_needs():
+    """``from flowyml_core import Pipeline, step``: no graph checks, results, plugins, stacks or run ids yet."""
+    code = (
+        "import sys; before = set(sys.modules); from flowyml_core import Pipeline, step; "
+        "print(' '.join(sorted(m for m in set(sys.modules) - before)))"
+    )
+    new = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    later = {"flowyml_core.dag", "flowyml_core.grouping", "flowyml_core.results", "flowyml_core.execution",
+             "flowyml_core.plugins", "flowyml_core.stacks", "flowyml_core.container", "uuid", "pluggy", "cattrs"}
+    assert "flowyml_core.pipeline" in new and "flowyml_core.step" in new
+    assert sorted(new & later) == []

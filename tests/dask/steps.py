@@ -31,3 +31,27 @@ def die(calls: CallLog) -> int:
 def whoami(calls: CallLog) -> int:
     calls.record("whoami")
     return os.getpid()
+
+
+class Tracked:
+    """A value that records, in a call log, every process it is unpickled in: where its bytes went."""
+
+    def __init__(self, calls: CallLog, payload: bytes) -> None:
+        self.calls, self.payload = calls, payload
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _arrived, (self.calls, self.payload)
+
+
+def _arrived(calls: CallLog, payload: bytes) -> Tracked:
+    calls.record("unpickled")
+    return Tracked(calls, payload)
+
+
+def make_tracked(calls: CallLog) -> Tracked:
+    calls.record("make_tracked")
+    return Tracked(calls, b"x" * 1_000_000)
+
+
+def measure(blob: Tracked) -> int:
+    return len(blob.payload)

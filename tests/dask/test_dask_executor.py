@@ -168,7 +168,7 @@ def test_code_from_a_user_file_reaches_workers_by_value(dask_executor, calls, tm
     dask_executor.client.wait_for_workers(2, timeout=30)
     pipeline = load_pipeline(f"{folder / f'pipe_{suffix}.py'}:pipeline")
     try:
-        missing = dask_executor.client.run(__import__("flowyml_dask.executor").executor.unimportable, [f"pipe_{suffix}"])
+        missing = dask_executor.client.run(__import__("flowyml_dask.worker").worker.unimportable, [f"pipe_{suffix}"])
         assert missing and all(v == [f"pipe_{suffix}"] for v in missing.values()), "the workers must not see this file"
         result = run(dask_executor, pipeline, calls)
         assert result.success, [(r.step_name, r.error) for r in result.failed_steps]
@@ -252,6 +252,50 @@ def test_flowyml_run_on_a_dask_stack(run_cli, tmp_path: Path) -> None:
     assert again.returncode == 0 and "fully cached" in again.stdout, again.stdout + again.stderr
 
 
+def test_flowyml_run_fetches_only_the_final_outputs_from_the_workers(run_cli, tmp_path: Path) -> None:
+    """`flowyml run` shows the final results; a large intermediate output never comes to its process."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "stacks.toml").write_text('[stacks.dask]\nexecutor = { flavor = "dask", n_workers = 2 }\n')
+    (project / "flow.py").write_text(textwrap.dedent(f"""
+        import os
+        from flowyml_core import Pipeline, step
+
+        def log(name):
+            with open({str(project / "pids.log")!r}, "a") as fh:
+                fh.write(f"{{name}} {{os.getpid()}}\\n")
+
+        class Blob:
+            def __init__(self, payload):
+                self.payload = payload
+
+            def __reduce__(self):
+                return arrived, (self.payload,)
+
+        def arrived(payload):
+            log("unpickled")
+            return Blob(payload)
+
+        @step(outputs=["blob"])
+        def big():
+            log("step")
+            return Blob(b"x" * 1_000_000)
+
+        @step(inputs=["blob"], outputs=["size"])
+        def size(blob):
+            log("step")
+            return len(blob.payload)
+
+        pipeline = Pipeline("cli-held", steps=[big, size])
+    """))
+    done = run_cli("run", "flow.py:pipeline", "--stack", "dask", cwd=project, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "size = 1000000" in done.stdout.replace("  ", " "), done.stdout
+    lines = [line.split() for line in (project / "pids.log").read_text().splitlines()]
+    workers = {pid for name, pid in lines if name == "step"}
+    assert {pid for name, pid in lines if name == "unpickled"} <= workers, lines
+
+
 def test_unreachable_scheduler_is_a_clear_error(calls) -> None:
     import socket
 
@@ -316,3 +360,15 @@ def test_unpicklable_parameters_and_outputs_fail_their_step_with_a_reason(dask_e
     result = dask_executor.run_pipeline(back, "run-lock-out", context=Context(calls=calls))
     assert not result.steps["make_lock"].success
     assert "could not travel back" in result.steps["make_lock"].error, result.steps["make_lock"].error
+
+
+def scale_input(table: list, factor: int) -> list:
+    return [v * factor for v in table]
+
+
+def test_initial_inputs_reach_steps_by_parameter_name(dask_executor, calls) -> None:
+    pipeline = make_pipeline("initial", [make_step(scale_input, outputs=["scaled"], cache=False)])
+    result = dask_executor.run_pipeline(pipeline, "run-initial", context=Context(calls=calls, factor=3),
+                                        inputs={"table": [1, 2]})
+    assert result.success, result.failed_steps
+    assert result.outputs["scaled"] == [3, 6]
