@@ -12,7 +12,7 @@ median in brackets):
 * npy read:    ``store.load(uri)``        vs ``fs.cat_file`` + ``np.load``
 
 The store also hashes the payload (XXH3-128 for these formats, overlapped with
-the upload), writes the sidecar object and checks the digest on read. Target: 1.3x.
+the upload) into the object's header, and checks the digest on read. Target: 1.3x.
 """
 
 from __future__ import annotations

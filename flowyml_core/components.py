@@ -200,9 +200,21 @@ class CacheStore(Component):
     def stats(self) -> Mapping[str, Any]:
         """At least ``entries`` and ``bytes``; stores may add hits/misses."""
 
+    def prune(self, older_than: float | None = None, *, dry_run: bool = False) -> Mapping[str, Any]:
+        """Free storage (``flowyml cache prune``); returns what was removed (``dry_run``: would be).
+
+        Stores remove what no reader will use (temp files of interrupted
+        writes, old enough not to be writes in progress) and, with
+        ``older_than`` (seconds), entries written longer ago. The result has
+        ``removed`` (a count per kind of thing, e.g. ``{"entries": 3}``),
+        ``bytes`` freed and ``dry_run``. A store that cannot prune keeps this
+        default, which removes nothing and says so with ``supported: False``.
+        """
+        return {"removed": {}, "bytes": 0, "dry_run": dry_run, "supported": False}
+
 
 class ArtifactStore(Component):
-    """Step outputs as files: ``<root>/<project>/<run_id>/<step>/<name>``."""
+    """Step outputs, one per (project, run, step, name); ``uri_for`` says where (the layout is the store's)."""
 
     @abc.abstractmethod
     def materialize(self, obj: Any, name: str, run_id: str, step_name: str, project_name: str = "default") -> str:
@@ -221,6 +233,19 @@ class ArtifactStore(Component):
 
     def load_artifact(self, run_id: str, step_name: str, name: str, project_name: str = "default") -> Any:
         return self.load(self.uri_for(run_id, step_name, name, project_name))
+
+    def prune(self, older_than: float | None = None, keep_runs: int | None = None, *,
+              dry_run: bool = False) -> Mapping[str, Any]:
+        """Free storage (``flowyml cache prune``); returns what was removed (``dry_run``: would be).
+
+        Stores remove what no reader will use (leftovers of interrupted
+        writes); with ``older_than`` (seconds), the artifacts of runs older
+        than that, and with ``keep_runs``, of all but the newest ``keep_runs``
+        runs of each project (both: older runs beyond the newest ones). The
+        result is shaped as :meth:`CacheStore.prune`'s; this default removes
+        nothing and says ``supported: False``.
+        """
+        return {"removed": {}, "bytes": 0, "dry_run": dry_run, "supported": False}
 
 
 class Router(Component):

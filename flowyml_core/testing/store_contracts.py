@@ -23,6 +23,7 @@ import hashlib
 import os
 import pickle
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -245,6 +246,27 @@ class CacheStoreContract(StoreContractBase):
         assert entry is None, "an entry replaced by foreign bytes must be a miss"
 
 
+    def test_prune_frees_what_it_is_asked_to_and_a_dry_run_nothing(self, cache_store: Any) -> None:
+        """``flowyml cache prune``: complete entries survive a plain prune; ``dry_run`` deletes nothing."""
+        keys = [f"{i:064d}" for i in range(3)]
+        for i, key in enumerate(keys):
+            cache_store.set_value(key, {"i": i}, "step", "code")
+        report = cache_store.prune()
+        assert set(report) >= {"removed", "bytes", "dry_run"} and report["dry_run"] is False, report
+        assert [cache_store.get(k).value for k in keys] == [{"i": i} for i in range(3)]
+        if report.get("supported") is False:  # the contract's default: removes nothing, and says so
+            assert report["removed"] == {} and cache_store.prune(older_than=0)["removed"] == {}
+            assert all(cache_store.get(k) is not None for k in keys)
+            return
+        assert cache_store.prune(older_than=3600)["removed"] == {}, "entries just written are not older than an hour"
+        dry = cache_store.prune(older_than=0, dry_run=True)
+        assert dry["dry_run"] is True and sum(dry["removed"].values()) >= 3, dry
+        assert all(cache_store.get(k) is not None for k in keys), "a dry run must delete nothing"
+        done = cache_store.prune(older_than=0)
+        assert sum(done["removed"].values()) >= 3 and done["bytes"] > 0, done
+        assert all(cache_store.get(k) is None for k in keys)
+
+
 class ArtifactStoreContract(StoreContractBase):
     """Abstract test class: subclass it and provide an ``artifact_store`` fixture."""
 
@@ -347,3 +369,23 @@ class ArtifactStoreContract(StoreContractBase):
             with pytest.raises(IntegrityError):
                 artifact_store.load(uri)
             assert not marker.exists(), "the store unpickled bytes it did not write"
+
+    def test_prune_keeps_the_newest_runs_and_a_dry_run_everything(self, artifact_store: Any) -> None:
+        """``flowyml cache prune --keep-runs N``: older runs' artifacts go, the newest stay; ``dry_run`` deletes nothing."""
+        old = artifact_store.materialize({"run": "old"}, "out", "run-old", "step")
+        time.sleep(1.1)  # object stores keep modification times to about a second
+        new = artifact_store.materialize({"run": "new"}, "out", "run-new", "step")
+        report = artifact_store.prune()
+        assert set(report) >= {"removed", "bytes", "dry_run"}, report
+        assert artifact_store.load(old) == {"run": "old"} and artifact_store.load(new) == {"run": "new"}
+        if report.get("supported") is False:  # the contract's default: removes nothing, and says so
+            assert report["removed"] == {} and artifact_store.prune(keep_runs=0)["removed"] == {}
+            assert artifact_store.exists(old) and artifact_store.exists(new)
+            return
+        dry = artifact_store.prune(keep_runs=1, dry_run=True)
+        assert dry["dry_run"] is True and dry["removed"], dry
+        assert artifact_store.exists(old), "a dry run must delete nothing"
+        done = artifact_store.prune(keep_runs=1)
+        assert done["removed"] == dry["removed"] and done["bytes"] > 0, (done, dry)
+        assert not artifact_store.exists(old)
+        assert artifact_store.load(new) == {"run": "new"}

@@ -8,7 +8,9 @@ import pytest
 
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
 from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
-from flowyml_local.backends import forget_unavailable
+from flowyml_local.fsspecfs import forget_unavailable
+
+from tests.stores.conftest import no_untrusted_report_left_over  # noqa: F401  (autouse: one fixture for both)
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +37,4 @@ def gcs_cache(gcs_emulator, gcs_bucket) -> GcsCacheStore:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
+

@@ -44,11 +44,11 @@ def test_quickstart_runs_on_the_gcs_local_stack(gcs_project, gcs_emulator, gcs_b
 
     artifacts = GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{gcs_bucket}/artifacts", endpoint=gcs_emulator.url))
     uris = artifacts.list_artifacts()
-    names = {uri.rsplit("/", 1)[-1] for uri in uris}
+    names = {uri.rsplit("/", 1)[-1].split(".", 1)[1] for uri in uris}  # <step>.<name>
     assert {"features", "labels", "train_set", "test_set", "model", "metrics", "report"} <= names, names
-    metrics = artifacts.load(next(u for u in uris if u.endswith("/metrics")))
+    metrics = artifacts.load(next(u for u in uris if u.endswith(".metrics")))
     assert 0.5 < metrics["accuracy"] <= 1.0
-    assert isinstance(artifacts.load(next(u for u in uris if u.endswith("/report"))), str)
+    assert isinstance(artifacts.load(next(u for u in uris if u.endswith(".report"))), str)
     assert not (gcs_project / ".flowyml" / "artifacts").exists()  # nothing went to the local disk
 
     cache = GcsCacheStore(GcsCacheStoreConfig(url=f"gs://{gcs_bucket}/cache", endpoint=gcs_emulator.url))

@@ -16,7 +16,8 @@ from flowyml_core.errors import ConfigError, FlowymlError, IntegrityError
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig
 from flowyml_gcs.stores import GcsArtifactStore, GcsCacheStore
 from flowyml_local import digests
-from flowyml_local.fsstore import ARTIFACT_FORMAT, SIDECAR, UntrustedPickleError
+from flowyml_local.entries import ARTIFACT_MAGIC
+from flowyml_local.fsstore import UntrustedPickleError
 from flowyml_local.retries import StoreUnavailableError
 
 np = pytest.importorskip("numpy")
@@ -63,8 +64,10 @@ def test_every_materializer_round_trips(gcs_artifacts, gcs_cache, gcs_fs, materi
     assert uri.startswith("gs://") and uri == gcs_artifacts.uri_for("run-1", "step", materializer)
     meta = gcs_artifacts.metadata(uri)
     assert meta["materializer"] == materializer
-    # the sidecar is a plain object where the layout says, readable by other tools
-    assert json.loads(gcs_fs.cat_file(object_path(uri) + "/" + SIDECAR)) == meta
+    # one object where the layout says: magic line, JSON header line, payload
+    raw = gcs_fs.cat_file(object_path(uri))
+    assert uri.endswith(f"/run-1/step.{materializer}") and raw.startswith(ARTIFACT_MAGIC)
+    assert json.loads(raw[len(ARTIFACT_MAGIC):raw.index(b"\n", len(ARTIFACT_MAGIC))]) == meta
     loaded = gcs_artifacts.load(uri)
     gcs_cache.set_value("ab" * 32, value, "step", "code", fingerprint="fp")
     cached = gcs_cache.get("ab" * 32)
@@ -129,17 +132,17 @@ def test_listing(gcs_artifacts):
 # -- integrity and trust ----------------------------------------------------------------
 def test_altered_bytes_are_refused(gcs_artifacts, gcs_fs):
     uri = gcs_artifacts.materialize(np.arange(1000.0), "arr", "run", "step")
-    data = object_path(uri) + "/" + gcs_artifacts.metadata(uri)["data"]
-    raw = bytearray(gcs_fs.cat_file(data))
+    raw = bytearray(gcs_fs.cat_file(object_path(uri)))
     raw[-1] ^= 1
-    gcs_fs.pipe_file(data, bytes(raw))
+    gcs_fs.pipe_file(object_path(uri), bytes(raw))
     with pytest.raises(IntegrityError, match="failed its integrity check.*digest"):
         gcs_artifacts.load(uri)
 
 
-def test_an_interrupted_write_reads_as_absent(gcs_artifacts, gcs_fs):
+def test_objects_of_the_earlier_layout_read_as_absent(gcs_artifacts, gcs_fs):
+    """An upload either completes (one object) or leaves nothing; an old per-artifact prefix is not an artifact."""
     uri = gcs_artifacts.uri_for("run", "step", "out")
-    gcs_fs.pipe_file(object_path(uri) + "/data-0000000000000000.bin", b"uploaded, but no sidecar yet")
+    gcs_fs.pipe_file(object_path(uri) + "/data-0000000000000000.bin", b"an earlier version's data object")
     assert not gcs_artifacts.exists(uri)
     with pytest.raises(FileNotFoundError):
         gcs_artifacts.load(uri)
@@ -151,11 +154,9 @@ def test_planted_pickle_is_refused_and_opt_in_works(gcs_emulator, gcs_bucket, gc
     marker = tmp_path / "pwned"
     payload = pickle.dumps(_Planted(str(marker)))
     uri = store.uri_for("run", "step", "planted")
-    gcs_fs.pipe_file(object_path(uri) + "/data-aaaaaaaaaaaaaaaa.pkl", payload)
-    meta = {"format": ARTIFACT_FORMAT, "type": "builtins.int", "materializer": "pickle",
-            "data": "data-aaaaaaaaaaaaaaaa.pkl", "size": len(payload),
-            "digest": digests.of(digests.SECURE, payload), "created": 0.0}
-    gcs_fs.pipe_file(object_path(uri) + "/" + SIDECAR, json.dumps(meta).encode())
+    meta = {"type": "builtins.int", "materializer": "pickle", "size": len(payload), "created": 0.0,
+            "digest": digests.of(digests.SECURE, payload)}
+    gcs_fs.pipe_file(object_path(uri), ARTIFACT_MAGIC + json.dumps(meta).encode() + b"\n" + payload)
     with pytest.raises(UntrustedPickleError, match="allow_unsigned_pickle = true"):
         store.load(uri)
     assert not marker.exists()
@@ -294,10 +295,10 @@ UPLOADS = {"POST", "PUT"}
 
 
 def test_a_persistent_outage_fails_cleanly(fault_proxy, gcs_bucket):
-    """Every request for a sidecar answered 503, retries=0: one request, one clear error, nothing reads as valid."""
+    """Every upload answered 503, retries=0: one request, one clear error, nothing reads as valid."""
     artifacts, _ = faulty_stores(fault_proxy, gcs_bucket, retries=0)
     artifacts.backend
-    fault_proxy.set_faults(error503=1.0, path_contains="meta.json")
+    fault_proxy.set_faults(error503=1.0, methods=UPLOADS)
     start = time.monotonic()
     with pytest.raises(StoreUnavailableError) as info:
         artifacts.materialize({"a": 1}, "doomed", "run", "step")
@@ -328,7 +329,7 @@ def test_an_outage_fails_within_the_deadline(fault_proxy, gcs_bucket):
     attempts = int(re.search(r"after (\d+) attempts", message).group(1))
     assert attempts == fault_proxy.stats["error503"] and attempts >= 4, (attempts, fault_proxy.stats)
     uri = artifacts.uri_for("run", "step", "doomed")
-    assert message.startswith(f"the store at {uri}/data-"), message  # the data object is uploaded first
+    assert message.startswith(f"the store at {uri} did not answer"), message  # one object: the artifact
     assert " did not answer a write within 3 s (gave up after " in message, message
     assert "last error: HttpError: FaultProxy: injected 503 Service Unavailable" in message, message
     assert "raise the deadline option of the artifact_store (flavor gcs) in stacks.toml (now 3 s)" in message, message
@@ -353,10 +354,10 @@ def test_a_request_that_hangs_is_abandoned_at_the_deadline(fault_proxy, gcs_buck
 
 
 def test_a_read_through_an_outage_fails_within_the_deadline(fault_proxy, gcs_bucket):
-    """Reads share the budget: a sidecar that cannot be fetched ends the load at the deadline, with the object named."""
+    """Reads share the budget: an artifact that cannot be fetched ends the load at the deadline, with the object named."""
     artifacts, _ = faulty_stores(fault_proxy, gcs_bucket, deadline=2.0)
     uri = artifacts.materialize(np.arange(1000.0), "x", "run", "step")
-    fault_proxy.set_faults(drop=1.0, path_contains="meta.json")
+    fault_proxy.set_faults(drop=1.0, path_contains="step.x")
     start = time.monotonic()
     try:
         with pytest.raises(StoreUnavailableError, match=r"did not answer a read within 2 s .*last error: "):
@@ -469,9 +470,18 @@ def test_validate_fails_fast_when_nothing_answers(gcs_emulator):
     assert time.monotonic() - start < 10
 
 
-def test_prune_on_gcs(gcs_artifacts, gcs_fs):
-    uri = gcs_artifacts.materialize(b"kept", "out", "run", "step")
-    gcs_fs.pipe_file(object_path(uri) + "/data-00000000deadbeef.bin", b"orphan")
-    assert gcs_artifacts.prune(older_than=3600) == 0  # just written: could be a write in progress
-    assert gcs_artifacts.prune(older_than=0) == 1
-    assert gcs_artifacts.load(uri) == b"kept"
+def test_prune_on_gcs(gcs_artifacts, gcs_cache):
+    """Uploads are atomic, so GCS has no temp files; prune removes old runs, and the cache's old entries."""
+    old = gcs_artifacts.materialize(b"old run", "out", "run-old", "step")
+    time.sleep(1.1)  # object times have a resolution of a second or so
+    new = gcs_artifacts.materialize(b"new run", "out", "run-new", "step")
+    assert gcs_artifacts.prune() == {"removed": {}, "bytes": 0, "dry_run": False}
+    assert gcs_artifacts.prune(keep_runs=1, dry_run=True)["removed"] == {"runs": 1, "artifacts": 1}
+    assert gcs_artifacts.exists(old)
+    report = gcs_artifacts.prune(keep_runs=1)
+    assert report["removed"] == {"runs": 1, "artifacts": 1} and report["bytes"] > len(b"old run")
+    assert not gcs_artifacts.exists(old) and gcs_artifacts.load(new) == b"new run"
+    gcs_cache.set_value("ab" * 32, 1, "s", "c")
+    assert gcs_cache.prune(older_than=3600)["removed"] == {}
+    assert gcs_cache.prune(older_than=0)["removed"] == {"entries": 1}
+    assert gcs_cache.get("ab" * 32) is None

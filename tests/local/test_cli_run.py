@@ -29,10 +29,12 @@ def test_quickstart_twice_second_run_fully_cached(project: Path, run_cli) -> Non
     match = re.search(r"^  report = accuracy (\d+\.\d)% on 100 held-out rows", out, re.M)
     assert match and float(match.group(1)) > 75, out  # a model that learned something
 
-    # the outputs are where the summary says, with sidecars
-    metrics = json.loads((run_dir / "evaluate" / "metrics" / "meta.json").read_text())
-    assert metrics["materializer"] == "json"
-    assert {p.name for p in run_dir.iterdir()} == {"make_dataset", "split", "train", "evaluate", "report"}
+    # the outputs are where the summary says, one file each: <step>.<name>, a JSON header line after the magic line
+    magic, header = (run_dir / "evaluate.metrics").read_bytes().split(b"\n")[:2]
+    assert magic == b"FLOWYML-ARTIFACT/3" and json.loads(header)["materializer"] == "json"
+    assert {p.name for p in run_dir.iterdir()} == {"make_dataset.features", "make_dataset.labels", "split.train_set",
+                                                    "split.test_set", "train.model", "evaluate.metrics",
+                                                    "report.report"}
 
     second = run_cli("run", "quickstart.py:pipeline", cwd=project)
     assert second.returncode == 0, second.stderr

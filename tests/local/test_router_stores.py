@@ -26,6 +26,11 @@ class Model:
         return isinstance(other, Model) and other.weights == self.weights
 
 
+def header_of(uri: str) -> dict:
+    """The JSON header line of a stored entry (after its magic line)."""
+    return json.loads(Path(uri).read_bytes().split(b"\n")[1])
+
+
 def _router(*rules: TypeRule) -> TypeRouter:
     return TypeRouter(TypeRouterConfig(rules=list(rules)))
 
@@ -35,7 +40,7 @@ def test_output_goes_to_the_rules_store_at_the_templated_path(tmp_path: Path) ->
     router = _router(TypeRule(type="Model", store=str(models), path="{project_name}/by-step/{step_name}/{run_id}-{name}"))
     uri = router.route(Model([1.0, 2.0]), name="model", step_name="train", run_id="r1", project_name="proj")
     assert uri == str(models / "proj" / "by-step" / "train" / "r1-model")
-    meta = json.loads((Path(uri) / "meta.json").read_text())
+    meta = header_of(uri)
     assert meta["type"].endswith("test_router_stores.Model") and meta["materializer"] == "pickle"
     assert router.load(uri) == Model([1.0, 2.0])
     assert LocalArtifactStore(LocalArtifactStoreConfig(path=str(models))).load(uri) == Model([1.0, 2.0])
@@ -55,8 +60,8 @@ def test_rule_materializer_is_used(tmp_path: Path) -> None:
     )
     array_uri = router.route(numpy.arange(6.0).reshape(2, 3), name="a", step_name="s", run_id="r")
     list_uri = router.route([1, 2], name="l", step_name="s", run_id="r")
-    assert json.loads((Path(array_uri) / "meta.json").read_text())["materializer"] == "npy"
-    assert json.loads((Path(list_uri) / "meta.json").read_text())["materializer"] == "pickle"  # not json: forced
+    assert header_of(array_uri)["materializer"] == "npy"
+    assert header_of(list_uri)["materializer"] == "pickle"  # not json: forced
     assert router.load(array_uri).tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
     assert router.load(list_uri) == [1, 2]
 
@@ -106,7 +111,7 @@ def test_in_a_pipeline_routed_outputs_go_to_the_rule_store_and_the_rest_to_the_a
     assert result.success, [r.error for r in result.failed_steps]
     uris = result.steps["train"].artifact_uris
     assert uris["model"] == str(tmp_path / "models" / "run-7" / "train" / "model")
-    assert uris["metrics"] == str(tmp_path / "artifacts" / "default" / "run-7" / "train" / "metrics")
+    assert uris["metrics"] == str(tmp_path / "artifacts" / "default" / "run-7" / "train.metrics")
     assert router.load(uris["model"]) == Model([0.1])
     assert artifacts.load(uris["metrics"]) == {"loss": 0.5}
     assert artifacts.load(result.steps["describe"].artifact_uri) == "weights [0.1]"

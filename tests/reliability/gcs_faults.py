@@ -64,11 +64,10 @@ FAULTS: list[tuple[str, dict[str, Any], bool]] = [
     ("slow 25% (+300 ms)", {"delay": 0.25, "delay_ms": 300}, False),
     ("mixed 5/10/10%", {"drop": 0.05, "error503": 0.10, "delay": 0.10, "delay_ms": 200}, False),
 ]
-#: A sustained outage: every request for a sidecar (its upload, and the read of the sidecar it
-#: replaces) answers 503; every run must fail, cleanly, once the store's deadline (DEADLINE) is
-#: spent (it took 167 s when gcsfs's own retries multiplied flowyml's). Part of the long variant
-#: and of the report.
-OUTAGE: tuple[str, dict[str, Any], bool] = ("outage: every sidecar request 503", {"error503": 1.0, "path_contains": "meta.json"}, True)
+#: A sustained outage: every upload (an artifact or a cache entry: one object each) answers 503;
+#: every run must fail, cleanly, once the store's deadline (DEADLINE) is spent (it took 167 s
+#: when gcsfs's own retries multiplied flowyml's). Part of the long variant and of the report.
+OUTAGE: tuple[str, dict[str, Any], bool] = ("outage: every upload 503", {"error503": 1.0, "methods": {"POST", "PUT"}}, True)
 #: The stores' deadline per request: retries go on until it is spent (no retry count is set).
 DEADLINE = 10.0
 
@@ -157,7 +156,7 @@ def pipeline_runs_under_faults(workdir: Path, emulator: Any, proxy: Any, bucket:
                         _example(report, f"{label}: a step received a partial value: {result.err[-500:]}")
                     if must_fail and result.code == 0 and r < seeds:
                         report.unclean += 1
-                        _example(report, f"{label}: a run succeeded although no sidecar could be written")
+                        _example(report, f"{label}: a run succeeded although nothing could be uploaded")
                     elif result.code == 0 and not problems:
                         report.completed += 1
                         row["completed"] += 1
@@ -210,7 +209,7 @@ def _read_back(report: GcsRunReport, spec: dict[str, Any], bucket: str, direct_u
                         _example(report, f"read-back of {uri}: {what}")
     finally:
         proxy.clear_faults()
-    for path, _size in list(cache.backend.walk(cache.backend.root)):
+    for path, _size, _age in list(cache.backend.walk(cache.backend.root)):
         key = path.rstrip("/").rsplit("/", 1)[-1]
         if key.startswith(".") or key.endswith(".tmp"):
             continue

@@ -6,8 +6,8 @@
   everything is then read back. Repeated ``rounds`` times on the same root.
 * :func:`concurrency_test`: 2, 3 and 4 processes write and read the same few
   cache keys and artifact names at once; every read is verified.
-* :func:`tamper_test`: stored bytes altered, truncated, extended; sidecars
-  edited, swapped and replayed; entries moved between keys; pickles planted
+* :func:`tamper_test`: stored bytes altered, truncated, extended; headers
+  edited; artifacts swapped and replayed; entries moved between keys; pickles planted
   (unsigned, with a forged signature, with another key's signature, under
   every materializer's name) whose unpickling would create a marker file.
 
@@ -32,7 +32,9 @@ from typing import Any, Callable
 import attrs
 
 from flowyml_local import digests
-from flowyml_local.fsstore import ARTIFACT_FORMAT
+from flowyml_local.backends import is_temp_name
+from flowyml_local.entries import ARTIFACT_MAGIC
+from flowyml_local.fsstore import report_untrusted
 
 from tests.reliability.kit import REPO, record_logs
 from tests.reliability.store_worker import Payload, build_stores, cache_key, verify
@@ -71,7 +73,7 @@ class CrashReport:
     torn: int = 0  # a value returned that is not complete: must be 0
     detected_corrupt: int = 0  # refused as corrupt (a miss or IntegrityError): must be 0 with atomic publication
     lost_acknowledged: int = 0  # an acknowledged write that reads as absent: must be 0
-    orphan_files: int = 0  # temp/data files left by killed writers (storage, not correctness)
+    orphan_files: int = 0  # temp files left by killed writers (storage, not correctness; prune() removes them)
     examples: list[str] = attrs.Factory(list)
     seconds: float = 0.0
 
@@ -176,21 +178,13 @@ def _example(report: Any, message: str) -> None:
 
 
 def _orphans(spec: dict[str, Any]) -> int:
-    """Files no reader will ever use: temp files, and data files no sidecar names."""
+    """Files no reader will ever use: the temp files of writes killed before their rename."""
     if spec["flavor"] != "local":
         return 0
     count = 0
-    for dirpath, _, files in os.walk(spec["cache_store"]["path"]):
-        count += sum(1 for f in files if f.endswith(".tmp"))
-    for dirpath, _, files in os.walk(spec["artifact_store"]["path"]):
-        if "meta.json" not in files:
-            count += len(files)
-            continue
-        try:
-            named = json.loads(Path(dirpath, "meta.json").read_text()).get("data")
-        except ValueError:
-            named = None
-        count += sum(1 for f in files if f != "meta.json" and f != named)
+    for kind in ("cache_store", "artifact_store"):
+        for _, _, files in os.walk(spec[kind]["path"]):
+            count += sum(1 for f in files if is_temp_name(f))
     return count
 
 
@@ -292,14 +286,14 @@ def _flip(data: bytes, at: int | None = None) -> bytes:
     return data[:at] + bytes([data[at] ^ 0x55]) + data[at + 1:]
 
 
-def _split_cache(raw: bytes) -> tuple[bytes, dict[str, Any], bytes]:
-    """The documented cache entry layout: magic line, JSON header line, payload."""
+def _split_entry(raw: bytes) -> tuple[bytes, dict[str, Any], bytes]:
+    """The documented layout of artifacts and cache entries: magic line, JSON header line, payload."""
     magic_end = raw.index(b"\n") + 1
     header_end = raw.index(b"\n", magic_end)
     return raw[:magic_end], json.loads(raw[magic_end:header_end]), raw[header_end + 1:]
 
 
-def _join_cache(magic: bytes, header: dict[str, Any], payload: bytes) -> bytes:
+def _join_entry(magic: bytes, header: dict[str, Any], payload: bytes) -> bytes:
     return magic + json.dumps(header, separators=(",", ":")).encode() + b"\n" + payload
 
 
@@ -322,6 +316,7 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
                 ok, outcome = run(marker)
             except Exception as exc:  # the case itself broke: report it, do not hide it
                 ok, outcome = False, f"tamper case crashed: {type(exc).__name__}: {exc}"
+            report_untrusted()  # what a run's end says about entries refused for their signature
         executed = os.path.exists(marker)
         warnings = [t for t, r in zip(logs.texts, logs.records) if r.levelno >= logging.WARNING]
         if warnings and target == "cache":
@@ -356,7 +351,7 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
 
     def planted_cache(signature: Callable[[str, int], str | None], label: str = "pickle") -> Callable[[bytes, str], bytes]:
         def mutate(raw: bytes, marker: str) -> bytes:
-            magic, header, _ = _split_cache(raw)
+            magic, header, _ = _split_entry(raw)
             payload = pickle.dumps(Boom(marker))
             sha = digests.of(digests.algorithm_for(label == "pickle"), payload)  # what the store accepts for the label
             header.update(materializer=label, size=len(payload), digest=sha, type="builtins.object")
@@ -364,7 +359,7 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
             sig = signature(sha, len(payload))
             if sig:
                 header["signature"] = sig
-            return _join_cache(magic, header, payload)
+            return _join_entry(magic, header, payload)
         return mutate
 
     def other_key_signature(sha: str, size: int) -> str:
@@ -384,10 +379,10 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
          cache_mutation(planted_cache(other_key_signature)))
 
     def signed_pickle_relabelled(raw: bytes, marker: str) -> bytes:
-        magic, header, payload = _split_cache(raw)
+        magic, header, payload = _split_entry(raw)
         header["materializer"] = "json"
         header.pop("signature", None)
-        return _join_cache(magic, header, payload)
+        return _join_entry(magic, header, payload)
 
     case("cache: signed pickle relabelled json", "cache", "miss",
          cache_mutation(signed_pickle_relabelled, value=Payload("k", 1, b"signed")))
@@ -416,14 +411,13 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
     case("cache: untouched entry (control)", "cache", "served", cache_control)
 
     # ---- artifacts -----------------------------------------------------------------------------
-    def art_write(name: str, value: Any) -> tuple[str, str, str]:
-        """(uri, data file, sidecar file) of a fresh artifact."""
+    def art_write(name: str, value: Any) -> str:
+        """The file of a fresh artifact (its URI): the only file the write created."""
         before = _files(art_root)
         uri = artifacts.materialize(value, name=name, run_id="tamper", step_name="s")
         changed = _written(before, _files(art_root))
-        sidecar = next(p for p in changed if p.endswith("meta.json"))
-        data = next(p for p in changed if not p.endswith("meta.json"))
-        return uri, data, sidecar
+        assert changed == [uri], changed
+        return uri
 
     def expect_refused(uri: str, *words: str, error: type = IntegrityError) -> tuple[bool, str]:
         _, fresh = build_stores(spec)
@@ -439,89 +433,81 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
             return False, f"{type(exc).__name__} (not a {error.__name__}): {str(exc)[:300]}"
         return False, f"served a value: {str(value)[:80]!r}"
 
-    def art_mutation(mutate: Callable[[str, str, str], None], *words: str, value: Any = None,
+    def art_mutation(mutate: Callable[[bytes, dict[str, Any], bytes], bytes], *words: str, value: Any = None,
                      error: type = IntegrityError) -> Callable[[str], tuple[bool, str]]:
+        """Write an artifact, rewrite its file as ``mutate(magic, header, payload)`` says, expect a refusal."""
         def run(marker: str) -> tuple[bool, str]:
-            name = "a" + secrets.token_hex(6)
-            uri, data, sidecar = art_write(name, value if value is not None else os.urandom(5000))
-            mutate(data, sidecar, marker)
+            uri = art_write("a" + secrets.token_hex(6), value if value is not None else os.urandom(5000))
+            Path(uri).write_bytes(mutate(*_split_entry(Path(uri).read_bytes())))
             return expect_refused(uri, *words, error=error)
         return run
 
-    def edit_sidecar(**changes: Any) -> Callable[[str, str, str], None]:
-        def mutate(data: str, sidecar: str, marker: str) -> None:
-            meta = json.loads(Path(sidecar).read_text())
-            meta.update(changes)
-            Path(sidecar).write_text(json.dumps(meta))
+    def edit_header(**changes: Any) -> Callable[[bytes, dict[str, Any], bytes], bytes]:
+        def mutate(magic: bytes, header: dict[str, Any], payload: bytes) -> bytes:
+            header.update(changes)
+            return _join_entry(magic, header, payload)
         return mutate
 
-    case("artifact: one data byte changed", "artifact", "IntegrityError",
-         art_mutation(lambda d, s, m: Path(d).write_bytes(_flip(Path(d).read_bytes())), "digest"))
-    case("artifact: data truncated", "artifact", "IntegrityError",
-         art_mutation(lambda d, s, m: Path(d).write_bytes(Path(d).read_bytes()[:100]), "bytes"))
-    case("artifact: data extended", "artifact", "IntegrityError",
-         art_mutation(lambda d, s, m: Path(d).write_bytes(Path(d).read_bytes() + b"!"), "bytes"))
-    case("artifact: data file deleted", "artifact", "IntegrityError",
-         art_mutation(lambda d, s, m: os.unlink(d), "missing"))
-    case("artifact: sidecar digest edited", "artifact", "IntegrityError", art_mutation(edit_sidecar(digest="blake3:" + "0" * 64), "digest"))
-    case("artifact: sidecar size edited", "artifact", "IntegrityError", art_mutation(edit_sidecar(size=4999), "bytes"))
-    case("artifact: sidecar not JSON", "artifact", "IntegrityError",
-         art_mutation(lambda d, s, m: Path(s).write_text("{not json"), "sidecar"))
-    case("artifact: sidecar names a path outside", "artifact", "IntegrityError",
-         art_mutation(edit_sidecar(data="../../../../etc/passwd"), "sidecar"))
+    def edit_payload(change: Callable[[bytes], bytes]) -> Callable[[bytes, dict[str, Any], bytes], bytes]:
+        return lambda magic, header, payload: _join_entry(magic, header, change(payload))
+
+    case("artifact: one payload byte changed", "artifact", "IntegrityError", art_mutation(edit_payload(_flip), "digest"))
+    case("artifact: payload truncated", "artifact", "IntegrityError",
+         art_mutation(edit_payload(lambda p: p[:100]), "bytes"))
+    case("artifact: payload extended", "artifact", "IntegrityError",
+         art_mutation(edit_payload(lambda p: p + b"!"), "bytes"))
+    case("artifact: file emptied", "artifact", "IntegrityError", art_mutation(lambda m, h, p: b"", "entry"))
+    case("artifact: header digest edited", "artifact", "IntegrityError",
+         art_mutation(edit_header(digest="blake3:" + "0" * 64), "digest"))
+    case("artifact: header size edited", "artifact", "IntegrityError", art_mutation(edit_header(size=4999), "bytes"))
+    case("artifact: header not JSON", "artifact", "IntegrityError",
+         art_mutation(lambda m, h, p: m + b"{not json\n" + p, "header"))
+    case("artifact: header names another location", "artifact", "IntegrityError",
+         art_mutation(edit_header(path="../../../../etc/passwd"), "written for"))
     case("artifact: signature stripped from a signed pickle", "artifact", "refused: unsigned pickle",
-         art_mutation(edit_sidecar(signature=None), "signature", "allow_unsigned_pickle", value=Payload("k", 1, b"signed")))
-
-    def relabel_as_pickle(data: str, sidecar: str, marker: str) -> None:
-        meta = json.loads(Path(sidecar).read_text())
-        meta["materializer"] = "pickle"
-        Path(sidecar).write_text(json.dumps(meta))
-
+         art_mutation(edit_header(signature=None), "signature", "allow_unsigned_pickle", value=Payload("k", 1, b"signed")))
     case("artifact: json relabelled pickle (unsigned)", "artifact", "refused: unsigned pickle",
-         art_mutation(relabel_as_pickle, "signature", value={"x": 1}))
+         art_mutation(edit_header(materializer="pickle"), "signature", value={"x": 1}))
 
-    def sidecar_swap(marker: str) -> tuple[bool, str]:
-        uri_a, _, side_a = art_write("swapa" + secrets.token_hex(4), os.urandom(3000))
-        uri_b, _, side_b = art_write("swapb" + secrets.token_hex(4), os.urandom(3000))
-        a, b = Path(side_a).read_bytes(), Path(side_b).read_bytes()
-        Path(side_a).write_bytes(b)
-        Path(side_b).write_bytes(a)
-        return expect_refused(uri_b, "sidecar")
+    def files_swapped(marker: str) -> tuple[bool, str]:
+        uri_a = art_write("swapa" + secrets.token_hex(4), os.urandom(3000))
+        uri_b = art_write("swapb" + secrets.token_hex(4), os.urandom(3000))
+        a, b = Path(uri_a).read_bytes(), Path(uri_b).read_bytes()
+        Path(uri_a).write_bytes(b)
+        Path(uri_b).write_bytes(a)
+        return expect_refused(uri_b, "written for")
 
-    case("artifact: sidecars of two artifacts swapped", "artifact", "IntegrityError", sidecar_swap)
+    case("artifact: files of two artifacts swapped", "artifact", "IntegrityError", files_swapped)
 
-    def data_swap(marker: str) -> tuple[bool, str]:
-        uri_a, data_a, _ = art_write("dsa" + secrets.token_hex(4), os.urandom(3000))
-        uri_b, data_b, _ = art_write("dsb" + secrets.token_hex(4), os.urandom(3000))
-        Path(data_b).write_bytes(Path(data_a).read_bytes())
+    def payload_swap(marker: str) -> tuple[bool, str]:
+        uri_a = art_write("dsa" + secrets.token_hex(4), os.urandom(3000))
+        uri_b = art_write("dsb" + secrets.token_hex(4), os.urandom(3000))
+        magic, header, _ = _split_entry(Path(uri_b).read_bytes())
+        Path(uri_b).write_bytes(_join_entry(magic, header, _split_entry(Path(uri_a).read_bytes())[2]))
         return expect_refused(uri_b, "digest")
 
-    case("artifact: another artifact's bytes under this sidecar", "artifact", "IntegrityError", data_swap)
+    case("artifact: another artifact's payload under this header", "artifact", "IntegrityError", payload_swap)
 
     def replay(marker: str) -> tuple[bool, str]:
-        uri_a, data_a, side_a = art_write("rpa" + secrets.token_hex(4), {"belongs_to": "a"})
-        uri_b, data_b, side_b = art_write("rpb" + secrets.token_hex(4), {"belongs_to": "b"})
-        os.unlink(data_b)
-        Path(side_b).write_bytes(Path(side_a).read_bytes())
-        Path(os.path.dirname(side_b), os.path.basename(data_a)).write_bytes(Path(data_a).read_bytes())
+        uri_a = art_write("rpa" + secrets.token_hex(4), {"belongs_to": "a"})
+        uri_b = art_write("rpb" + secrets.token_hex(4), {"belongs_to": "b"})
+        Path(uri_b).write_bytes(Path(uri_a).read_bytes())
         return expect_refused(uri_b)
 
-    case("artifact: sidecar and data of another artifact copied in", "artifact", "IntegrityError (not a's value)", replay)
+    case("artifact: another artifact copied over this one", "artifact", "IntegrityError (not a's value)", replay)
 
     def planted_artifact(label: str, signature: Callable[[str, int], str | None]) -> Callable[[str], tuple[bool, str]]:
         def run(marker: str) -> tuple[bool, str]:
             uri = artifacts.uri_for("tamper", "s", "planted" + secrets.token_hex(4))
-            directory = artifacts.backend.from_uri(uri)
-            os.makedirs(directory, exist_ok=True)
             payload = pickle.dumps(Boom(marker))
             sha = digests.of(digests.algorithm_for(label == "pickle"), payload)  # what the store accepts for the label
-            meta = {"format": ARTIFACT_FORMAT, "type": "builtins.object", "materializer": label,
-                    "data": "data-planted.bin", "size": len(payload), "digest": sha, "created": time.time()}
+            meta = {"type": "builtins.object", "materializer": label, "size": len(payload), "created": time.time()}
             sig = signature(sha, len(payload))
             if sig:
                 meta["signature"] = sig
-            Path(directory, "data-planted.bin").write_bytes(payload)
-            Path(directory, "meta.json").write_text(json.dumps(meta))
+            meta["digest"] = sha
+            os.makedirs(os.path.dirname(uri), exist_ok=True)
+            Path(uri).write_bytes(_join_entry(ARTIFACT_MAGIC, meta, payload))
             _, fresh = build_stores(spec)
             try:
                 value = fresh.load(uri)
@@ -554,13 +540,11 @@ def tamper_test(root: Path, spec: dict[str, Any] | None = None) -> TamperReport:
     opt_in["artifact_store"] = {**spec["artifact_store"], "allow_unsigned_pickle": True}
     _, trusting = build_stores(opt_in)
     uri = trusting.uri_for("tamper", "s", "control")
-    directory = trusting.backend.from_uri(uri)
-    os.makedirs(directory, exist_ok=True)
     payload = pickle.dumps(Boom(control_marker))
-    Path(directory, "data-c.bin").write_bytes(payload)
-    Path(directory, "meta.json").write_text(json.dumps({
-        "format": ARTIFACT_FORMAT, "type": "x", "materializer": "pickle", "data": "data-c.bin",
-        "size": len(payload), "digest": digests.of(digests.SECURE, payload), "created": 0}))
+    os.makedirs(os.path.dirname(uri), exist_ok=True)
+    Path(uri).write_bytes(_join_entry(ARTIFACT_MAGIC, {
+        "type": "x", "materializer": "pickle", "size": len(payload), "created": 0,
+        "digest": digests.of(digests.SECURE, payload)}, payload))
     try:
         trusting.load(uri)
     except Exception as exc:  # recorded below: the control must run

@@ -33,7 +33,7 @@ def test_pipeline_runs_under_faults_long(tmp_path, gcs_emulator, fault_proxy, gc
     summary = json.dumps(as_dict(report), indent=1)
     assert report.failed_cleanly >= 2, summary  # the outage: those runs must fail, cleanly
     outage = [r for r in report.by_fault if r["faults"].startswith("outage")]
-    # within the store's deadline (a cache read does not touch a sidecar), plus start-up and slack
+    # within the store's deadline (the cache reads before it are answered), plus start-up and slack
     assert outage and outage[0]["seconds_per_run"] < DEADLINE + 10, summary
     assert report.unclean == 0 and report.torn_in_run == 0, summary
     assert report.partial_reads == 0 and report.refused_reads == 0, summary

@@ -68,3 +68,55 @@ def test_undecodable_payloads_are_clear_errors(tamper_report):
     not the decoder's own UnicodeDecodeError/ArrowInvalid (it was, once)."""
     raw = [f"{c.name}: {c.outcome}" for c in tamper_report.cases if "(raw)" in c.outcome]
     assert not raw, raw
+
+
+_BIG_WRITER = """
+import sys
+import numpy as np
+from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
+store = LocalCacheStore(LocalCacheStoreConfig(path=sys.argv[1], signing_key="k"))
+value = np.ones(40 * 1024 * 1024 // 8)  # 40 MB: several writes of it are in flight for a while
+for i in range(1000):
+    store.set_value(f"{i:064d}", value + i, "big", "code")
+"""
+
+
+def test_kill_9_in_a_large_cache_write_leaves_a_temp_file_that_stats_shows_and_prune_removes(tmp_path):
+    """What the issue saw: kill -9 in the middle of large writes left .tmp files of tens of MB for ever."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
+
+    pytest.importorskip("numpy")
+    root = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", _BIG_WRITER, str(root)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            temps = [p for p in root.glob(".*.tmp") if p.stat().st_size > 1024 * 1024] if root.exists() else []
+            if temps and len(list(root.glob("0*"))) >= 1:
+                break
+            time.sleep(0.005)
+        else:
+            pytest.fail("the writer never had a large write in flight")
+    finally:
+        proc.kill()
+        proc.wait()
+    store = LocalCacheStore(LocalCacheStoreConfig(path=str(root), signing_key="k"))
+    leftovers = [p for p in root.iterdir() if p.name.endswith(".tmp")]
+    stats = store.stats()
+    assert stats["temp_files"] == len(leftovers) >= 1, stats
+    assert stats["temp_bytes"] == sum(p.stat().st_size for p in leftovers)
+    entries = stats["entries"]
+    assert store.prune()["removed"] == {}  # just written: could be a write in progress of another process
+    old = time.time() - 2 * 3600
+    for path in leftovers:
+        os.utime(path, (old, old))
+    report = store.prune()
+    assert report["removed"] == {"temp files": len(leftovers)} and report["bytes"] == stats["temp_bytes"]
+    after = store.stats()
+    assert (after["temp_files"], after["temp_bytes"], after["entries"]) == (0, 0, entries)
+    assert store.get(f"{0:064d}") is not None  # complete entries are untouched

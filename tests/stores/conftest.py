@@ -21,3 +21,14 @@ def artifacts(tmp_path) -> LocalArtifactStore:
 @pytest.fixture
 def cache(tmp_path) -> LocalCacheStore:
     return LocalCacheStore(LocalCacheStoreConfig(path=str(tmp_path / "cache")))
+
+
+@pytest.fixture(autouse=True)
+def no_untrusted_report_left_over():
+    """Tests that make the cache refuse signed entries leave a count behind: start and end each test without one."""
+    from flowyml_local import fsstore
+
+    fsstore.report_untrusted()
+    yield
+    with fsstore._untrusted_lock:
+        fsstore._untrusted.clear()

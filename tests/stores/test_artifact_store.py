@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -15,7 +16,8 @@ import pytest
 from flowyml_core.errors import ConfigError, FlowymlError, IntegrityError
 from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
 from flowyml_local import digests
-from flowyml_local.fsstore import ARTIFACT_FORMAT, SIDECAR, ArtifactNotFoundError, UntrustedPickleError
+from flowyml_local.entries import ARTIFACT_MAGIC
+from flowyml_local.fsstore import ArtifactNotFoundError, UntrustedPickleError
 from flowyml_local.signing import user_key_path
 
 np = pytest.importorskip("numpy")
@@ -39,8 +41,27 @@ class _Planted:
         return (os.mkdir, (self.marker,))
 
 
-def data_file(store: LocalArtifactStore, uri: str) -> Path:
-    return Path(uri) / store.metadata(uri)["data"]
+def split_entry(uri: str) -> tuple[bytes, dict, bytes]:
+    """The documented layout of an artifact file: magic line, JSON header line, payload."""
+    raw = Path(uri).read_bytes()
+    magic_end = raw.index(b"\n") + 1
+    header_end = raw.index(b"\n", magic_end)
+    return raw[:magic_end], json.loads(raw[magic_end:header_end]), raw[header_end + 1:]
+
+
+def write_entry(uri: str, header: dict, payload: bytes, magic: bytes = ARTIFACT_MAGIC) -> None:
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    Path(uri).write_bytes(magic + json.dumps(header).encode() + b"\n" + payload)
+
+
+def payload_of(uri: str) -> bytes:
+    return split_entry(uri)[2]
+
+
+def edit_payload(uri: str, change) -> None:
+    """Rewrite the payload of an artifact file in place, keeping its header."""
+    magic, header, payload = split_entry(uri)
+    Path(uri).write_bytes(magic + json.dumps(header, separators=(",", ":")).encode() + b"\n" + change(payload))
 
 
 # -- formats -------------------------------------------------------------------------
@@ -71,8 +92,8 @@ def test_each_value_round_trips_with_the_expected_format(artifacts, value, mater
     assert meta["materializer"] == materializer
     loaded = artifacts.load(uri)
     assert loaded == value and type(loaded) is type(value)
-    if materializer == "json":  # readable by any tool
-        assert json.loads(data_file(artifacts, uri).read_bytes()) == value
+    if materializer == "json":  # the payload is plain JSON
+        assert json.loads(payload_of(uri)) == value
 
 
 def test_json_keeps_lone_surrogates(artifacts):
@@ -100,7 +121,7 @@ def test_numpy_arrays_round_trip_as_npy_without_pickle(artifacts, array):
     loaded = artifacts.load(uri)
     assert loaded.dtype == array.dtype and loaded.shape == array.shape
     np.testing.assert_array_equal(loaded, array)
-    loaded_again = np.load(data_file(artifacts, uri), allow_pickle=False)  # a standard .npy file
+    loaded_again = np.load(io.BytesIO(payload_of(uri)), allow_pickle=False)  # a standard .npy payload
     np.testing.assert_array_equal(loaded_again, array)
     if loaded.size:
         assert loaded.flags.writeable
@@ -148,15 +169,30 @@ def test_an_unstorable_object_is_a_clear_error(artifacts):
 
 # -- layout ----------------------------------------------------------------------------
 def test_layout_and_uri(artifacts, tmp_path):
+    """One file per artifact, <root>/<project>/<run>/<step>.<name>: magic line, JSON header, payload."""
     uri = artifacts.materialize([1], "metrics", "run-7", "evaluate", project_name="proj")
-    assert uri == str(tmp_path / "artifacts" / "proj" / "run-7" / "evaluate" / "metrics")
+    assert uri == str(tmp_path / "artifacts" / "proj" / "run-7" / "evaluate.metrics")
     assert uri == artifacts.uri_for("run-7", "evaluate", "metrics", "proj")
-    names = sorted(os.listdir(uri))
-    assert names[1] == SIDECAR and names[0].startswith("data-") and names[0].endswith(".json")
-    meta = artifacts.metadata(uri)
-    assert {"type", "materializer", "size", "digest", "created", "data"} <= set(meta)
-    assert meta["type"] == "builtins.list" and meta["size"] == len(b"[1]")
+    assert os.listdir(tmp_path / "artifacts" / "proj" / "run-7") == ["evaluate.metrics"]
+    magic, header, payload = split_entry(uri)
+    assert magic == ARTIFACT_MAGIC == b"FLOWYML-ARTIFACT/3\n" and payload == b"[1]"
+    assert header == artifacts.metadata(uri)
+    assert {"type", "materializer", "size", "digest", "created", "path"} <= set(header)
+    assert list(header)[-1] == "digest"  # last, so that it can be completed in place after a parallel hash
+    assert header["type"] == "builtins.list" and header["size"] == len(b"[1]")
+    assert header["path"] == "proj/run-7/evaluate.metrics"
+    assert (header["project"], header["run"], header["step"], header["name"]) == ("proj", "run-7", "evaluate", "metrics")
     assert artifacts.load_artifact("run-7", "evaluate", "metrics", "proj") == [1]
+
+
+def test_step_and_name_split_unambiguously(artifacts):
+    """Dots are escaped in the step part of ``<step>.<name>``, so no two (step, name) pairs share a file."""
+    pairs = [("a.b", "c"), ("a", "b.c"), ("a", "b%2Ec"), ("a%2Eb", "c")]
+    uris = [artifacts.materialize(i, name, "run", step) for i, (step, name) in enumerate(pairs)]
+    assert len(set(uris)) == len(pairs)
+    assert [artifacts.load(u) for u in uris] == list(range(len(pairs)))
+    assert artifacts.list_artifacts(run_id="run", step_name="a.b", project_name="default") == [uris[0]]
+    assert artifacts.list_artifacts(run_id="run", step_name="a", project_name="default") == sorted(uris[1:3])
 
 
 def test_relative_paths_resolve_where_the_store_was_made(tmp_path, monkeypatch):
@@ -170,7 +206,7 @@ def test_relative_paths_resolve_where_the_store_was_made(tmp_path, monkeypatch):
 
 def test_names_cannot_escape_the_root(artifacts, tmp_path):
     uri = artifacts.materialize(1, "a/b", "run", "step")
-    assert uri.startswith(str(tmp_path / "artifacts")) and uri.endswith("a%2Fb")
+    assert uri.startswith(str(tmp_path / "artifacts")) and uri.endswith("step.a%2Fb")
     with pytest.raises(ValueError):
         artifacts.uri_for("..", "step", "x")
     with pytest.raises(ValueError):
@@ -199,11 +235,11 @@ def test_listing_and_delete(artifacts):
     assert artifacts.list_artifacts(run_id="run-1", project_name="default") == [a]
 
 
-def test_overwrite_keeps_the_newest_and_removes_the_old_data(artifacts):
+def test_overwrite_keeps_the_newest_and_leaves_nothing_behind(artifacts):
     uri = artifacts.materialize(b"first", "out", "run", "step")
     artifacts.materialize(b"second", "out", "run", "step")
     assert artifacts.load(uri) == b"second"
-    assert len([n for n in os.listdir(uri) if n.startswith("data-")]) == 1
+    assert os.listdir(Path(uri).parent) == ["step.out"]
 
 
 # -- missing, interrupted, altered ---------------------------------------------------
@@ -217,22 +253,21 @@ def test_missing_artifact_is_a_file_not_found_error(artifacts):
 
 
 def test_an_interrupted_write_reads_as_absent(artifacts):
-    """Data written but the process killed before the sidecar: nothing valid is there."""
+    """The process killed before the rename: only a hidden temp file is there, nothing valid."""
     uri = artifacts.uri_for("run", "step", "out")
-    os.makedirs(uri)
-    Path(uri, "data-0123456789abcdef.bin").write_bytes(b"half of the bytes")
-    Path(uri, SIDECAR + ".123-456-0.tmp").write_text('{"format": "flowyml-art')
+    os.makedirs(Path(uri).parent)
+    Path(Path(uri).parent, ".1a2b-3c-0-abcdef.tmp").write_bytes(ARTIFACT_MAGIC + b'{"materializer": "js')
     assert not artifacts.exists(uri)
+    assert artifacts.list_artifacts() == []
     with pytest.raises(FileNotFoundError):
         artifacts.load(uri)
 
 
 def test_altered_bytes_are_refused_with_a_clear_error(artifacts):
     uri = artifacts.materialize(np.arange(1000.0), "arr", "run", "step")
-    path = data_file(artifacts, uri)
-    raw = bytearray(path.read_bytes())
+    raw = bytearray(Path(uri).read_bytes())
     raw[-3] ^= 0x01
-    path.write_bytes(bytes(raw))
+    Path(uri).write_bytes(bytes(raw))
     with pytest.raises(IntegrityError, match=r"artifact .*arr failed its integrity check: .*does not match its recorded digest"):
         artifacts.load(uri)
 
@@ -242,8 +277,7 @@ def test_altered_large_bytes_are_refused(artifacts):
     value = os.urandom(6 * 1024 * 1024)
     uri = artifacts.materialize(value, "big", "run", "step")
     assert artifacts.load(uri) == value
-    path = data_file(artifacts, uri)
-    with open(path, "r+b") as fh:
+    with open(uri, "r+b") as fh:
         fh.seek(5 * 1024 * 1024)
         fh.write(b"X")
     with pytest.raises(IntegrityError, match="digest"):
@@ -258,14 +292,14 @@ def test_altered_large_bytes_are_refused(artifacts):
     ],
     ids=["npy", "pickle"],
 )
-def test_the_sidecar_records_the_digest_of_the_data_file(artifacts, value, algorithm):
+def test_the_header_records_the_digest_of_the_payload(artifacts, value, algorithm):
     """Checked with the hash libraries themselves, not with the store's own helper."""
     import blake3
     import xxhash
 
     uri = artifacts.materialize(value, "out", "run", "step")
     meta = artifacts.metadata(uri)
-    data = data_file(artifacts, uri).read_bytes()
+    data = payload_of(uri)
     expected = {"xxh3-128": lambda: xxhash.xxh3_128(data).hexdigest(), "blake3": lambda: blake3.blake3(data).hexdigest()}
     assert meta["digest"] == f"{algorithm}:{expected[algorithm]()}"
     assert ("signature" in meta) == (algorithm == "blake3")
@@ -276,8 +310,8 @@ def test_a_pickle_with_a_fast_digest_is_refused(artifacts, tmp_path):
     uri = artifacts.materialize((1, 2), "out", "run", "step")
     meta = artifacts.metadata(uri)
     assert meta["materializer"] == "pickle"
-    meta["digest"] = digests.of(digests.FAST, data_file(artifacts, uri).read_bytes())
-    Path(uri, SIDECAR).write_text(json.dumps(meta))
+    meta["digest"] = digests.of(digests.FAST, payload_of(uri))
+    write_entry(uri, meta, payload_of(uri))
     with pytest.raises(IntegrityError, match="for a format that runs code when loaded; such payloads must carry a 'blake3'"):
         artifacts.load(uri)
 
@@ -285,13 +319,11 @@ def test_a_pickle_with_a_fast_digest_is_refused(artifacts, tmp_path):
 def test_altered_large_array_is_refused(artifacts):
     """Arrays are read into their buffer chunk by chunk and hashed as they arrive: a change anywhere is caught."""
     value = np.arange(2_000_000, dtype="float64")
-    uri = artifacts.materialize(value, "arr", "run", "step")
-    path = data_file(artifacts, uri)
-    size = path.stat().st_size
-    for offset in (200, size // 2, size - 1):
+    for where in ("payload start", "middle", "last byte"):  # the header's length varies by a few bytes per write
         uri = artifacts.materialize(value, "arr", "run", "step")
-        path = data_file(artifacts, uri)
-        with open(path, "r+b") as fh:
+        size = Path(uri).stat().st_size
+        offset = {"payload start": size - len(payload_of(uri)) + 200, "middle": size // 2, "last byte": size - 1}[where]
+        with open(uri, "r+b") as fh:
             fh.seek(offset)
             byte = fh.read(1)
             fh.seek(offset)
@@ -302,20 +334,22 @@ def test_altered_large_array_is_refused(artifacts):
 
 def test_truncated_bytes_are_refused(artifacts):
     uri = artifacts.materialize(b"x" * 1000, "out", "run", "step")
-    path = data_file(artifacts, uri)
-    path.write_bytes(path.read_bytes()[:500])
-    with pytest.raises(IntegrityError, match="500 bytes on disk, the sidecar says 1000"):
+    edit_payload(uri, lambda payload: payload[:500])
+    with pytest.raises(IntegrityError, match="the payload is 500 bytes on disk, its header says 1000"):
+        artifacts.load(uri)
+    edit_payload(uri, lambda payload: payload + b"x" * 501)
+    with pytest.raises(IntegrityError, match="the payload is 1001 bytes on disk, its header says 1000"):
         artifacts.load(uri)
 
 
-def test_swapped_sidecars_are_refused(artifacts):
+def test_swapped_artifacts_are_refused(artifacts):
     a = artifacts.materialize(b"aaaa", "a", "run", "step")
     b = artifacts.materialize(b"bbbb", "b", "run", "step")
-    meta_a, meta_b = Path(a, SIDECAR).read_bytes(), Path(b, SIDECAR).read_bytes()
-    Path(a, SIDECAR).write_bytes(meta_b)
-    Path(b, SIDECAR).write_bytes(meta_a)
+    raw_a, raw_b = Path(a).read_bytes(), Path(b).read_bytes()
+    Path(a).write_bytes(raw_b)
+    Path(b).write_bytes(raw_a)
     for uri in (a, b):
-        with pytest.raises(IntegrityError, match="names data file .* which is missing"):
+        with pytest.raises(IntegrityError, match="it was written for 'default/run/step.[ab]', not for this location"):
             artifacts.load(uri)
 
 
@@ -326,38 +360,57 @@ def test_swapped_sidecars_are_refused(artifacts):
         ("digest", "sha256:" + "0" * 64, "records a 'sha256' digest; this version checks 'xxh3-128' and 'blake3' digests"),
         ("digest", "blake3:xyz", "records no valid blake3 digest"),
         ("digest", None, "records no valid digest"),
-        ("size", 8, "7 bytes on disk, the sidecar says 8"),
-        ("data", "../../../../etc/passwd", "malformed"),
-        ("format", "flowyml-artifact/1", r"format 'flowyml-artifact/1', this flowyml reads .*write the artifact again"),
+        ("size", 8, "the payload is 7 bytes on disk, its header says 8"),
+        ("size", "7", "the header is malformed"),
+        ("path", "default/run/step.other", "written for 'default/run/step.other', not for this location"),
     ],
 )
-def test_an_edited_sidecar_is_refused_saying_what_is_wrong(artifacts, field, value, match):
+def test_an_edited_header_is_refused_saying_what_is_wrong(artifacts, field, value, match):
     uri = artifacts.materialize(b"payload", "out", "run", "step")
     meta = artifacts.metadata(uri)
     meta[field] = value
-    Path(uri, SIDECAR).write_text(json.dumps(meta))
+    write_entry(uri, meta, payload_of(uri))
     with pytest.raises(IntegrityError, match=match):
         artifacts.load(uri)
 
 
-def test_an_unreadable_sidecar_is_refused(artifacts):
+def test_an_entry_of_another_format_version_says_so(artifacts):
     uri = artifacts.materialize(b"payload", "out", "run", "step")
-    Path(uri, SIDECAR).write_text("not json")
-    with pytest.raises(IntegrityError, match="unreadable sidecar"):
+    write_entry(uri, artifacts.metadata(uri), payload_of(uri), magic=b"FLOWYML-ARTIFACT/2\n")
+    with pytest.raises(IntegrityError, match=r"format 'FLOWYML-ARTIFACT/2', this flowyml reads 'FLOWYML-ARTIFACT/3'.*"
+                                             r"write the artifact again"):
         artifacts.load(uri)
+
+
+def test_an_unreadable_header_is_refused(artifacts):
+    uri = artifacts.materialize(b"payload", "out", "run", "step")
+    Path(uri).write_bytes(ARTIFACT_MAGIC + b"not json\npayload")
+    with pytest.raises(IntegrityError, match="unreadable header"):
+        artifacts.load(uri)
+    Path(uri).write_bytes(b"\x80\x05not an entry at all")
+    with pytest.raises(IntegrityError, match="not a flowyml entry"):
+        artifacts.load(uri)
+
+
+def test_a_directory_of_the_earlier_layout_reads_as_absent_and_says_why(artifacts):
+    uri = artifacts.uri_for("run", "step", "old")
+    Path(uri).mkdir(parents=True)
+    (Path(uri) / "meta.json").write_text("{}")
+    with pytest.raises(ArtifactNotFoundError, match="a directory is there .*run the step again"):
+        artifacts.load(uri)
+    assert not artifacts.exists(uri)
 
 
 def test_planted_npy_with_object_dtype_is_refused(artifacts, tmp_path):
     """A sidecar may claim 'npy' for a pickled object array: loading never unpickles it."""
     marker = tmp_path / "pwned"
     uri = artifacts.materialize(np.arange(3), "arr", "run", "step")
-    path = data_file(artifacts, uri)
-    np.save(path.with_suffix(".tmp.npy"), np.array([_Planted(str(marker))], dtype=object), allow_pickle=True)
-    planted = path.with_suffix(".tmp.npy").read_bytes()
-    path.write_bytes(planted)
+    out = io.BytesIO()
+    np.save(out, np.array([_Planted(str(marker))], dtype=object), allow_pickle=True)
+    planted = out.getvalue()
     meta = artifacts.metadata(uri)
     meta.update(size=len(planted), digest=digests.of(digests.FAST, planted))
-    Path(uri, SIDECAR).write_text(json.dumps(meta))
+    write_entry(uri, meta, planted)
     with pytest.raises(IntegrityError, match="object dtype"):
         artifacts.load(uri)
     assert not marker.exists()
@@ -365,15 +418,12 @@ def test_planted_npy_with_object_dtype_is_refused(artifacts, tmp_path):
 
 # -- trust -------------------------------------------------------------------------
 def plant_pickle(store: LocalArtifactStore, marker: Path, name: str = "planted") -> str:
-    """What an attacker with write access to the store can do: a consistent sidecar, no valid signature."""
+    """What an attacker with write access to the store can do: a consistent header, no valid signature."""
     uri = store.uri_for("run", "step", name)
-    os.makedirs(uri, exist_ok=True)
     payload = pickle.dumps(_Planted(str(marker)))
-    Path(uri, "data-aaaaaaaaaaaaaaaa.pkl").write_bytes(payload)
-    meta = {"format": ARTIFACT_FORMAT, "type": "builtins.dict", "materializer": "pickle",
-            "data": "data-aaaaaaaaaaaaaaaa.pkl", "size": len(payload), "digest": digests.of(digests.SECURE, payload),
-            "created": 0.0, "signature": "hmac-sha256:" + "0" * 64}
-    Path(uri, SIDECAR).write_text(json.dumps(meta))
+    meta = {"type": "builtins.dict", "materializer": "pickle", "size": len(payload), "created": 0.0,
+            "signature": "hmac-sha256:" + "0" * 64, "digest": digests.of(digests.SECURE, payload)}
+    write_entry(uri, meta, payload)
     return uri
 
 
@@ -406,7 +456,7 @@ def test_pickles_are_signed_with_the_per_user_key(artifacts, tmp_path):
     # Another user (another key) refuses what this one signed.
     os.environ["XDG_CONFIG_HOME"] = str(tmp_path / "other-user")
     other = LocalArtifactStore(LocalArtifactStoreConfig(path=artifacts.root))
-    with pytest.raises(UntrustedPickleError, match="does not match"):
+    with pytest.raises(UntrustedPickleError, match="signature made with another key than this store.s signing key"):
         other.load(uri)
 
 
@@ -491,8 +541,7 @@ def test_concurrent_writers_and_readers_of_one_artifact(artifacts):
     assert not errors, errors[:3]
     assert seen and all(v in values for v in seen)
     assert artifacts.load(uri) in values
-    # Racing writers may leave unreferenced data files (never read: only the sidecar's file is).
-    assert (Path(uri) / artifacts.metadata(uri)["data"]).is_file()
+    assert os.listdir(Path(uri).parent) == ["step.same"]  # no temp file left behind
 
 
 def test_an_artifact_copied_over_another_is_refused(artifacts):
@@ -500,9 +549,8 @@ def test_an_artifact_copied_over_another_is_refused(artifacts):
 
     a = artifacts.materialize(b"value of a", "a", "run", "step")
     b = artifacts.materialize(b"value of b", "b", "run", "step")
-    shutil.rmtree(b)
-    shutil.copytree(a, b)
-    with pytest.raises(IntegrityError, match="written for 'default/run/step/a'"):
+    shutil.copyfile(a, b)
+    with pytest.raises(IntegrityError, match="written for 'default/run/step.a'"):
         artifacts.load(b)
     assert artifacts.load(a) == b"value of a"
 
@@ -519,36 +567,62 @@ def test_a_copied_store_root_still_loads(artifacts, tmp_path):
 
 
 def test_a_payload_its_materializer_cannot_decode_is_an_integrity_error(artifacts, tmp_path):
-    """A consistent sidecar (matching digest) that labels a pickle as JSON: refused clearly, never unpickled."""
+    """A consistent header (matching digest) that labels a pickle as JSON: refused clearly, never unpickled."""
     marker = tmp_path / "pwned"
     uri = artifacts.materialize({"a": 1}, "x", "run", "step")
     meta = artifacts.metadata(uri)
     payload = pickle.dumps(_Planted(str(marker)))
-    Path(uri, meta["data"]).write_bytes(payload)
     meta.update(size=len(payload), digest=digests.of(digests.FAST, payload))
-    Path(uri, SIDECAR).write_text(json.dumps(meta))
+    write_entry(uri, meta, payload)
     with pytest.raises(IntegrityError, match=r"its json payload cannot be decoded \(UnicodeDecodeError"):
         artifacts.load(uri)
     assert not marker.exists()
 
 
-def test_prune_removes_only_old_unreferenced_data(artifacts):
+def _age(path: Path, seconds: float) -> None:
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_prune_removes_old_temp_files_only(artifacts):
     uri = artifacts.materialize(b"kept", "out", "run", "step")
-    orphan = Path(uri, "data-00000000deadbeef.bin")
-    orphan.write_bytes(b"from a killed writer")
-    fresh = Path(uri, "data-0000000012345678.bin")
-    fresh.write_bytes(b"a write still in progress")
-    interrupted = Path(artifacts.uri_for("run", "step", "never-published"))
-    interrupted.mkdir(parents=True)
-    (interrupted / "data-1111111111111111.bin").write_bytes(b"no sidecar ever came")
-    old = time.time() - 7200
-    for path in (orphan, interrupted / "data-1111111111111111.bin"):
-        os.utime(path, (old, old))
-    assert artifacts.prune(older_than=3600) == 2
-    assert not orphan.exists() and fresh.exists()
+    run_dir = Path(uri).parent
+    killed = run_dir / ".1-2-3-abcdef.tmp"
+    killed.write_bytes(b"a writer killed before its rename")
+    in_progress = run_dir / ".1-2-4-abcdef.tmp"
+    in_progress.write_bytes(b"a write still in progress")
+    _age(killed, 7200)
+    assert artifacts.prune(dry_run=True) == {"removed": {"temp files": 1}, "bytes": 33, "dry_run": True}
+    assert killed.exists()
+    assert artifacts.prune() == {"removed": {"temp files": 1}, "bytes": 33, "dry_run": False}
+    assert not killed.exists() and in_progress.exists()  # younger than an hour: may be a write in progress
     assert artifacts.load(uri) == b"kept"
-    assert artifacts.prune(older_than=0) == 1  # now the in-progress one is old enough
-    assert artifacts.load(uri) == b"kept"
+    assert artifacts.prune()["removed"] == {}
+
+
+def test_prune_keeps_the_newest_runs_and_removes_old_ones(artifacts):
+    ages = {"r1": 40 * 86400, "r2": 20 * 86400, "r3": 3 * 86400, "r4": 0}
+    for run, age in ages.items():
+        for name in ("a", "b"):
+            uri = artifacts.materialize({"run": run}, name, run, "step")
+            _age(Path(uri), age)
+    routed = artifacts.materialize_at(b"routed", "models/best/weights")  # not a run: never pruned
+    _age(Path(routed), 90 * 86400)
+    other = artifacts.materialize(1, "x", "r1", "step", project_name="other")
+    _age(Path(other), 90 * 86400)
+    # older than 10 days, except the newest run of each project: r1 and r2 of "default"
+    dry = artifacts.prune(older_than=10 * 86400, keep_runs=1, dry_run=True)
+    assert dry["removed"] == {"runs": 2, "artifacts": 4} and dry["dry_run"]
+    assert len(artifacts.list_artifacts()) == 9  # a dry run deletes nothing
+    # older than 30 days, but at least the 2 newest of each project kept
+    assert artifacts.prune(older_than=30 * 86400, keep_runs=2)["removed"] == {"runs": 1, "artifacts": 2}
+    assert artifacts.list_artifacts(run_id="r1", project_name="default") == []
+    assert artifacts.load(other) == 1  # one of the 2 newest of its project
+    # keep_runs alone: every run but the newest of each project
+    report = artifacts.prune(keep_runs=1)
+    assert report["removed"] == {"runs": 2, "artifacts": 4} and report["bytes"] > 0
+    assert {Path(u).parent.name for u in artifacts.list_artifacts()} == {"r4", "r1"}
+    assert artifacts.load(routed) == b"routed"
 
 
 def test_a_materializer_may_hand_over_any_contiguous_buffer(tmp_path):

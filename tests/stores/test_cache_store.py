@@ -16,7 +16,8 @@ from flowyml_core.components import CacheEntry
 from flowyml_core.errors import FlowymlError
 from flowyml_local import digests
 from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
-from flowyml_local.fsstore import CACHE_MAGIC
+from flowyml_local import fsstore
+from flowyml_local.entries import CACHE_MAGIC
 
 KEY = "ab" * 32
 
@@ -172,14 +173,42 @@ def plant(cache: LocalCacheStore, key: str, marker: Path) -> None:
     path.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + b"\n" + payload)
 
 
-def test_a_planted_pickle_is_a_miss_that_says_how_to_opt_in(cache, caplog, tmp_path):
+def test_a_planted_pickle_is_a_quiet_miss_reported_once_with_how_to_opt_in(cache, caplog, tmp_path):
+    fsstore.report_untrusted()  # nothing left over from earlier tests
     marker = tmp_path / "pwned"
     plant(cache, KEY, marker)
     with caplog.at_level(logging.WARNING, logger="flowyml.stores"):
         assert cache.get(KEY) is None
     assert not marker.exists()
-    text = " ".join(r.getMessage() for r in caplog.records)
-    assert "allow_unsigned_pickle = true" in text and "cache_store" in text
+    assert not caplog.records, "refused entries are counted, and reported once per run"
+    line = fsstore.report_untrusted()
+    assert line is not None and "recomputed 1 pickled cache entry" in line and "1 unsigned" in line
+    assert "allow_unsigned_pickle = true" in line and "cache_store" in line and "\n" not in line
+
+
+def test_entries_signed_with_a_previous_key_make_one_line_with_a_count(tmp_path, monkeypatch, caplog):
+    """After XDG_CONFIG_HOME (the per-user key) changed, every pickled entry is refused: one line says so."""
+    fsstore.report_untrusted()
+    root = str(tmp_path / "c")
+    writer = LocalCacheStore(LocalCacheStoreConfig(path=root))
+    for i in range(5):
+        writer.set_value(f"{i:064d}", Model([float(i)]), "train", "code")
+    writer.set_value(KEY, {"json": "needs no key"}, "s", "c")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "another-config"))
+    reader = LocalCacheStore(LocalCacheStoreConfig(path=root))
+    with caplog.at_level(logging.DEBUG, logger="flowyml.stores"):
+        assert all(reader.get(f"{i:064d}") is None for i in range(5))
+        assert reader.get(KEY).value == {"json": "needs no key"}
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        caplog.clear()
+        line = fsstore.report_untrusted()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [line]
+    assert line.startswith("recomputed 5 pickled cache entries whose signature does not match this store's signing "
+                           f"key (the per-user key {tmp_path / 'another-config'}")
+    assert "5 signed with another key" in line and "set signing_key on the cache_store" in line
+    assert "allow_unsigned_pickle" not in line  # they are signed: the key is what differs
+    assert reader.stats()["corrupt"] == 0
+    assert fsstore.report_untrusted() is None  # reported once, then counted afresh
 
 
 def test_opt_in_loads_unsigned_pickles(tmp_path):
@@ -278,3 +307,124 @@ def test_a_signed_pickle_cannot_be_replayed_under_another_key(cache):
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + raw[header_end:])
     assert cache.get(other) is None
+
+
+# -- housekeeping --------------------------------------------------------------------
+def _age(path: Path, seconds: float) -> None:
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_leftover_temp_files_are_reported_and_old_ones_pruned(cache, tmp_path):
+    """What kill -9 in the middle of a large write leaves: a hidden temp file, counted by stats(), removed by prune()."""
+    cache.set_value(KEY, b"x" * 100, "s", "c")
+    root = tmp_path / "cache"
+    killed = root / ".3f2-1-0-a1b2c3.tmp"
+    killed.write_bytes(b"\0" * 12_000_000)
+    in_progress = root / ".3f2-1-1-a1b2c3.tmp"
+    in_progress.write_bytes(b"\0" * 1000)
+    _age(killed, 2 * 3600)
+    stats = cache.stats()
+    assert (stats["entries"], stats["temp_files"], stats["temp_bytes"]) == (1, 2, 12_001_000)
+    assert stats["bytes"] < 1000  # temp files are not entries
+    assert cache.prune(dry_run=True) == {"removed": {"temp files": 1}, "bytes": 12_000_000, "dry_run": True}
+    assert killed.exists()
+    assert cache.prune() == {"removed": {"temp files": 1}, "bytes": 12_000_000, "dry_run": False}
+    assert not killed.exists() and in_progress.exists()  # younger than an hour: may be a write in progress
+    assert cache.get(KEY).value == b"x" * 100
+
+
+def test_prune_older_than_removes_old_entries(cache):
+    for i in range(3):
+        cache.set_value(f"{i:064d}", i, "s", "c")
+    _age(entry_file(cache, f"{0:064d}"), 10 * 86400)
+    _age(entry_file(cache, f"{1:064d}"), 3 * 86400)
+    report = cache.prune(older_than=7 * 86400)
+    assert report["removed"] == {"entries": 1} and report["bytes"] > 0
+    assert cache.get(f"{0:064d}") is None
+    assert [cache.get(f"{i:064d}").value for i in (1, 2)] == [1, 2]
+    assert cache.prune(older_than=86400, dry_run=True)["removed"] == {"entries": 1}
+    assert cache.get(f"{1:064d}").value == 1
+
+
+def test_a_large_value_just_written_as_an_artifact_is_not_written_twice(cache, artifacts, caplog):
+    """The cache entry refers to the artifact (same format, size and digest) instead of holding a second copy."""
+    np = pytest.importorskip("numpy")
+    array = np.arange(1_000_000, dtype="float64")  # 8 MB
+    uri = artifacts.materialize(array, "out", "run", "step")
+    cache.set_value(KEY, array, "step", "code", fingerprint="fp")
+    path = entry_file(cache, KEY)
+    assert path.stat().st_size < 1000
+    header = json.loads(path.read_bytes()[len(CACHE_MAGIC):].split(b"\n")[0])
+    assert Path(os.path.normpath(path.parent / header["ref"])) == Path(uri)
+    entry = cache.get(KEY)
+    np.testing.assert_array_equal(entry.value, array)
+    assert entry.value.flags.writeable and entry.fingerprint == "fp"
+    # another value of the same size is written out in full
+    cache.set_value("cd" * 32, array + 1, "step", "code")
+    assert entry_file(cache, "cd" * 32).stat().st_size > array.nbytes
+    # the artifact rewritten with other bytes, then deleted: quiet misses, and prune removes the entry
+    artifacts.materialize(array * 2, "out", "run", "step")
+    with caplog.at_level(logging.INFO, logger="flowyml.stores"):
+        assert cache.get(KEY) is None
+        artifacts.delete(uri)
+        assert cache.get(KEY) is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "which was rewritten" in caplog.text and "which is gone" in caplog.text
+    assert cache.stats()["corrupt"] == 0
+    assert cache.prune()["removed"] == {"dangling references": 1}
+    assert not path.exists() and entry_file(cache, "cd" * 32).exists()
+
+
+def test_a_reference_is_checked_against_the_entrys_own_digest(cache, artifacts, tmp_path):
+    """A reference edited to name another artifact of the same size never serves that artifact's bytes."""
+    np = pytest.importorskip("numpy")
+    array = np.arange(300_000, dtype="int64")
+    artifacts.materialize(array, "a", "run", "step")
+    other = artifacts.materialize(array[::-1].copy(), "b", "run", "step")
+    cache.set_value(KEY, array, "step", "code")
+    path = entry_file(cache, KEY)
+    raw = path.read_bytes()
+    header_end = raw.index(b"\n", len(CACHE_MAGIC))
+    header = json.loads(raw[len(CACHE_MAGIC):header_end])
+    header["ref"] = os.path.relpath(other, path.parent)
+    path.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + b"\n")
+    assert cache.get(KEY) is None
+    header["ref"] = "../../../../etc/passwd"
+    path.write_bytes(CACHE_MAGIC + json.dumps(header).encode() + b"\n")
+    assert cache.get(KEY) is None
+
+
+def test_the_memory_of_recent_large_artifacts_is_bounded(artifacts):
+    """A loop of steps each writing a large output of one size must not grow the process's memory of them."""
+    np = pytest.importorskip("numpy")
+    size = None
+    for i in range(fsstore._RECENT_MAX + 8):
+        uri = artifacts.materialize(np.full(150_000, float(i)), "out", "run", f"step{i}")
+        size = artifacts.metadata(uri)["size"]
+    remembered = fsstore.recent_large("npy", size)
+    assert len(remembered) == fsstore._RECENT_MAX
+    assert uri in remembered.values()  # the newest are the ones kept
+
+
+def test_a_large_cache_hit_is_read_into_the_array_and_checked_while_read(cache, caplog):
+    """Above 4 MB a hit is read chunk by chunk into the array, hashed behind the read: a change anywhere is caught."""
+    np = pytest.importorskip("numpy")
+    value = np.arange(1_000_000, dtype="float64")  # 8 MB, a full entry (no artifact to refer to)
+    cache.set_value(KEY, value, "s", "c")
+    hit = cache.get(KEY).value
+    np.testing.assert_array_equal(hit, value)
+    assert hit.flags.writeable and hit.flags.owndata is False  # a view of the buffer read into, not a copy
+    path = entry_file(cache, KEY)
+    for where in ("payload start", "middle", "last byte"):  # the header's length varies by a few bytes per write
+        cache.set_value(KEY, value, "s", "c")
+        size = path.stat().st_size
+        offset = {"payload start": size - value.nbytes + 10, "middle": size // 2, "last byte": size - 1}[where]
+        with open(path, "r+b") as fh:
+            fh.seek(offset)
+            byte = fh.read(1)
+            fh.seek(offset)
+            fh.write(bytes([byte[0] ^ 0x04]))
+        with caplog.at_level(logging.WARNING, logger="flowyml.stores"):
+            assert cache.get(KEY) is None
+        assert "does not match its recorded digest" in caplog.text

@@ -11,7 +11,7 @@ def register_artifact_stores(register):
         "gcs",
         "flowyml_gcs.stores:GcsArtifactStore",
         config="flowyml_gcs.config:GcsArtifactStoreConfig",
-        summary="Step outputs on gs://bucket/prefix (gcsfs), sidecars with digests, signed pickles",
+        summary="Step outputs on gs://bucket/prefix (gcsfs), one object each with its digest, signed pickles",
     )
 
 

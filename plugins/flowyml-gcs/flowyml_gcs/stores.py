@@ -1,15 +1,15 @@
 """The ``gcs`` artifact and cache stores: the shared fsspec stores on a gcsfs filesystem.
 
-Everything about formats, sidecars, integrity, signatures and layout lives in
-:mod:`flowyml_local.fsstore`; this module only builds the filesystem from the
-options, adds GCS-specific checks (``validate``) and messages.
+Everything about formats, the file format, integrity, signatures and layout
+lives in :mod:`flowyml_local.fs_artifacts` and :mod:`flowyml_local.fs_cache`
+(``docs/reference/stores.md``); this module only builds the filesystem from
+the options, adds GCS-specific checks (``validate``) and messages.
 
-Atomic publication on GCS: an object appears whole or not at all, so the data
-object is uploaded under a fresh unique name and the sidecar (carrying the
-data's digest) is uploaded last, as one object. A reader never sees a
-half-written artifact; an interrupted write leaves only an unreferenced data
-object; concurrent writers of one artifact or cache key end with the last
-complete write. No rename (copy + delete on GCS) is ever needed.
+Atomic publication on GCS: an object appears whole or not at all, and each
+artifact and cache entry is one object (header + payload) uploaded in one
+request. A reader never sees a half-written artifact, an interrupted write
+leaves nothing, concurrent writers of one artifact or cache key end with the
+last complete write. No rename (copy + delete on GCS) is ever needed.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import os
 from typing import Any
 
 from flowyml_core.errors import ConfigError, FlowymlError
-from flowyml_local.backends import FsspecBackend, StoreBackend
-from flowyml_local.fsstore import FsArtifactStore, FsCacheStore
+from flowyml_local.backends import StoreBackend
+from flowyml_local.fs_artifacts import FsArtifactStore
+from flowyml_local.fs_cache import FsCacheStore
+from flowyml_local.fsspecfs import FsspecBackend
 from flowyml_local.retries import RetryPolicy
 from flowyml_local.materializers import MaterializerSet
 
@@ -171,7 +173,7 @@ def _explain(exc: BaseException) -> str:
 
 
 class GcsArtifactStore(_GcsStore, FsArtifactStore):
-    """Artifacts at ``gs://bucket/prefix/<project>/<run_id>/<step>/<name>/`` (data object + ``meta.json``)."""
+    """Artifacts at ``gs://bucket/prefix/<project>/<run_id>/<step>.<name>``, one object each."""
 
     def __init__(self, config: GcsArtifactStoreConfig, *, backend: StoreBackend | None = None,
                  materializers: MaterializerSet | None = None) -> None:

@@ -3,8 +3,8 @@
 ``LocalArtifactStore(LocalArtifactStoreConfig(path=...))`` takes a local path
 (relative paths are resolved against the current directory when the store is
 created) or any fsspec URL (``memory://…``, ``s3://…``); the implementation is
-:class:`flowyml_local.fsstore.FsArtifactStore` — layout, sidecars, atomicity and
-trust rules are described there.
+:class:`flowyml_local.fs_artifacts.FsArtifactStore` — layout, atomicity and
+trust rules are described there and in ``docs/reference/stores.md``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import attrs
 
 from flowyml_local.backends import StoreBackend, backend_for
-from flowyml_local.fsstore import FsArtifactStore, StoreTrustOptions
+from flowyml_local.fs_artifacts import FsArtifactStore
+from flowyml_local.fsstore import StoreTrustOptions
 from flowyml_local.materializers import MaterializerSet
 from flowyml_local.portable import absolute_path_option
 
@@ -30,7 +31,7 @@ class LocalArtifactStoreConfig(StoreTrustOptions):
 
 
 class LocalArtifactStore(FsArtifactStore):
-    """Artifacts under ``<path>/<project>/<run_id>/<step>/<name>/`` (data file + ``meta.json``)."""
+    """Artifacts at ``<path>/<project>/<run_id>/<step>.<name>``, one file each (header + payload)."""
 
     def __init__(self, config: LocalArtifactStoreConfig | None = None, *, backend: StoreBackend | None = None,
                  materializers: MaterializerSet | None = None) -> None:

@@ -3,7 +3,7 @@
 One file per key, written to a temp file and renamed into place, so two
 processes writing one key leave one complete entry and readers never see a torn
 one. A damaged or untrusted entry is a miss with a warning. Implementation:
-:class:`flowyml_local.fsstore.FsCacheStore`.
+:class:`flowyml_local.fs_cache.FsCacheStore`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import attrs
 
 from flowyml_local.backends import StoreBackend, backend_for
-from flowyml_local.fsstore import FsCacheStore, StoreTrustOptions
+from flowyml_local.fs_cache import FsCacheStore
+from flowyml_local.fsstore import StoreTrustOptions
 from flowyml_local.materializers import MaterializerSet
 from flowyml_local.portable import absolute_path_option
 

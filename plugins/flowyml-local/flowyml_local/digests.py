@@ -1,4 +1,4 @@
-"""The content digests that artifact sidecars and cache headers record.
+"""The content digests that artifact and cache entry headers record.
 
 Every payload a store writes is recorded as ``"<algorithm>:<hex>"`` and checked
 before it is decoded. Two algorithms, chosen by what the digest has to resist:
@@ -16,9 +16,9 @@ before it is decoded. Two algorithms, chosen by what the digest has to resist:
   security target, SHA-256's collision resistance) keeps that cheap too. A
   payload of an unsafe format with any other digest is refused.
 
-Both release the GIL, so the stores hash in a helper thread while the bytes
-move (``bench/bench_artifacts.py``). The algorithm is part of the recorded
-text, so a later version can still read what this one wrote.
+Large payloads are hashed while the bytes move (see :mod:`flowyml_local.localfs`,
+``bench/bench_artifacts.py``). The algorithm is part of the recorded text, so a
+later version can still read what this one wrote.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ SECURE = "blake3"
 _CONSTRUCTORS = {FAST: xxhash.xxh3_128, SECURE: blake3.blake3}
 _HEX_LENGTH = {FAST: 32, SECURE: 64}
 _HEX = frozenset(string.hexdigits.lower())
+
+#: Payloads at least this large are hashed while they are written or read (see flowyml_local.localfs).
+CHUNKED_MIN = 4 * 1024 * 1024
 
 
 def algorithm_for(unsafe: bool) -> str:
@@ -91,3 +94,8 @@ def parse(recorded: object, *, unsafe: bool) -> str:
             f"a {SECURE!r} digest (their signature covers it), so this one was not written by flowyml"
         )
     return algorithm
+
+
+def placeholder(algorithm: str) -> str:
+    """A recorded digest of the right length, for a header written before its payload has been hashed."""
+    return f"{algorithm}:{'0' * _HEX_LENGTH[algorithm]}"

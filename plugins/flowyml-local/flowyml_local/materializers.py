@@ -33,7 +33,7 @@ priority=10)``)::
 
 ``can_save(obj)`` refines the type match; ``save`` may raise TypeError or
 ValueError to decline (the next candidate is tried); ``info(obj)`` adds a small
-JSON dict to the sidecar (shape, dtype…) that ``load`` receives back;
+JSON dict to the entry's header (shape, dtype…) that ``load`` receives back;
 ``allocate(size)`` may return the writable buffer ``load`` will receive (numpy
 uses it to read straight into an array's memory); ``unsafe = True`` marks
 formats whose loading can run code.
@@ -45,7 +45,7 @@ import io
 import json
 import logging
 import threading
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from flowyml_core.errors import FlowymlError, IntegrityError
 
@@ -57,7 +57,7 @@ Buffer = Any  # bytes, bytearray, memoryview, or a numpy uint8 array
 class Materializer:
     """Base class; see the module docstring for the protocol."""
 
-    #: Registered name, recorded in every sidecar.
+    #: Registered name, recorded in every entry's header.
     name: str = ""
     #: File extension of the stored payload (informative only).
     extension: str = ""
@@ -397,16 +397,20 @@ class MaterializerSet:
         self._by_type[kind] = result
         return result
 
-    def choose(self, obj: Any) -> list[Materializer]:
-        """Candidates for ``obj`` whose ``can_save`` accepts it, best first."""
-        out = []
+    def choose(self, obj: Any) -> Iterator[Materializer]:
+        """Candidates for ``obj`` whose ``can_save`` accepts it, best first.
+
+        Lazily: a store takes the first that can save the value, and the others'
+        ``can_save`` never runs (a pipeline writes a small value per step).
+        """
         for m in self.candidates(type(obj)):
             try:
-                if m.can_save(obj):
-                    out.append(m)
+                accepted = m.can_save(obj)
             except Exception as exc:  # a faulty can_save must not stop the fallbacks
                 logger.debug("materializer %s.can_save failed: %r", m.name, exc)
-        return out
+                continue
+            if accepted:
+                yield m
 
 
 def _as_tuple(spec: Any) -> tuple[str, Any, tuple[str, ...], int]:

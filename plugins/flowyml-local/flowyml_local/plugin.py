@@ -62,3 +62,15 @@ def register_materializers(register):
     register("npy", "flowyml_local.materializers:NumpyMaterializer", types=("numpy.ndarray",), priority=10)
     register("parquet", "flowyml_local.materializers:ParquetMaterializer", types=("pandas.DataFrame", "pandas.core.frame.DataFrame"), priority=10)
     register("pickle", "flowyml_local.materializers:PickleMaterializer", types=("builtins.object",), priority=-100)
+
+
+@hookimpl
+def on_run_end(run, result):
+    # One line per run for cache entries refused because of their signature (a
+    # signing key that changed), instead of a warning per entry. Nothing to say
+    # when no store of this plugin was used: then its module is not even loaded.
+    import sys
+
+    stores = sys.modules.get("flowyml_local.fsstore")
+    if stores is not None:
+        stores.report_untrusted()

@@ -2,7 +2,7 @@
 
 Unpickling runs code chosen by whoever wrote the bytes. A store therefore loads
 a pickle-format object (or any materializer marked ``unsafe``) only when its
-sidecar carries an HMAC-SHA256 made with the stack's signing key, or when the
+header carries an HMAC-SHA256 made with the stack's signing key, or when the
 store was told explicitly to trust unsigned pickles (``allow_unsigned_pickle``).
 
 The key is the store's ``signing_key`` option (typically
