@@ -78,14 +78,35 @@ def _feed_str(h: Any, value: str) -> None:
 
 def _feed_bytes(h: Any, value: bytes | bytearray) -> None:
     h.update(b"%s%d:" % (b"b" if type(value) is bytes else b"B", len(value)))
-    h.update(value)
+    _feed_payload(h, value, len(value))
+
+
+#: From this size on, a payload enters the key as its BLAKE3 digest instead of byte by byte:
+#: SHA-256 runs at ~1 GB/s on a core without SHA extensions, BLAKE3 at ~3 GB/s on one core and
+#: more on several, so a 512 MB output costs 0.2 s to fingerprint instead of 0.5 s. The
+#: length is always fed before the payload, so a given length is always encoded the same
+#: way, and a digest can never be mistaken for the raw bytes of another value.
+LARGE_PAYLOAD = 1 << 20
+#: BLAKE3 spreads a payload this large over the cores (the digest is the same either way).
+_THREADED_PAYLOAD = 16 << 20
+
+
+def _feed_payload(h: Any, data: Any, nbytes: int) -> None:
+    """The raw bytes of a value (a bytes-like object of ``nbytes`` bytes, C-contiguous)."""
+    if nbytes < LARGE_PAYLOAD:
+        h.update(data)
+        return
+    from blake3 import blake3
+
+    threads = blake3.AUTO if nbytes >= _THREADED_PAYLOAD else 1
+    h.update(blake3(data, max_threads=threads).digest())
 
 
 def _feed_memoryview(h: Any, value: memoryview) -> None:
     try:
         h.update(f"m{value.format}|{value.itemsize}|{value.shape}|{value.nbytes}:".encode())
         # hashlib reads only C-contiguous buffers; tobytes() copies any other layout in logical order.
-        h.update(value if value.c_contiguous else value.tobytes())
+        _feed_payload(h, value if value.c_contiguous else value.tobytes(), value.nbytes)
     except ValueError as exc:  # a released view
         raise UnfingerprintableError("memoryview", str(exc)) from None
 
@@ -167,7 +188,7 @@ def _feed_array(h: Any, array: Any, np: Any) -> None:
     # Raw bytes through a uint8 view: the buffer protocol refuses datetime64/timedelta64
     # ("cannot include dtype 'M' in a buffer"); a view works for every fixed-size dtype.
     contiguous = np.ascontiguousarray(array)
-    h.update(contiguous.view(np.uint8).data)
+    _feed_payload(h, contiguous.view(np.uint8).data, contiguous.nbytes)
 
 
 # -- everything else: a pickle without memo, made canonical where it has to be ---------------------
@@ -254,7 +275,7 @@ def _feed_pickle(h: Any, value: Any) -> None:
             data = None
     if data is not None:
         h.update(b"p%d:" % len(data))
-        h.update(data)
+        _feed_payload(h, data, len(data))
         return
     h.update(b"q")
     try:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from flowyml_core.errors import UnfingerprintableError
-from flowyml_core.fingerprint import code_fingerprint, fingerprint
+from flowyml_core.fingerprint import LARGE_PAYLOAD, code_fingerprint, fingerprint
 from tests.core.helpers import env_with
 
 
@@ -166,6 +166,38 @@ def test_sets_of_strings_have_the_same_fingerprint_in_every_process():
     ours = [fingerprint(v) for v in values]
     assert fingerprints_in_another_process(values, "1") == ours
     assert fingerprints_in_another_process(values, "2") == ours
+
+
+# -- large payloads -------------------------------------------------------------------------------
+LARGE = LARGE_PAYLOAD + 4096  # past the size from which a payload enters the key as a digest
+
+
+@pytest.mark.parametrize("offset", [0, LARGE // 2, LARGE - 1])
+def test_one_changed_byte_anywhere_in_a_large_payload_changes_the_fingerprint(offset):
+    data = bytearray(np.random.default_rng(7).bytes(LARGE))
+    original = [fingerprint(bytes(data)), fingerprint(np.frombuffer(bytes(data), "u1")),
+                fingerprint(memoryview(bytes(data))), fingerprint({"payload": bytes(data)})]
+    data[offset] ^= 1
+    changed = [fingerprint(bytes(data)), fingerprint(np.frombuffer(bytes(data), "u1")),
+               fingerprint(memoryview(bytes(data))), fingerprint({"payload": bytes(data)})]
+    assert all(a != b for a, b in zip(original, changed))
+
+
+def test_payloads_on_both_sides_of_the_large_size_are_told_apart():
+    small = b"x" * (LARGE_PAYLOAD - 1)
+    large = b"x" * LARGE_PAYLOAD
+    assert len({fingerprint(small), fingerprint(large), fingerprint(large + b"x")}) == 3
+
+
+def test_large_payloads_have_the_same_fingerprint_in_another_process():
+    rng = np.random.default_rng(3)
+    big = rng.random((1100, 1000))  # 8.8 MB: hashed on one thread
+    huge = rng.integers(0, 255, 17 << 20, dtype="u1")  # 17 MiB: hashed across the cores
+    values = [big, big[:, ::2], huge, huge.tobytes(), {"model": big}]
+    assert fingerprints_in_another_process(values, "5") == [fingerprint(v) for v in values]
+    # a memoryview cannot be pickled over; its content is that of the bytes, tagged as a view
+    assert fingerprint(memoryview(huge)) == fingerprint(memoryview(huge.tobytes()))
+    assert fingerprint(memoryview(huge)) != fingerprint(huge.tobytes())
 
 
 # -- what cannot be fingerprinted ---------------------------------------------------------------
