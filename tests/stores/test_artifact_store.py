@@ -15,7 +15,7 @@ import pytest
 
 from flowyml_core.errors import ConfigError, FlowymlError, IntegrityError
 from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
-from flowyml_local import digests
+from flowyml_local import digests, localfs
 from flowyml_local.entries import ARTIFACT_MAGIC
 from flowyml_local.fsstore import ArtifactNotFoundError, UntrustedPickleError
 from flowyml_local.signing import user_key_path
@@ -316,9 +316,13 @@ def test_a_pickle_with_a_fast_digest_is_refused(artifacts, tmp_path):
         artifacts.load(uri)
 
 
-def test_altered_large_array_is_refused(artifacts):
-    """Arrays are read into their buffer chunk by chunk and hashed as they arrive: a change anywhere is caught."""
+@pytest.mark.parametrize("core_free", [True, False], ids=["hashed-by-a-helper-thread", "hashed-after-each-chunk"])
+def test_altered_large_array_is_refused(artifacts, monkeypatch, core_free):
+    """Arrays are read into their buffer chunk by chunk and hashed as they arrive, by a helper
+    thread when a core is free, else right after each chunk: either way a change anywhere is caught."""
+    monkeypatch.setattr(localfs, "_a_core_is_free", lambda: core_free)
     value = np.arange(2_000_000, dtype="float64")
+    assert np.array_equal(artifacts.load(artifacts.materialize(value, "arr", "run", "step")), value)
     for where in ("payload start", "middle", "last byte"):  # the header's length varies by a few bytes per write
         uri = artifacts.materialize(value, "arr", "run", "step")
         size = Path(uri).stat().st_size
