@@ -1,0 +1,26 @@
+"""The ``flowyml`` command's commands, one module per command group.
+
+:mod:`flowyml_core.cli` builds the parser and names each command as
+``"module:function"`` of this package; only the chosen command's module is
+imported, and a command imports what it needs when it runs (``flowyml stack
+list`` loads no plugin).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+
+def out(data: Any, as_json: bool, text: Callable[[], str]) -> None:
+    """``data`` as JSON with ``--json``, else ``text()``."""
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        print(text())
+
+
+def stack_registry() -> Any:
+    from flowyml_core.stacks import StackRegistry
+
+    return StackRegistry.load()
