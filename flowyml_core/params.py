@@ -174,10 +174,10 @@ def convert(text: str, kind: Any) -> Any:
                 errors.append(str(exc))
         raise ValueError(" and ".join(errors) or f"{text!r} is not valid")
     if kind is bool:
-        from flowyml_core.stacks import _FALSE, _TRUE  # the words stacks.toml accepts for booleans
+        from flowyml_core.structuring import FALSE_WORDS, TRUE_WORDS  # the words stacks.toml accepts for booleans
 
-        if text.lower() in _TRUE | _FALSE:
-            return text.lower() in _TRUE
+        if text.lower() in TRUE_WORDS | FALSE_WORDS:
+            return text.lower() in TRUE_WORDS
         raise ValueError(f"{text!r} is not true or false")
     if kind is int:
         try:
