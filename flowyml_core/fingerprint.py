@@ -96,6 +96,8 @@ def _feed_payload(h: Any, data: Any, nbytes: int) -> None:
         return
     from blake3 import blake3
 
+    if not isinstance(data, (bytes, bytearray)):
+        data = memoryview(data).cast("B")  # BLAKE3 takes bytes only: a view of "d" or of 2-D is refused
     threads = blake3.AUTO if nbytes >= _THREADED_PAYLOAD else 1
     h.update(blake3(data, max_threads=threads).digest())
 

@@ -183,6 +183,16 @@ def test_one_changed_byte_anywhere_in_a_large_payload_changes_the_fingerprint(of
     assert all(a != b for a, b in zip(original, changed))
 
 
+def test_large_memoryviews_of_any_format_and_shape_are_fingerprinted_by_content():
+    grid = np.arange(LARGE // 8 * 2, dtype="f8").reshape(2, -1)  # a 2-d view of doubles, 2 MiB
+    assert fingerprint(memoryview(grid)) == fingerprint(memoryview(grid.copy()))
+    assert fingerprint(memoryview(grid)[::2]) == fingerprint(memoryview(grid[::2].copy()))  # strided, 1 MiB
+    changed = grid.copy()
+    changed[1, -1] += 1
+    assert fingerprint(memoryview(grid)) != fingerprint(memoryview(changed))
+    assert fingerprint(memoryview(grid)) != fingerprint(memoryview(grid.reshape(4, -1)))  # shape is in the value
+
+
 def test_payloads_on_both_sides_of_the_large_size_are_told_apart():
     small = b"x" * (LARGE_PAYLOAD - 1)
     large = b"x" * LARGE_PAYLOAD
