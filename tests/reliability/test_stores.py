@@ -81,30 +81,53 @@ for i in range(1000):
 """
 
 
+def _large_temps(root) -> list:
+    """Temp files over 1 MB in ``root``: a write in flight (one renamed meanwhile is not)."""
+    found = []
+    for path in root.glob(".*.tmp") if root.exists() else []:
+        try:
+            if path.stat().st_size > 1024 * 1024:
+                found.append(path)
+        except FileNotFoundError:  # renamed into place between the listing and the stat
+            continue
+    return found
+
+
+def _kill_9_during_a_large_write(root) -> None:
+    """Start the writer, kill -9 it while a large write is in flight; retried when the kill
+    landed just after a write completed (the next one had not opened its temp file yet)."""
+    import subprocess
+    import sys
+    import time
+
+    for _attempt in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", _BIG_WRITER, str(root)])
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if _large_temps(root) and len(list(root.glob("0*"))) >= 1:
+                    break
+                time.sleep(0.005)
+            else:
+                pytest.fail("the writer never had a large write in flight")
+        finally:
+            proc.kill()
+            proc.wait()
+        if any(p.name.endswith(".tmp") for p in root.iterdir()):
+            return
+    pytest.fail("five kills in a row all landed between two writes")
+
+
 def test_kill_9_in_a_large_cache_write_leaves_a_temp_file_that_stats_shows_and_prune_removes(tmp_path):
     """What the issue saw: kill -9 in the middle of large writes left .tmp files of tens of MB for ever."""
     import os
-    import subprocess
-    import sys
     import time
 
     from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
 
     pytest.importorskip("numpy")
     root = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-c", _BIG_WRITER, str(root)])
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            temps = [p for p in root.glob(".*.tmp") if p.stat().st_size > 1024 * 1024] if root.exists() else []
-            if temps and len(list(root.glob("0*"))) >= 1:
-                break
-            time.sleep(0.005)
-        else:
-            pytest.fail("the writer never had a large write in flight")
-    finally:
-        proc.kill()
-        proc.wait()
+    _kill_9_during_a_large_write(root)
     store = LocalCacheStore(LocalCacheStoreConfig(path=str(root), signing_key="k"))
     leftovers = [p for p in root.iterdir() if p.name.endswith(".tmp")]
     stats = store.stats()
