@@ -17,8 +17,9 @@ contract test then runs against it::
 ``CacheStoreContract`` (fixture ``cache_store``), ``ArtifactStoreContract``
 (``artifact_store``) and ``RouterContract`` (``router``, ``routed_value``)
 work the same way; ``StackParityContract`` (fixture ``parity_stack``) checks
-that a whole stack reports what the local stack reports for the same runs. The pytest plugin :mod:`flowyml_core.testing.pytest_plugin`
-(loaded automatically through the ``pytest11`` entry point) adds fixtures for
+that a whole stack reports what the local stack reports for the same runs.
+The pytest plugin :mod:`flowyml_core.testing.pytest_plugin` (loaded
+automatically through the ``pytest11`` entry point) adds fixtures for
 your own tests: ``flowyml_project``, ``flowyml_calls`` and
 ``flowyml_pipelines``.
 
