@@ -214,3 +214,34 @@ def test_pipeline_file_is_made_relative_to_the_project(tmp_path, monkeypatch):
         module_in_project("/elsewhere/p.py:pipeline", tmp_path)
     with pytest.raises(FlowymlError, match="outside the project directory"):
         module_in_project("../p.py:pipeline", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("artifact_options", "cache_options", "named"),
+    [
+        ({}, {}, "the artifact_store and cache_store set no signing_key"),
+        ({"signing_key": "k"}, {}, "the cache_store sets no signing_key"),
+        ({"signing_key": "k"}, {"allow_unsigned_pickle": True}, None),
+        ({"signing_key": "k"}, {"signing_key": "k"}, None),
+    ],
+)
+def test_a_store_without_signing_key_is_named_before_submitting(tmp_path, caplog, artifact_options, cache_options,
+                                                                named):
+    """Each Vertex container would sign pickles with a key of its own: said once, before anything is built."""
+    from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
+    from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
+    from flowyml_vertex.submission import warn_per_container_keys
+
+    stores = {
+        "artifact_store": LocalArtifactStore(LocalArtifactStoreConfig(path=str(tmp_path / "a"), **artifact_options)),
+        "cache_store": LocalCacheStore(LocalCacheStoreConfig(path=str(tmp_path / "c"), **cache_options)),
+    }
+    caplog.set_level("WARNING", logger="flowyml.vertex")
+    warn_per_container_keys(stores, "gcp-dev")
+    messages = [r.getMessage() for r in caplog.records if r.name == "flowyml.vertex"]
+    if named is None:
+        assert messages == []
+    else:
+        [message] = messages
+        assert message.startswith(f"stack 'gcp-dev': {named}, so each Vertex AI container signs pickled outputs")
+        assert 'signing_key = "${env:FLOWYML_SIGNING_KEY}"' in message and "allow_unsigned_pickle = true" in message

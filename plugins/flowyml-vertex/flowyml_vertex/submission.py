@@ -88,6 +88,7 @@ class SubmissionMixin:
             )
         module = module_in_project(pipeline_module, Path.cwd() if explicit_image else build_context)
         check_artifact_store(artifact_store, stack_name, shared_disk=single)
+        warn_per_container_keys({"artifact_store": artifact_store, "cache_store": cache_store}, stack_name)
         # One container that runs every step may keep a local store, and then it must run every step:
         # records the client wrote on this machine's disk could not be read there.
         local_store = is_local_path(store_url(artifact_store) or "")
@@ -300,3 +301,27 @@ def check_artifact_store(store: Any | None, stack_name: str | None, *, shared_di
             "(artifact_store = { flavor = \"gcs\", url = \"gs://BUCKET/flowyml\" })"
         )
 
+
+def warn_per_container_keys(stores: Mapping[str, Any], stack_name: str | None) -> None:
+    """Say before submitting that pickled outputs will not cross units (one warning line).
+
+    A store without ``signing_key`` signs pickles with the per-user key of the
+    machine it runs on, made on first use. Each Vertex AI container makes its
+    own, so a pickle one unit writes is refused by the next unit and by this
+    client. Sending this machine's key with the job would put a secret in its
+    spec, which flowyml never does.
+    """
+    unsigned = [kind for kind, store in stores.items()
+                if store is not None and hasattr(store.config, "signing_key") and store.config.signing_key is None
+                and not getattr(store.config, "allow_unsigned_pickle", False)]
+    if not unsigned:
+        return
+    logger.warning(
+        "%s: the %s set%s no signing_key, so each Vertex AI container signs pickled outputs with a key of its own "
+        "and the next unit (and this machine) will refuse them; JSON, bytes, numpy and parquet outputs are not "
+        "affected. For pickled outputs, set signing_key = \"${env:FLOWYML_SIGNING_KEY}\" on the stores with that "
+        "variable set inside the containers, or allow_unsigned_pickle = true if you trust every writer of the bucket "
+        "(docs/reference/remote.md, 'Pickled outputs between units')",
+        f"stack {stack_name!r}" if stack_name else "the stack", " and ".join(unsigned),
+        "s" if len(unsigned) == 1 else "",
+    )
