@@ -2,9 +2,10 @@
 
 Exit codes: 0 ok, 1 a problem the user can fix (one line on stderr, no
 traceback unless ``--debug``), 2 bad usage. Listing commands accept ``--json``.
-Each command lives in :mod:`flowyml_core.commands`, named here as
-``"module:function"`` and imported only when chosen: ``flowyml stack list``
-loads no plugin at all.
+This package builds the parser; each command group is a module of it
+(``plugins``, ``stacks``, ``runs``, ``cache``), named in the parser as
+``"module:function"`` and imported only when chosen. A command imports what
+it needs when it runs: ``flowyml stack list`` loads no plugin at all.
 """
 
 from __future__ import annotations
@@ -185,11 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
-    """The function a ``"module:function"`` of :mod:`flowyml_core.commands` names."""
+    """The function a ``"module:function"`` of this package names."""
     import importlib
 
     module, _, function = name.partition(":")
-    return getattr(importlib.import_module(f"flowyml_core.commands.{module}"), function)
+    return getattr(importlib.import_module(f"flowyml_core.cli.{module}"), function)
 
 
 def _json_error(args: argparse.Namespace, message: str) -> None:
@@ -205,7 +206,3 @@ def _command_name(args: argparse.Namespace) -> str:
         if isinstance(value, str):
             parts.append(value)
     return " ".join(parts)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

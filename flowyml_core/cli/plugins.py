@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flowyml_core.commands import out
+from flowyml_core.cli.common import out
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

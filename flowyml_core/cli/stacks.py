@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from flowyml_core.commands import out, stack_registry
+from flowyml_core.cli.common import out, stack_registry
 from flowyml_core.errors import FlowymlError
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from flowyml_core.commands import out
+from flowyml_core.cli.common import out
 from flowyml_core.errors import FlowymlError
 
 

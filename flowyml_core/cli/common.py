@@ -1,10 +1,4 @@
-"""The ``flowyml`` command's commands, one module per command group.
-
-:mod:`flowyml_core.cli` builds the parser and names each command as
-``"module:function"`` of this package; only the chosen command's module is
-imported, and a command imports what it needs when it runs (``flowyml stack
-list`` loads no plugin).
-"""
+"""What the command modules of :mod:`flowyml_core.cli` share."""
 
 from __future__ import annotations
 

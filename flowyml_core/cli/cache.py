@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from flowyml_core.commands import out
+from flowyml_core.cli.common import out
 from flowyml_core.errors import FlowymlError
 
 
