@@ -125,7 +125,7 @@ def _check_flavors(spec: Any, problems: list[str]) -> None:
     from flowyml_core.config import has_env_ref
     from flowyml_core.errors import PluginError
     from flowyml_core.plugins import get_registry
-    from flowyml_core.stacks import structure_config
+    from flowyml_core.structuring import structure_config
 
     plugins = get_registry()
     for kind, comp in spec.components.items():

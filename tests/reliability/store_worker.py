@@ -94,7 +94,7 @@ def verify(value: Any, key: str) -> tuple[bool, str]:
 def build_stores(spec: dict[str, Any]) -> tuple[Any, Any]:
     """The cache and artifact stores named by the spec, built through the plugin registry."""
     from flowyml_core.plugins import get_registry
-    from flowyml_core.stacks import structure_config
+    from flowyml_core.structuring import structure_config
 
     registry = get_registry()
     built = []
