@@ -38,7 +38,7 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
     if args.keep_runs is not None and args.keep_runs < 0:
         raise FlowymlError(f"--keep-runs {args.keep_runs}: give how many of the newest runs to keep (0 or more)")
     stack = StackRegistry.load().resolve(args.stack)
-    secrets = list(getattr(stack, "_secrets", ()))
+    secrets = stack.secrets
     reports: dict[str, Any] = {}
     # Artifacts first: cache entries that referred to removed artifacts are then removed with the cache's leftovers.
     for kind, label in (("artifact_store", "artifact store"), ("cache_store", "cache store")):

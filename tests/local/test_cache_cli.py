@@ -108,3 +108,21 @@ def test_entries_under_another_signing_key_make_one_line_per_run(project: Path, 
     third = run_cli("run", "pipe.py:pipeline", cwd=project, env={"XDG_CONFIG_HOME": str(tmp_path / "config-b")})
     assert third.returncode == 0 and third.stderr.strip() == ""  # rewritten under the new key: nothing to say
     assert "fully cached" in third.stdout
+
+
+def test_cache_prune_never_shows_a_secret_from_the_stack(project: Path, run_cli) -> None:
+    """A store path built from a ``${env:…}`` value is scrubbed from the summary, as on ``flowyml run``."""
+    (project / "stacks.toml").write_text(
+        '[stacks.s]\nexecutor = { flavor = "local" }\n'
+        'artifact_store = { flavor = "local", path = "art-${env:PRUNE_TOKEN}" }\n'
+        'cache_store = { flavor = "local", path = "cache-${env:PRUNE_TOKEN}", signing_key = "${env:PRUNE_TOKEN}" }\n'
+    )
+    env = {"PRUNE_TOKEN": "SECRETTOKEN987"}
+    (project / "pipe.py").write_text(PIPELINE)
+    assert run_cli("run", "pipe.py:pipeline", "--stack", "s", cwd=project, env=env).returncode == 0
+    for extra in ([], ["--json"]):
+        out = run_cli("cache", "prune", "--stack", "s", "--older-than", "0s", *extra, cwd=project, env=env)
+        assert out.returncode == 0, out.stderr
+        assert "cache store" in out.stdout or '"cache_store"' in out.stdout
+        assert "SECRETTOKEN987" not in out.stdout + out.stderr
+        assert "****" in out.stdout
