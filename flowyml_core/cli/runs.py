@@ -90,6 +90,8 @@ def _wait_for_remote(stack: Any, submission: Any, timeout: float | None, follow:
     """Wait for a remote run (streaming its logs with ``--follow``), within ``timeout``."""
     import threading
 
+    from flowyml_core.stacks import printable
+
     streamer = None
     if follow:
         print(f"following {submission.job_id}", flush=True)
@@ -103,7 +105,7 @@ def _wait_for_remote(stack: Any, submission: Any, timeout: float | None, follow:
     except TimeoutError:
         raise FlowymlError(
             f"run {submission.job_id} is still running after {timeout:g}s; it goes on remotely. "
-            f"Check it with: flowyml runs status {submission.job_id} --stack {stack.name}"
+            f"Check it with: flowyml runs status {submission.job_id} --stack {printable(stack.name)}"
         ) from None
     if streamer is not None:
         # The stream ends by itself once it sees the job finished; give it a poll or two.
@@ -153,9 +155,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- cache ------------------------------------------------------------------------
-
-
+# -- step-runner ------------------------------------------------------------------
 def cmd_step_runner(args: argparse.Namespace) -> int:
     from flowyml_core.step_runner import main as step_runner_main
 
