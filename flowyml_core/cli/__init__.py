@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 from flowyml_core.errors import FlowymlError
 
+
 # -- parser ---------------------------------------------------------------------------
 def _columns() -> int:
     """The terminal width as shutil.get_terminal_size computes it, without importing shutil."""
@@ -201,7 +202,7 @@ def _json_error(args: argparse.Namespace, message: str) -> None:
 
 def _command_name(args: argparse.Namespace) -> str:
     parts = [args.command]
-    for attr in ("stack_command", "plugin_command", "action"):
+    for attr in ("stack_command", "cache_command", "plugin_command", "action"):
         value = getattr(args, attr, None)
         if isinstance(value, str):
             parts.append(value)

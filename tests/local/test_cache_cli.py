@@ -126,3 +126,13 @@ def test_cache_prune_never_shows_a_secret_from_the_stack(project: Path, run_cli)
         assert "cache store" in out.stdout or '"cache_store"' in out.stdout
         assert "SECRETTOKEN987" not in out.stdout + out.stderr
         assert "****" in out.stdout
+
+
+def test_cache_prune_json_error_names_the_command(project: Path, run_cli) -> None:
+    out = run_cli("cache", "prune", "--older-than", "soon", "--json", cwd=project)
+    assert out.returncode == 1
+    assert json.loads(out.stdout) == {
+        "command": "cache prune",
+        "error": "--older-than 'soon': give a number and a unit (s, m, h, d or w), e.g. 7d or 12h",
+    }
+    assert out.stderr.strip() == "error: --older-than 'soon': give a number and a unit (s, m, h, d or w), e.g. 7d or 12h"
