@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from flowyml_core.errors import FlowymlError
 
@@ -56,39 +56,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="flowyml-core 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("plugins", parents=[common], formatter_class=_Formatter, help="installed plugins, versions, flavors and load errors")
+    def add_command(group: Any, name: str, text: str) -> argparse.ArgumentParser:
+        return group.add_parser(name, parents=[common], formatter_class=_Formatter, help=text)
+
+    def actions(parser: argparse.ArgumentParser, dest: str) -> Any:
+        return parser.add_subparsers(dest=dest, required=True, metavar="ACTION")
+
+    p = add_command(sub, "plugins", "installed plugins, versions, flavors and load errors")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func="plugins:cmd_plugins")
 
-    stack = sub.add_parser("stack", parents=[common], formatter_class=_Formatter, help="list, show, switch and edit stacks").add_subparsers(
-        dest="stack_command", required=True, metavar="ACTION"
-    )
-    p = stack.add_parser("list", parents=[common], formatter_class=_Formatter, help="stacks, their file, the active one marked")
+    stack = actions(add_command(sub, "stack", "list, show, switch and edit stacks"), "stack_command")
+    p = add_command(stack, "list", "stacks, their file, the active one marked")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func="stacks:cmd_stack_list")
-    p = stack.add_parser("show", parents=[common], formatter_class=_Formatter, help="components and options (secrets masked)")
+    p = add_command(stack, "show", "components and options (secrets masked)")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func="stacks:cmd_stack_show")
-    p = stack.add_parser("use", parents=[common], formatter_class=_Formatter, help="make a stack the active one")
+    p = add_command(stack, "use", "make a stack the active one")
     p.add_argument("name")
     p.set_defaults(func="stacks:cmd_stack_use")
-    p = stack.add_parser("add", parents=[common], formatter_class=_Formatter, help="add a stack to ./stacks.toml (or $FLOWYML_STACKS_FILE, created if missing)")
+    p = add_command(stack, "add", "add a stack to ./stacks.toml (or $FLOWYML_STACKS_FILE, created if missing)")
     p.add_argument("name")
     p.add_argument("--executor", required=True, metavar="FLAVOR[:k=v,...]")
     p.add_argument("--artifact-store", dest="artifact_store", metavar="FLAVOR[:k=v,...]")
     p.add_argument("--cache-store", dest="cache_store", metavar="FLAVOR[:k=v,...]")
     p.add_argument("--router", metavar="FLAVOR[:k=v,...]")
     p.set_defaults(func="stacks:cmd_stack_add")
-    p = stack.add_parser("remove", parents=[common], formatter_class=_Formatter, help="remove a stack from its stacks.toml")
+    p = add_command(stack, "remove", "remove a stack from its stacks.toml")
     p.add_argument("name")
     p.set_defaults(func="stacks:cmd_stack_remove")
-    p = stack.add_parser("validate", parents=[common], formatter_class=_Formatter, help="build the stack and run each component's validate()")
+    p = add_command(stack, "validate", "build the stack and run each component's validate()")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func="stacks:cmd_stack_validate")
 
-    p = sub.add_parser("run", parents=[common], formatter_class=_Formatter, help="run a pipeline: flowyml run MODULE_OR_FILE:PIPELINE")
+    p = add_command(sub, "run", "run a pipeline: flowyml run MODULE_OR_FILE:PIPELINE")
     p.add_argument("target", metavar="MODULE_OR_FILE:PIPELINE")
     p.add_argument("--stack")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
@@ -98,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="remote stacks: give up waiting after this many seconds")
     p.set_defaults(func="runs:cmd_run")
 
-    p = sub.add_parser("runs", parents=[common], formatter_class=_Formatter, help="status, logs or stop of a remote run")
+    p = add_command(sub, "runs", "status, logs or stop of a remote run")
     p.add_argument("action", choices=["status", "logs", "stop"])
     p.add_argument("job_id")
     p.add_argument("--stack")
@@ -106,11 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func="runs:cmd_runs")
 
-    cache = sub.add_parser("cache", parents=[common], formatter_class=_Formatter, help="housekeeping of the stack's cache and artifact stores").add_subparsers(
-        dest="cache_command", required=True, metavar="ACTION"
-    )
-    p = cache.add_parser("prune", parents=[common], formatter_class=_Formatter,
-                         help="remove leftovers of interrupted writes, old cache entries and old runs' artifacts")
+    cache = actions(add_command(sub, "cache", "housekeeping of the stack's cache and artifact stores"), "cache_command")
+    p = add_command(cache, "prune", "remove leftovers of interrupted writes, old cache entries and old runs' artifacts")
     p.add_argument("--stack")
     p.add_argument("--older-than", dest="older_than", metavar="AGE",
                    help="also cache entries and runs older than AGE (e.g. 7d, 12h, 30m)")
@@ -120,13 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func="cache:cmd_cache_prune")
 
-    p = sub.add_parser("step-runner", parents=[common], formatter_class=_Formatter, help="run steps inside a container (reads FLOWYML_* variables)")
+    p = add_command(sub, "step-runner", "run steps inside a container (reads FLOWYML_* variables)")
     p.set_defaults(func="runs:cmd_step_runner")
 
-    plugin = sub.add_parser("plugin", parents=[common], formatter_class=_Formatter, help="plugin authoring tools").add_subparsers(
-        dest="plugin_command", required=True, metavar="ACTION"
-    )
-    p = plugin.add_parser("new", parents=[common], formatter_class=_Formatter, help="generate a plugin package that passes the conformance kit")
+    plugin = actions(add_command(sub, "plugin", "plugin authoring tools"), "plugin_command")
+    p = add_command(plugin, "new", "generate a plugin package that passes the conformance kit")
     p.add_argument("name")
     p.add_argument("--kind", choices=["executor", "cache_store", "artifact_store", "router"], default="executor")
     p.add_argument("--directory", default=".")
