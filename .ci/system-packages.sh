@@ -3,10 +3,11 @@
 #   docker.io        -> dockerd (a real engine, started by tests/servers/docker_engine.py)
 #   docker-registry  -> a local OCI registry (docker-registry serve cfg.yml)
 #   busybox-static   -> /bin/busybox, a static binary used to build a base image FROM scratch
+#   graphviz         -> dot, which renders the DOT output of `flowyml show` in its tests
 # Run as root (CI runs it as root). Idempotent: does nothing when all are installed.
 set -euo pipefail
 
-PACKAGES=(docker.io docker-registry busybox-static)
+PACKAGES=(docker.io docker-registry busybox-static graphviz)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -185,6 +185,8 @@ def run_on_stack(
     run_id = run_id or new_run_id(pipeline.name)
     run = Run(run_id=run_id, pipeline_name=pipeline.name, project_name=pipeline.project_name,
               stack_name=stack.name, params=ctx.params)
+    source = source or pipeline.source()
+    journal = _journal(pipeline, stack, run_id, ctx.params, source)
     hooks.on_run_start(run=run)
     try:
         outcome = keyword_caller(stack.executor.run_pipeline)(
@@ -198,21 +200,44 @@ def run_on_stack(
             hooks=hooks,
             stack_name=stack.name,
             stack=stack,
-            pipeline_module=source or pipeline.source(),
+            pipeline_module=source,
             inputs=inputs,
         )
         if isinstance(outcome, SubmissionResult):
             outcome.observe(hooks, run)
+            if journal is not None:
+                journal.record(outcome.result(ExecutionStatus.RUNNING, run_id))  # submitted: its job id is known
+                outcome.on_result(journal.record)
             status = outcome.wait(timeout) if wait else ExecutionStatus.RUNNING
             result = outcome.result(status, run_id)
         else:
             result = outcome
-    except BaseException:
+            if journal is not None:
+                journal.record(result)
+    except BaseException as exc:
         # Observers that saw the start see an end too, then the error goes on.
+        ended = ExecutionStatus.CANCELLED if isinstance(exc, KeyboardInterrupt) else ExecutionStatus.FAILED
+        if journal is not None and not journal.entry.job_id:  # a submitted run goes on remotely
+            journal.record(RunResult(run_id=run_id, status=ended))
         hooks.on_run_end(run=run, result=RunResult(run_id=run_id, status=ExecutionStatus.FAILED))
         raise
     hooks.on_run_end(run=run, result=result)
     return result
+
+
+def _journal(pipeline: Pipeline, stack: Any, run_id: str, params: Mapping[str, Any], source: str | None) -> Any:
+    """The run's history journal (see :mod:`flowyml_core.history`), or None for a stack without a project."""
+    project_dir = getattr(stack, "project_dir", None)
+    if project_dir is None:
+        return None
+    from flowyml_core.history import RunJournal
+
+    spec = getattr(stack, "spec", None)
+    executor = spec.components["executor"].flavor if spec is not None and "executor" in spec.components else None
+    return RunJournal.begin(
+        project_dir, run_id=run_id, pipeline=pipeline.name, project=pipeline.project_name, stack=stack.name,
+        executor=executor, source=source, params=params, secrets=getattr(stack, "secrets", []),
+    )
 
 
 OBSERVER_HOOKS = ("on_run_start", "on_step_end", "on_run_end")

@@ -102,6 +102,7 @@ class SubmissionResult:
         self._wait = wait_for_completion
         self._collect = collect
         self._observers: tuple[Any, Any] = (None, None)
+        self._listeners: list[Callable[[RunResult], None]] = []
         self._lock = threading.Lock()
         self._status: ExecutionStatus | None = None
 
@@ -132,6 +133,10 @@ class SubmissionResult:
         """Remember the run's observers: :meth:`result` tells them each step's end."""
         self._observers = (hooks, run)
 
+    def on_result(self, listener: Callable[[RunResult], None]) -> None:
+        """Call ``listener(result)`` with each finished result :meth:`result` builds (the run history's)."""
+        self._listeners.append(listener)
+
     def result(self, status: ExecutionStatus | None, run_id: str = "") -> RunResult:
         """The finished run's :class:`RunResult`: per-step results when the executor can tell them.
 
@@ -142,6 +147,9 @@ class SubmissionResult:
         else:
             result = RunResult(run_id=run_id or self.job_id, status=status or ExecutionStatus.RUNNING)
         result.submission = self
+        if status is not None and status.is_finished:
+            for listener in self._listeners:
+                listener(result)
         return result
 
     def __repr__(self) -> str:

@@ -251,11 +251,21 @@ class StacksFile:
 class ResolvedStack:
     """Live components of a stack. Holds resolved secrets: never print it."""
 
-    def __init__(self, name: str, spec: StackSpec, components: dict[str, Any], secrets: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: StackSpec,
+        components: dict[str, Any],
+        secrets: list[str] | None = None,
+        project_dir: Path | None = None,
+    ) -> None:
         self.name = name
         self.spec = spec
         self.components = components
         self._secrets = list(secrets or ())  # scrubbed from the problems validate() reports
+        #: The project the stack was resolved for: its runs are recorded in its ``.flowyml/runs/``
+        #: (``None``: a stack built elsewhere, e.g. inside a step runner, records nothing).
+        self.project_dir = project_dir
 
     @property
     def executor(self) -> Any:
@@ -429,7 +439,7 @@ class StackRegistry:
             except Exception as exc:
                 problems.append(scrub(f"{where}: could not be created: {type(exc).__name__}: {exc}", secrets))
         raise_problems(f"stack {stack_name!r} cannot be used:", problems)
-        return ResolvedStack(stack_name, spec, components, secrets)
+        return ResolvedStack(stack_name, spec, components, secrets, project_dir=self.project_dir)
 
 
 def _strings(value: Any) -> str:

@@ -6,7 +6,7 @@ import functools
 import inspect
 import sys
 import types
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import attrs
 
@@ -20,7 +20,9 @@ from flowyml_core.fingerprint import (
     qualified_name,
     warn_once,
 )
-from flowyml_core.resources import ResourceConfig
+
+if TYPE_CHECKING:  # a step's resources are built by the user; importing the class costs every pipeline file ~2 ms
+    from flowyml_core.resources import ResourceConfig
 
 
 def signature_names(func: Callable[..., Any]) -> tuple[tuple[str, ...], bool]:

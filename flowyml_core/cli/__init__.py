@@ -3,7 +3,7 @@
 Exit codes: 0 ok, 1 a problem the user can fix (one line on stderr, no
 traceback unless ``--debug``), 2 bad usage. Listing commands accept ``--json``.
 This package builds the parser; each command group is a module of it
-(``plugins``, ``stacks``, ``runs``, ``cache``), named in the parser as
+(``plugins``, ``stacks``, ``runs``, ``history``, ``cache``), named in the parser as
 ``"module:function"`` and imported only when chosen. A command imports what
 it needs when it runs: ``flowyml stack list`` loads no plugin at all.
 """
@@ -102,13 +102,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="remote stacks: give up waiting after this many seconds")
     p.set_defaults(func="runs:cmd_run")
 
-    p = add_command(sub, "runs", "status, logs or stop of a remote run")
-    p.add_argument("action", choices=["status", "logs", "stop"])
-    p.add_argument("job_id")
-    p.add_argument("--stack")
-    p.add_argument("--follow", action="store_true")
+    runs = actions(add_command(sub, "runs", "this project's runs: history, status, logs, stop"), "action")
+    p = add_command(runs, "list", "the newest runs of this project, on every stack")
+    p.add_argument("--stack", help="only the runs on this stack")
+    p.add_argument("--pipeline", help="only the runs of this pipeline")
+    p.add_argument("--status", help="only the runs with this status (completed, failed, running, ...)")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs (default 20; 0: all)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func="runs:cmd_runs")
+    p.set_defaults(func="history:cmd_runs_list")
+    p = add_command(runs, "show", "one run: where it ran, its parameters, each step's status")
+    p.add_argument("run_id", metavar="RUN_ID", help="a run id, or the start of one")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func="history:cmd_runs_show")
+    for action, text in (("status", "the status of a run (asked of the orchestrator for a remote run)"),
+                         ("logs", "the logs of a remote run"), ("stop", "cancel a remote run")):
+        p = add_command(runs, action, text)
+        p.add_argument("job_id", metavar="RUN_ID", help="a run id (or the start of one) from `flowyml runs list`, "
+                                                        "or a remote job id with --stack")
+        p.add_argument("--stack", help="the stack the run was submitted on (default: the one its history names)")
+        if action == "logs":
+            p.add_argument("--follow", action="store_true", help="stream the logs until the run ends")
+        if action != "stop":
+            p.add_argument("--json", action="store_true")
+        p.set_defaults(func="runs:cmd_runs")
 
     cache = actions(add_command(sub, "cache", "housekeeping of the stack's cache and artifact stores"), "cache_command")
     p = add_command(cache, "prune", "remove leftovers of interrupted writes, old cache entries and old runs' artifacts")

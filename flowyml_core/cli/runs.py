@@ -122,7 +122,7 @@ def _print_log_entries(entries: Any, as_json: bool) -> None:
             print(f"[{stamp}] [{entry.get('severity', 'INFO')}] {entry.get('message', '')}", flush=True)
 
 
-# -- runs -------------------------------------------------------------------------
+# -- runs status|logs|stop ----------------------------------------------------------
 def _orchestrator(stack_name: str | None) -> Any:
     from flowyml_core.components import RemoteOrchestrator
     from flowyml_core.stacks import StackRegistry
@@ -137,22 +137,65 @@ def _orchestrator(stack_name: str | None) -> Any:
     return stack.executor
 
 
+def _recorded_run(run_or_job_id: str) -> Any:
+    """The history entry ``run_or_job_id`` names (a run id, its start, or a job id), if any."""
+    from flowyml_core.cli.history import project_dir
+    from flowyml_core.history import RunNotFoundError, find_run, list_runs
+
+    try:
+        return find_run(run_or_job_id, project_dir())
+    except RunNotFoundError as exc:
+        if "ambiguous" in str(exc):
+            raise
+    for entry in list_runs(project_dir()):
+        if entry.job_id == run_or_job_id:
+            return entry
+    return None
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
-    orchestrator = _orchestrator(args.stack)
+    from flowyml_core.stacks import printable
+
+    entry = _recorded_run(args.job_id)
+    job_id, stack_name = args.job_id, args.stack
+    if entry is not None and entry.job_id is None:
+        return _in_process_run(entry, args)
+    if entry is not None:
+        job_id, stack_name = entry.job_id, args.stack or entry.stack
+    orchestrator = _orchestrator(stack_name)
     if args.action == "status":
-        status = orchestrator.get_run_status(args.job_id)
-        details = orchestrator.get_run_details(args.job_id) if args.json else {}
-        out({"job_id": args.job_id, "status": status.value, **details}, args.json, lambda: status.value)
+        status = orchestrator.get_run_status(job_id)
+        if entry is not None and status.is_finished and not entry.finished:
+            from flowyml_core.history import RunJournal
+
+            RunJournal.resume(entry).record_status(status.value)  # the history learns how it ended
+        details = orchestrator.get_run_details(job_id) if args.json else {}
+        out({"job_id": job_id, "status": status.value, **details}, args.json, lambda: status.value)
         return 0 if not status.is_failed else 1
     if args.action == "logs":
         if args.follow:
-            _print_log_entries(orchestrator.stream_logs(args.job_id), as_json=args.json)
+            _print_log_entries(orchestrator.stream_logs(job_id), as_json=args.json)
             return 0
-        print(orchestrator.get_run_logs(args.job_id))
+        print(orchestrator.get_run_logs(job_id))
         return 0
-    orchestrator.stop_run(args.job_id)
-    print(f"cancellation requested for {args.job_id}")
+    orchestrator.stop_run(job_id)
+    print(f"cancellation requested for {printable(job_id)}")
     return 0
+
+
+def _in_process_run(entry: Any, args: argparse.Namespace) -> int:
+    """``runs status|logs|stop`` of a run that ran in the process that started it (no job to ask)."""
+    from flowyml_core.stacks import printable
+
+    if args.action == "status":
+        out({"run_id": entry.run_id, "status": entry.status, "stack": entry.stack}, args.json, lambda: entry.status)
+        return 1 if entry.status == "failed" else 0
+    what = "has no remote logs" if args.action == "logs" else "cannot be stopped from here"
+    raise FlowymlError(
+        f"run {printable(entry.run_id)} ran in the process that started it (stack {printable(entry.stack)}, "
+        f"executor {printable(entry.executor or '?')}): it {what}; see its steps with: "
+        f"flowyml runs show {printable(entry.run_id)}"
+    )
 
 
 # -- step-runner ------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""``flowyml runs list`` and ``flowyml runs show``: the project's run history (see ``flowyml_core.history``)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from flowyml_core.cli.common import out
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from flowyml_core.history import list_runs
+
+    if args.limit < 0:
+        from flowyml_core.errors import FlowymlError
+
+        raise FlowymlError(f"--limit must be 0 (all runs) or more, not {args.limit}")
+    entries = list_runs(project_dir(), stack=args.stack, pipeline=args.pipeline, status=args.status,
+                        limit=args.limit or None)
+    out([_summary(e) for e in entries], args.json, lambda: _table(entries, args))
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    from flowyml_core.history import find_run
+
+    entry = find_run(args.run_id, project_dir())
+    data = {**_summary(entry), "params": entry.params, "source": entry.source,
+            "steps": {name: step.to_json() for name, step in entry.steps.items()}}
+    out(data, args.json, lambda: _details(entry))
+    return 0
+
+
+def project_dir() -> Any:
+    from flowyml_core.stacks import StackRegistry
+
+    return StackRegistry.load(missing_ok=True).project_dir
+
+
+def _summary(entry: Any) -> dict[str, Any]:
+    return {
+        "run_id": entry.run_id,
+        "pipeline": entry.pipeline,
+        "project": entry.project,
+        "stack": entry.stack,
+        "executor": entry.executor,
+        "status": entry.status,
+        "started_at": _iso(entry.started_at),
+        "ended_at": _iso(entry.ended_at),
+        "duration": entry.duration,
+        "job_id": entry.job_id,
+        "step_counts": entry.step_counts(),
+    }
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    micros = int(round((epoch % 1) * 1_000_000)) % 1_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(epoch))) + f".{micros:06d}Z"
+
+
+def _local(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f}ms" if value >= 0.0095 else f"{value * 1000:.2g}ms"
+    if value < 60:
+        return f"{value:.2f}s" if value < 10 else f"{value:.1f}s"
+    minutes, seconds = divmod(int(round(value)), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _counts(entry: Any) -> str:
+    counts = entry.step_counts()
+    words = {"completed": "ran", "cached": "cached", "skipped": "skipped", "failed": "failed"}
+    parts = [f"{counts[s]} {words.get(s, s)}" for s in ("completed", "cached", "skipped", "failed") if counts.get(s)]
+    parts += [f"{n} {s}" for s, n in counts.items() if s not in words]
+    return ", ".join(parts) or "-"
+
+
+def _table(entries: list[Any], args: argparse.Namespace) -> str:
+    from flowyml_core.stacks import printable
+
+    if not entries:
+        filters = [f"--{k} {printable(str(v))}" for k in ("stack", "pipeline", "status") if (v := getattr(args, k))]
+        return "no runs recorded in this project" + (f" matching {' '.join(filters)}" if filters else "") + \
+            " (each run of `flowyml run` or Pipeline.run() is recorded in .flowyml/runs/)"
+    rows = [("RUN ID", "PIPELINE", "STACK", "STATUS", "STARTED", "DURATION", "STEPS")]
+    rows += [(printable(e.run_id), printable(e.pipeline), printable(e.stack), e.status, _local(e.started_at),
+              _seconds(e.duration), _counts(e)) for e in entries]
+    return _columns(rows)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _details(entry: Any) -> str:
+    from flowyml_core.stacks import printable
+
+    lines = [
+        f"run {printable(entry.run_id)}: pipeline {printable(entry.pipeline)} on stack {printable(entry.stack)}"
+        + (f" (executor {printable(entry.executor)})" if entry.executor else ""),
+        f"status:   {entry.status}",
+        f"started:  {_local(entry.started_at)}"
+        + (f", took {_seconds(entry.duration)}" if entry.duration is not None else ", not ended"),
+    ]
+    if entry.job_id:
+        lines.append(f"job:      {printable(entry.job_id)}")
+    if entry.source:
+        lines.append(f"source:   {printable(entry.source)}")
+    if entry.params:
+        lines.append("params:   " + " ".join(f"{printable(k)}={printable(str(v))}" for k, v in entry.params.items()))
+    if not entry.steps:
+        note = "no step results yet (the run goes on remotely)" if not entry.finished else "no step ran"
+        lines.append(f"steps:    {note}")
+        return "\n".join(lines)
+    lines.append("steps:")
+    rows = []
+    for name, step in entry.steps.items():
+        where = step.error.strip().splitlines()[-1] if step.error else (step.artifact_uri or "")
+        rows.append(("  " + printable(name), step.status, _seconds(step.duration), printable(where)))
+    lines.append(_columns(rows))
+    return "\n".join(lines)
