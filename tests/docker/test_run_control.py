@@ -7,6 +7,7 @@ its records.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -83,6 +84,12 @@ def test_status_logs_and_stop_from_other_processes(docker_project, run_cli, dock
     assert "running nap" in logs.stdout
     details = run_cli("runs", "status", run_id, "--stack", "d", "--json", env=env)
     assert '"after_nap"' in details.stdout and '"stopped"' in details.stdout
+    # The project's run history knows the job and its stack: no --stack needed, a prefix of the id will do.
+    by_history = run_cli("runs", "status", run_id[:-2], env=env)
+    assert (by_history.returncode, by_history.stdout) == (status.returncode, status.stdout), by_history.stderr
+    shown = json.loads(run_cli("runs", "show", run_id, "--json", env=env).stdout)
+    assert (shown["stack"], shown["executor"], shown["job_id"]) == ("d", "docker", run_id)
+    assert shown["status"] in ("stopped", "failed") and shown["steps"]["nap"]["status"] == "failed"
 
 
 def test_logs_come_from_the_records_once_the_containers_are_removed(docker_project, run_cli):
