@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Mapping, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from flowyml_core.pipeline import Pipeline
@@ -41,7 +41,7 @@ _STYLES: dict[str, tuple[str, str, str, bool]] = {
     "skipped": ("#f1f3f5", "#868e96", "#495057", True),
     "failed": ("#ffe3e3", "#c92a2a", "#000000", False),
     "running": ("#fff3bf", "#e67700", "#000000", False),
-    "pending": ("#f8f9fa", "#adb5bd", "#495057", True),
+    "pending": ("#f3f0ff", "#7950f2", "#000000", True),
     NOT_RUN: ("#ffffff", "#ced4da", "#868e96", True),
     "other": ("#f8f9fa", "#495057", "#000000", False),
 }
@@ -70,13 +70,6 @@ class _Graph:
     outputs: list[tuple[str, str]]  # (producer, asset) for each asset no step consumes
     states: dict[str, StepState] | None
 
-    def numbered_units(self) -> Iterator[tuple[int, tuple[str | None, list[str]]]]:
-        """The units, groups numbered 0, 1, ... (for their ids) in both formats."""
-        count = 0
-        for group, names in self.units:
-            yield count, (group, names)
-            count += group is not None
-
 
 def render(
     pipeline: Pipeline,
@@ -100,7 +93,7 @@ def render(
     graph = _graph(pipeline, overlay)
     if title is not None:
         graph.title = title
-    return _mermaid(graph, direction) if fmt == "mermaid" else _dot(graph, direction)
+    return _write(graph, _Mermaid() if fmt == "mermaid" else _Dot(), direction)
 
 
 def _graph(pipeline: Pipeline, overlay: Overlay | None) -> _Graph:
@@ -147,7 +140,7 @@ def _style_key(state: StepState) -> str:
 
 
 def _state_line(state: StepState) -> str:
-    if state.duration is None:
+    if state.duration is None or state.status == "skipped":  # a skipped step took no time worth a number
         return state.status
     from flowyml_core.progress import format_duration
 
@@ -175,33 +168,36 @@ def mermaid_text(text: str) -> str:
     return "".join(_MERMAID_ESCAPES.get(c, c) for c in _visible(text))
 
 
-def _mermaid(graph: _Graph, direction: str) -> str:
-    lines = ["---", f"title: {json.dumps(_visible(graph.title), ensure_ascii=False)}", "---",
-             f"flowchart {direction}"]
+class _Mermaid:
+    """Mermaid ``flowchart`` syntax for each part of the graph (see :func:`_write`)."""
 
-    def node(name: str, indent: str) -> str:
+    group_end = "end"
+
+    def head(self, graph: _Graph, direction: str) -> list[str]:
+        # Front matter is YAML; a JSON string is a valid YAML double-quoted scalar.
+        return ["---", f"title: {json.dumps(_visible(graph.title), ensure_ascii=False)}", "---",
+                f"flowchart {direction}"]
+
+    def node(self, graph: _Graph, name: str) -> str:
         label = mermaid_text(name)
         if graph.states is not None:
             label += "<br>" + mermaid_text(_state_line(graph.states[name]))
-        return f'{indent}{graph.ids[name]}["{label}"]'
+        return f'{graph.ids[name]}["{label}"]'
 
-    for i, (group, names) in graph.numbered_units():
-        if group is None:
-            lines.extend(node(n, "    ") for n in names)
-            continue
-        lines.append(f'    subgraph g{i}["{mermaid_text(group)}"]')
-        lines.extend(node(n, "        ") for n in names)
-        lines.append("    end")
-    for i, (_, asset) in enumerate(graph.outputs):
-        lines.append(f'    o{i}[/"{mermaid_text(asset)}"/]')
-    for producer, consumer, assets in graph.edges:
-        text = mermaid_text(", ".join(assets))
-        lines.append(f'    {graph.ids[producer]} -->|"{text}"| {graph.ids[consumer]}')
-    for i, (producer, _) in enumerate(graph.outputs):
-        lines.append(f"    {graph.ids[producer]} --> o{i}")
-    if graph.states is not None:
-        lines.extend(_mermaid_classes(graph))
-    return "\n".join(lines) + "\n"
+    def group_start(self, number: int, group: str) -> list[str]:
+        return [f'subgraph g{number}["{mermaid_text(group)}"]']
+
+    def output(self, number: int, asset: str) -> str:
+        return f'o{number}[/"{mermaid_text(asset)}"/]'
+
+    def edge(self, producer: str, consumer: str, assets: list[str]) -> str:
+        return f'{producer} -->|"{mermaid_text(", ".join(assets))}"| {consumer}'
+
+    def output_edge(self, producer: str, number: int) -> str:
+        return f"{producer} --> o{number}"
+
+    def tail(self, graph: _Graph) -> list[str]:
+        return _mermaid_classes(graph) if graph.states is not None else []
 
 
 def _mermaid_class(key: str) -> str:
@@ -239,40 +235,64 @@ def dot_string(text: str) -> str:
     return f'"{text}"'
 
 
-def _dot(graph: _Graph, direction: str) -> str:
-    rankdir = "TB" if direction == "TD" else direction
-    lines = [
-        f"digraph {dot_string(graph.title)} {{",
-        f'    graph [rankdir={rankdir}, label={dot_string(graph.title)}, labelloc=t, fontname="Helvetica"];',
-        '    node [shape=box, style="rounded", fontname="Helvetica"];',
-        '    edge [fontname="Helvetica", fontsize=10];',
-    ]
+class _Dot:
+    """Graphviz DOT syntax for each part of the graph (see :func:`_write`)."""
 
-    def node(name: str, indent: str) -> str:
+    group_end = "}"
+
+    def head(self, graph: _Graph, direction: str) -> list[str]:
+        rankdir = "TB" if direction == "TD" else direction
+        return [
+            f"digraph {dot_string(graph.title)} {{",
+            f'    graph [rankdir={rankdir}, label={dot_string(graph.title)}, labelloc=t, fontname="Helvetica"];',
+            '    node [shape=box, style="rounded", fontname="Helvetica"];',
+            '    edge [fontname="Helvetica", fontsize=10];',
+        ]
+
+    def node(self, graph: _Graph, name: str) -> str:
         node_id = f'"{graph.ids[name]}"'
         if graph.states is None:
-            return f"{indent}{node_id} [label={dot_string(name)}];"
+            return f"{node_id} [label={dot_string(name)}];"
         state = graph.states[name]
         label = dot_string(name)[:-1] + "\\n" + dot_string(_state_line(state))[1:]
         fill, stroke, color, dashed = _STYLES[_style_key(state)]
         style = "rounded,filled,dashed" if dashed else "rounded,filled"
         width = ", penwidth=2" if state.status == "failed" else ""
-        return (f'{indent}{node_id} [label={label}, style="{style}", fillcolor="{fill}", color="{stroke}", '
+        return (f'{node_id} [label={label}, style="{style}", fillcolor="{fill}", color="{stroke}", '
                 f'fontcolor="{color}"{width}];')
 
-    for i, (group, names) in graph.numbered_units():
+    def group_start(self, number: int, group: str) -> list[str]:
+        return [f'subgraph "cluster_{number}" {{', f'    label={dot_string(group)}; style="dashed"; color="#868e96";']
+
+    def output(self, number: int, asset: str) -> str:
+        return f'"o{number}" [label={dot_string(asset)}, shape=note, style=""];'
+
+    def edge(self, producer: str, consumer: str, assets: list[str]) -> str:
+        return f'"{producer}" -> "{consumer}" [label={dot_string(", ".join(assets))}];'
+
+    def output_edge(self, producer: str, number: int) -> str:
+        return f'"{producer}" -> "o{number}";'
+
+    def tail(self, graph: _Graph) -> list[str]:
+        return ["}"]
+
+
+# -- both -----------------------------------------------------------------------------
+def _write(graph: _Graph, syntax: _Mermaid | _Dot, direction: str) -> str:
+    """The graph in one walk, whatever the format: nodes (groups around theirs), outputs, edges."""
+    lines = syntax.head(graph, direction)
+    indent = "    "
+    groups = 0
+    for group, names in graph.units:
         if group is None:
-            lines.extend(node(n, "    ") for n in names)
+            lines.extend(indent + syntax.node(graph, n) for n in names)
             continue
-        lines.append(f'    subgraph "cluster_{i}" {{')
-        lines.append(f'        label={dot_string(group)}; style="dashed"; color="#868e96";')
-        lines.extend(node(n, "        ") for n in names)
-        lines.append("    }")
-    for i, (_, asset) in enumerate(graph.outputs):
-        lines.append(f'    "o{i}" [label={dot_string(asset)}, shape=note, style=""];')
-    for producer, consumer, assets in graph.edges:
-        lines.append(f'    "{graph.ids[producer]}" -> "{graph.ids[consumer]}" [label={dot_string(", ".join(assets))}];')
-    for i, (producer, _) in enumerate(graph.outputs):
-        lines.append(f'    "{graph.ids[producer]}" -> "o{i}";')
-    lines.append("}")
+        lines.extend(indent + line for line in syntax.group_start(groups, group))
+        lines.extend(2 * indent + syntax.node(graph, n) for n in names)
+        lines.append(indent + syntax.group_end)
+        groups += 1
+    lines.extend(indent + syntax.output(i, asset) for i, (_, asset) in enumerate(graph.outputs))
+    lines.extend(indent + syntax.edge(graph.ids[p], graph.ids[c], assets) for p, c, assets in graph.edges)
+    lines.extend(indent + syntax.output_edge(graph.ids[p], i) for i, (p, _) in enumerate(graph.outputs))
+    lines.extend(syntax.tail(graph))
     return "\n".join(lines) + "\n"
