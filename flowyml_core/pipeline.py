@@ -217,7 +217,7 @@ def run_on_stack(
     except BaseException as exc:
         # Observers that saw the start see an end too, then the error goes on.
         ended = ExecutionStatus.CANCELLED if isinstance(exc, KeyboardInterrupt) else ExecutionStatus.FAILED
-        if journal is not None and not journal.entry.job_id:  # a submitted run goes on remotely
+        if journal is not None and not journal.submitted:  # a submitted run goes on remotely
             journal.record(RunResult(run_id=run_id, status=ended))
         hooks.on_run_end(run=run, result=RunResult(run_id=run_id, status=ExecutionStatus.FAILED))
         raise

@@ -190,11 +190,11 @@ def _in_process_run(entry: Any, args: argparse.Namespace) -> int:
     if args.action == "status":
         out({"run_id": entry.run_id, "status": entry.status, "stack": entry.stack}, args.json, lambda: entry.status)
         return 1 if entry.status == "failed" else 0
-    what = "has no remote logs" if args.action == "logs" else "cannot be stopped from here"
+    what = "no remote logs" if args.action == "logs" else "nothing to stop"
     raise FlowymlError(
-        f"run {printable(entry.run_id)} ran in the process that started it (stack {printable(entry.stack)}, "
-        f"executor {printable(entry.executor or '?')}): it {what}; see its steps with: "
-        f"flowyml runs show {printable(entry.run_id)}"
+        f"run {printable(entry.run_id)} (stack {printable(entry.stack)}, executor {printable(entry.executor or '?')}) "
+        f"has no remote job: it ran in the process that started it, or ended before anything was submitted, so "
+        f"there are {what}; see its steps with: flowyml runs show {printable(entry.run_id)}"
     )
 
 
