@@ -137,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func="cache:cmd_cache_prune")
 
+    p = add_command(sub, "show", "a pipeline as a Mermaid or Graphviz diagram, optionally with a run's step statuses")
+    p.add_argument("target", metavar="MODULE_OR_FILE:PIPELINE")
+    p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid", help="default: mermaid")
+    p.add_argument("--run", metavar="RUN_ID", help="colour the steps by how they ended in this run (or the start "
+                                                   "of its id; see `flowyml runs list`)")
+    p.add_argument("--direction", choices=["TD", "LR"], default="TD", help="top-down (default) or left-right")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the diagram to FILE instead of stdout")
+    p.set_defaults(func="show:cmd_show")
+
     p = add_command(sub, "step-runner", "run steps inside a container (reads FLOWYML_* variables)")
     p.set_defaults(func="runs:cmd_step_runner")
 
