@@ -24,6 +24,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Union
 
+from flowyml_core.display import format_duration, printable
+
 if TYPE_CHECKING:  # pragma: no cover
     from flowyml_core.pipeline import Pipeline
 
@@ -142,16 +144,7 @@ def _style_key(state: StepState) -> str:
 def _state_line(state: StepState) -> str:
     if state.duration is None or state.status == "skipped":  # a skipped step took no time worth a number
         return state.status
-    from flowyml_core.progress import format_duration
-
     return f"{state.status} · {format_duration(state.duration)}"
-
-
-def _visible(text: str) -> str:
-    """Control and other invisible characters as escapes (``\\n``): a name must not break the line it is on."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # -- Mermaid --------------------------------------------------------------------------
@@ -165,7 +158,7 @@ def mermaid_text(text: str) -> str:
     escaped first; ``<>&`` would otherwise be read as HTML by renderers that
     allow it, and a leading backtick starts a Markdown string.
     """
-    return "".join(_MERMAID_ESCAPES.get(c, c) for c in _visible(text))
+    return "".join(_MERMAID_ESCAPES.get(c, c) for c in printable(text))
 
 
 class _Mermaid:
@@ -175,7 +168,7 @@ class _Mermaid:
 
     def head(self, graph: _Graph, direction: str) -> list[str]:
         # Front matter is YAML; a JSON string is a valid YAML double-quoted scalar.
-        return ["---", f"title: {json.dumps(_visible(graph.title), ensure_ascii=False)}", "---",
+        return ["---", f"title: {json.dumps(printable(graph.title), ensure_ascii=False)}", "---",
                 f"flowchart {direction}"]
 
     def node(self, graph: _Graph, name: str) -> str:
@@ -231,7 +224,7 @@ def dot_string(text: str) -> str:
     (``&amp;``): backslashes and ampersands are escaped so that a name shows as
     it is. Line breaks are the caller's, written as ``\\n`` after escaping.
     """
-    text = _visible(text).replace("\\", "\\\\").replace('"', '\\"').replace("&", "&amp;")
+    text = printable(text).replace("\\", "\\\\").replace('"', '\\"').replace("&", "&amp;")
     return f'"{text}"'
 
 

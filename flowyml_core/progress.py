@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any, Iterable, TextIO
 
+from flowyml_core.display import format_duration
 from flowyml_core.hookspecs import hookimpl
 
 #: A step's captured output longer than this many lines is shortened on screen.
@@ -40,19 +41,6 @@ def _describe(result: Any) -> str:
     if result.skipped:
         return "skipped"
     return "done"
-
-
-def format_duration(seconds: float) -> str:
-    """``0.012s``, ``3.40s``, ``2m05s``, ``1h02m``: short, and precise where it matters."""
-    if seconds < 10:
-        return f"{seconds:.3f}s"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def _short(value: Any) -> str:

@@ -25,6 +25,7 @@ from flowyml_core.config import (
     secret_field_names,
     spec_field_problems,
 )
+from flowyml_core.display import printable  # noqa: F401  (commands import it from here)
 from flowyml_core.errors import ConfigError, PluginError
 from flowyml_core.structuring import structure_config
 
@@ -196,18 +197,6 @@ def _toml_key(name: str) -> str:
     import json
 
     return json.dumps(name)  # a JSON string is a valid TOML basic string
-
-
-def printable(text: str) -> str:
-    """``text`` with control and other invisible characters escaped, for a terminal.
-
-    Stack names, flavors and option keys come from ``stacks.toml`` files that
-    arrive with a cloned repository; printed raw, a name holding ``\\x1b[2J``
-    or a newline would clear, recolour or forge lines on the reader's terminal.
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _names(names: Any) -> str:

@@ -3,7 +3,7 @@
 Exit codes: 0 ok, 1 a problem the user can fix (one line on stderr, no
 traceback unless ``--debug``), 2 bad usage. Listing commands accept ``--json``.
 This package builds the parser; each command group is a module of it
-(``plugins``, ``stacks``, ``runs``, ``history``, ``cache``), named in the parser as
+(``plugins``, ``stacks``, ``runs``, ``history``, ``cache``, ``show``), named in the parser as
 ``"module:function"`` and imported only when chosen. A command imports what
 it needs when it runs: ``flowyml stack list`` loads no plugin at all.
 """

@@ -66,14 +66,9 @@ def _local(epoch: float) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value * 1000:.0f}ms" if value >= 0.0095 else f"{value * 1000:.2g}ms"
-    if value < 60:
-        return f"{value:.2f}s" if value < 10 else f"{value:.1f}s"
-    minutes, seconds = divmod(int(round(value)), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+    from flowyml_core.display import format_duration
+
+    return "-" if value is None else format_duration(value)
 
 
 def _counts(entry: Any) -> str:

@@ -54,8 +54,9 @@ def test_a_return_value_that_does_not_match_the_outputs_fails_that_step(
         assert received in train.error, train.error
         assert decide.skipped and f"'train_{name}'" in decide.error
         assert train.artifact_uris == {} and result.outputs == {}
-    stored = [p for p in (project / ".flowyml").rglob("*") if p.is_file() and "cache" not in p.parts]
-    assert stored == []  # nothing was materialized
+    artifacts = project / ".flowyml" / "artifacts"
+    stored = [p for p in artifacts.rglob("*") if p.is_file()]
+    assert stored == []  # nothing was materialized (the cache and the run history are elsewhere under .flowyml)
 
 
 @pytest.mark.parametrize("returned", [("m", 0.9), ["m", 0.9], {"threshold": 0.9, "model": "m"}])
