@@ -75,8 +75,8 @@ def test_quickstart_on_the_shipped_docker_stack(run_cli, project, docker_engine,
     assert "5 ran, 0 cached, 0 skipped, 0 failed" in first.stdout and "[5/5] report" in first.stdout
     assert "accuracy" in first.stdout  # the report step's own output, from its container
     assert (project / ".flowyml" / "docker" / "artifacts").is_dir()  # local stores, bind-mounted at the same path
-    before = len(client.containers.list(all=True))
+    before = len(client.containers.list(all=True, sparse=True))
     second = run_cli("run", "examples/quickstart.py:pipeline", "--stack", "docker", env=env, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "fully cached" in second.stdout and "nothing was built or submitted" in second.stdout
-    assert len(client.containers.list(all=True)) == before
+    assert len(client.containers.list(all=True, sparse=True)) == before

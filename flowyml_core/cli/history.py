@@ -26,10 +26,47 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     from flowyml_core.history import find_run
 
     entry = find_run(args.run_id, project_dir())
+    note = refresh(entry)
     data = {**_summary(entry), "params": entry.params, "source": entry.source,
             "steps": {name: step.to_json() for name, step in entry.steps.items()}}
-    out(data, args.json, lambda: _details(entry))
+    if note:
+        data["note"] = note
+    out(data, args.json, lambda: _details(entry) + (f"\nnote:     {note}" if note else ""))
     return 0
+
+
+def refresh(entry: Any) -> str | None:
+    """Bring a remote run recorded as unfinished up to date by asking its orchestrator.
+
+    A run submitted with ``--no-wait`` (or whose client went away) stays
+    ``running`` in the history until someone asks; ``runs show`` and ``runs
+    status`` ask, and write the end back. Returns a note for the reader when
+    the orchestrator could not be asked (the recorded status is shown then).
+    """
+    if entry.job_id is None or entry.finished:
+        return None
+    from flowyml_core.components import RemoteOrchestrator
+    from flowyml_core.errors import FlowymlError
+    from flowyml_core.history import RunJournal
+    from flowyml_core.stacks import StackRegistry, printable, scrub
+
+    try:
+        stack = StackRegistry.load().resolve(entry.stack)
+    except FlowymlError as exc:
+        return f"status as recorded: stack {printable(entry.stack)} cannot be used to ask for it ({exc})"
+    if not isinstance(stack.executor, RemoteOrchestrator):
+        return f"status as recorded: stack {printable(entry.stack)} no longer runs on a remote orchestrator"
+    try:
+        status = stack.executor.get_run_status(entry.job_id)
+    except Exception as exc:  # the orchestrator's own error (network, credentials): shown, not raised
+        return scrub(f"status as recorded: asking stack {printable(entry.stack)} failed: {type(exc).__name__}: {exc}",
+                     stack.secrets)
+    if status.value != entry.status:
+        entry.status = status.value
+        if status.is_finished:
+            entry.ended_at = time.time()  # when it was seen to end: the orchestrator's time is not asked for
+            RunJournal.resume(entry, stack.secrets).record_status(status.value)
+    return None
 
 
 def project_dir() -> Any:

@@ -70,4 +70,4 @@ def docker_project(tmp_path: Path, pipes_dir: Path, pipes: Any, docker_python: d
 def containers(client: Any, **labels: str) -> list[Any]:
     """Containers (any state) carrying all these flowyml labels (``run_id=...`` → ``flowyml.run-id``)."""
     filters = [f"flowyml.{key.replace('_', '-')}={value}" for key, value in labels.items()]
-    return client.containers.list(all=True, filters={"label": filters})
+    return client.containers.list(all=True, ignore_removed=True, filters={"label": filters})

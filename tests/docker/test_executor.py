@@ -39,14 +39,14 @@ def test_second_run_is_fully_cached_and_starts_no_container(docker_project, pipe
     client = docker_engine.client()
     first = docker_project.run(pipes.chain, size=5)
     assert first.status is ExecutionStatus.COMPLETED
-    before = len(client.containers.list(all=True))
+    before = len(client.containers.list(all=True, sparse=True))
     second = docker_project.run(pipes.chain, size=5)
     assert second.status is ExecutionStatus.CACHED
     assert second.submission is None
     assert all(step.cached for step in second.steps.values())
     assert second.outputs["total"] == 10
     assert containers(client, run_id=second.run_id) == []
-    assert len(client.containers.list(all=True)) == before
+    assert len(client.containers.list(all=True, sparse=True)) == before
 
 
 def test_out_of_memory_is_a_failed_step(docker_project, pipes):
@@ -77,13 +77,13 @@ def test_resources_become_container_limits_and_gpus_device_requests(docker_proje
 
 
 def test_a_bad_resource_unit_names_the_step_and_the_field_before_anything_starts(docker_project, pipes, docker_engine):
-    before = len(docker_engine.client().containers.list(all=True))
+    before = len(docker_engine.client().containers.list(all=True, sparse=True))
     with pytest.raises(FlowymlError) as caught:
         docker_project.run(pipes.bad_resources)
     message = str(caught.value)
     assert message.startswith("step 'bad_memory': resources field 'memory': invalid memory '4GB'"), message
     assert "\n" not in message
-    assert len(docker_engine.client().containers.list(all=True)) == before
+    assert len(docker_engine.client().containers.list(all=True, sparse=True)) == before
 
 
 def test_unreachable_engine_names_docker_host_and_the_fix(docker_project, pipes, tmp_path):

@@ -92,6 +92,24 @@ def test_status_logs_and_stop_from_other_processes(docker_project, run_cli, dock
     assert shown["status"] in ("stopped", "failed") and shown["steps"]["nap"]["status"] == "failed"
 
 
+def test_a_run_submitted_without_waiting_is_brought_up_to_date_by_runs_show(docker_project, run_cli):
+    env = {"FLOWYML_STACKS_FILE": str(docker_project.stacks_file)}
+    run_id = "nowait" + os.urandom(4).hex()
+    submitted = run_cli("run", "dockerpipes.py:chain", "--stack", "d", "--no-wait", "--run-id", run_id,
+                        "--param", "size=3", cwd=docker_project.pipes_dir, env=env, timeout=300)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+
+    def recorded() -> dict:
+        listed = json.loads(run_cli("runs", "list", "--json", env=env).stdout)
+        return next(r for r in listed if r["run_id"] == run_id)
+
+    assert recorded()["job_id"] == run_id  # recorded at submission; the client did not wait
+    shown = _wait_for(lambda: (lambda d: d if d["status"] == "completed" else None)(
+        json.loads(run_cli("runs", "show", run_id, "--json", env=env).stdout)), 120, "runs show to see the end")
+    assert shown["ended_at"] is not None and "note" not in shown
+    assert recorded()["status"] == "completed"  # written back: runs list (which asks nobody) sees it too
+
+
 def test_logs_come_from_the_records_once_the_containers_are_removed(docker_project, run_cli):
     docker_project.stack(remove=True)
     env = {"FLOWYML_STACKS_FILE": str(docker_project.stacks_file)}

@@ -109,8 +109,10 @@ class RunView:
     def __init__(self, client: Any, run_id: str, engine: str) -> None:
         self.client = client
         self.run_id = run_id
+        # ignore_removed: the SDK lists ids, then inspects each; a container removed in between
+        # (``remove = true`` units end all the time) is no error of this run's.
         handles = client.containers.list(
-            all=True, filters={"label": [f"{spec.LABEL_RUN}={run_id}", f"{spec.LABEL_ROLE}=run"]})
+            all=True, ignore_removed=True, filters={"label": [f"{spec.LABEL_RUN}={run_id}", f"{spec.LABEL_ROLE}=run"]})
         if not handles:
             raise FlowymlError(
                 f"no run {run_id!r} on the docker engine at {engine}: it ran on another engine, was fully cached "
@@ -138,7 +140,8 @@ class RunView:
 
     def unit_containers(self) -> dict[str, Any]:
         found = self.client.containers.list(
-            all=True, filters={"label": [f"{spec.LABEL_RUN}={self.run_id}", f"{spec.LABEL_ROLE}=unit"]})
+            all=True, ignore_removed=True,
+            filters={"label": [f"{spec.LABEL_RUN}={self.run_id}", f"{spec.LABEL_ROLE}=unit"]})
         return {c.labels.get(spec.LABEL_UNIT, c.name): c for c in found}
 
     # -- status -----------------------------------------------------------------------------
