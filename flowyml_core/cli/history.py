@@ -16,9 +16,13 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
         from flowyml_core.errors import FlowymlError
 
         raise FlowymlError(f"--limit must be 0 (all runs) or more, not {args.limit}")
-    entries = list_runs(project_dir(), stack=args.stack, pipeline=args.pipeline, status=args.status,
+    from flowyml_core.history import runs_dir
+
+    directory = project_dir()
+    entries = list_runs(directory, stack=args.stack, pipeline=args.pipeline, status=args.status,
                         limit=args.limit or None)
-    out([_summary(e) for e in entries], args.json, lambda: _table(entries, args))
+    data = {"history": str(runs_dir(directory)), "limit": args.limit, "runs": [_summary(e) for e in entries]}
+    out(data, args.json, lambda: _table(entries, args))
     return 0
 
 

@@ -185,7 +185,7 @@ def test_stack_validate(demo, run_cli):
 
 
 def test_every_listing_accepts_json(demo, run_cli):
-    for args in (["plugins"], ["stack", "list"], ["stack", "show", "a"], ["stack", "validate", "a"]):
+    for args in (["plugins"], ["stack", "list"], ["stack", "show", "a"], ["stack", "validate", "a"], ["runs", "list"]):
         out = run_cli(*args, "--json", cwd=demo)
         assert out.returncode == 0, (args, out.stderr)
         assert isinstance(json.loads(out.stdout), dict)

@@ -62,7 +62,9 @@ def test_each_cli_run_is_listed_newest_first_with_its_steps(hist, run_cli):
     second = run_cli("run", "pipe.py:pipeline", "--param", "n=5", cwd=hist)
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
 
-    runs = cli_json(run_cli, "runs", "list", cwd=hist)
+    listing = cli_json(run_cli, "runs", "list", cwd=hist)
+    assert listing["history"] == str(hist / ".flowyml" / "runs") and listing["limit"] == 20
+    runs = listing["runs"]
     assert [r["pipeline"] for r in runs] == ["hist-demo", "hist-demo"]
     newest, oldest = runs
     assert newest["started_at"] > oldest["started_at"]
@@ -88,7 +90,7 @@ def test_a_cached_rerun_and_a_failed_run(hist, run_cli):
     failed = run_cli("run", "pipe.py:pipeline", "--param", "fail=true", cwd=hist)
     assert failed.returncode == 1
 
-    bad, cached, _ = cli_json(run_cli, "runs", "list", cwd=hist)
+    bad, cached, _ = cli_json(run_cli, "runs", "list", cwd=hist)["runs"]
     assert cached["status"] == "cached" and cached["step_counts"] == {"cached": 2}
     assert bad["status"] == "failed" and bad["step_counts"] == {"cached": 1, "failed": 1}
 
@@ -122,7 +124,7 @@ def test_filters_and_limit(hist, run_cli):
     assert run_cli("run", "pipe.py:other", "--stack", "bare", cwd=hist).returncode == 0
 
     def ids(*args: str) -> list[str]:
-        return [r["stack"] + "/" + r["pipeline"] for r in cli_json(run_cli, "runs", "list", *args, cwd=hist)]
+        return [r["stack"] + "/" + r["pipeline"] for r in cli_json(run_cli, "runs", "list", *args, cwd=hist)["runs"]]
 
     assert ids() == ["bare/other-demo", "bare/hist-demo", "loc/hist-demo", "bare/hist-demo"]
     assert ids("--stack", "loc") == ["loc/hist-demo"]

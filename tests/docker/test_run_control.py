@@ -100,7 +100,7 @@ def test_a_run_submitted_without_waiting_is_brought_up_to_date_by_runs_show(dock
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
     def recorded() -> dict:
-        listed = json.loads(run_cli("runs", "list", "--json", env=env).stdout)
+        listed = json.loads(run_cli("runs", "list", "--json", env=env).stdout)["runs"]
         return next(r for r in listed if r["run_id"] == run_id)
 
     assert recorded()["job_id"] == run_id  # recorded at submission; the client did not wait
