@@ -354,7 +354,14 @@ def cli_problems(result: CliResult) -> list[str]:
         # A failing step's own error (the user's code) is shown with its traceback, on purpose:
         # only what comes before it is the CLI's.
         err = err[: err.index("error: step '")] + err[err.index("error: step '"):].split("\n", 1)[0] + "\n"
-    if "Traceback (most recent call last)" in err or "Traceback (most recent call last)" in result.out:
+    out = result.out
+    if result.argv[:2] == ["runs", "show"] and "--json" in result.argv and result.code == 0:
+        # A failed step's recorded error (its traceback included) is the document's data, not the CLI's.
+        document = json.loads(out)
+        for step in document.get("steps", {}).values():
+            step.pop("error", None)
+        out = json.dumps(document)
+    if "Traceback (most recent call last)" in err or "Traceback (most recent call last)" in out:
         problems.append("traceback printed")
     if "error: unexpected " in result.err:
         problems.append(f"unexpected exception reached the user: {result.err.strip().splitlines()[0]}")

@@ -118,6 +118,12 @@ COMMANDS: list[tuple[list[str], int | None]] = [
     (["run", "pipeline.py:pipeline", "--stack", "sec-init"], 1),
     (["run", "pipeline.py:pipeline", "--stack", "sec-type"], 1),
     (["runs", "status", "job-1", "--stack", "sec"], 1),
+    (["run", "pipeline.py:failing", "--stack", "sec", "--run-id", "sec-failed"], 1),
+    (["runs", "list"], 0),
+    (["runs", "list", "--json"], 0),
+    (["runs", "show", "sec-failed"], 0),
+    (["runs", "show", "sec-failed", "--json"], 0),
+    (["show", "pipeline.py:failing", "--run", "sec-failed"], 0),
 ]
 GCS_COMMANDS: list[tuple[list[str], int | None]] = [
     (["stack", "show", "sec-gcs", "--json"], 0),
