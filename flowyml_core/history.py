@@ -45,7 +45,11 @@ STEP_STATUSES = ("completed", "cached", "skipped", "failed")
 
 
 class RunNotFoundError(FlowymlError):
-    """No run (or more than one) matches an id given on the command line."""
+    """No run matches an id given on the command line."""
+
+
+class AmbiguousRunIdError(FlowymlError):
+    """More than one run id starts with what was given."""
 
 
 @attrs.define
@@ -475,7 +479,7 @@ def find_run(run_id: str, project_dir: str | os.PathLike[str] | None = None) -> 
     ids = sorted({_id_part(n) for n in candidates})
     if len(ids) > 1:
         shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
-        raise RunNotFoundError(f"run id {run_id!r} is ambiguous: it starts {len(ids)} run ids ({shown}); give more of it")
+        raise AmbiguousRunIdError(f"run id {run_id!r} is ambiguous: it starts {len(ids)} run ids ({shown}); give more of it")
     for name in candidates:  # newest first
         entry = _read(directory / name)
         if entry is not None:

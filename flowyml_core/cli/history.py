@@ -51,7 +51,6 @@ def refresh(entry: Any) -> str | None:
         return None
     from flowyml_core.components import RemoteOrchestrator
     from flowyml_core.errors import FlowymlError
-    from flowyml_core.history import RunJournal
     from flowyml_core.stacks import StackRegistry, printable, scrub
 
     try:
@@ -65,12 +64,20 @@ def refresh(entry: Any) -> str | None:
     except Exception as exc:  # the orchestrator's own error (network, credentials): shown, not raised
         return scrub(f"status as recorded: asking stack {printable(entry.stack)} failed: {type(exc).__name__}: {exc}",
                      stack.secrets)
-    if status.value != entry.status:
-        entry.status = status.value
-        if status.is_finished:
-            entry.ended_at = time.time()  # when it was seen to end: the orchestrator's time is not asked for
-            RunJournal.resume(entry, stack.secrets).record_status(status.value)
+    write_back(entry, status)
     return None
+
+
+def write_back(entry: Any, status: Any) -> None:
+    """Record the end of a remote run seen by asking its orchestrator (a status alone: steps stay as they were)."""
+    if entry.finished or status.value == entry.status:
+        return
+    entry.status = status.value
+    if status.is_finished:
+        from flowyml_core.history import RunJournal
+
+        entry.ended_at = time.time()  # when it was seen to end: the orchestrator's own time is not asked for
+        RunJournal.resume(entry).record_status(status.value)
 
 
 def project_dir() -> Any:

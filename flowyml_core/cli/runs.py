@@ -144,9 +144,8 @@ def _recorded_run(run_or_job_id: str) -> Any:
 
     try:
         return find_run(run_or_job_id, project_dir())
-    except RunNotFoundError as exc:
-        if "ambiguous" in str(exc):
-            raise
+    except RunNotFoundError:
+        pass  # perhaps a job id (or a run this project did not record): asked of the stack below
     for entry in list_runs(project_dir()):
         if entry.job_id == run_or_job_id:
             return entry
@@ -165,10 +164,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     orchestrator = _orchestrator(stack_name)
     if args.action == "status":
         status = orchestrator.get_run_status(job_id)
-        if entry is not None and status.is_finished and not entry.finished:
-            from flowyml_core.history import RunJournal
+        if entry is not None:
+            from flowyml_core.cli.history import write_back
 
-            RunJournal.resume(entry).record_status(status.value)  # the history learns how it ended
+            write_back(entry, status)
         details = orchestrator.get_run_details(job_id) if args.json else {}
         out({"job_id": job_id, "status": status.value, **details}, args.json, lambda: status.value)
         return 0 if not status.is_failed else 1
