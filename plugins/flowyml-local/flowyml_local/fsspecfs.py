@@ -164,7 +164,14 @@ class FsspecBackend(StoreBackend):
 
     # -- writing -------------------------------------------------------------------
     def _pipe(self, path: str, data: Any) -> None:
-        self._call("write", self.fs.pipe_file, path, data)
+        try:
+            self._call("write", self.fs.pipe_file, path, data)
+        except FileNotFoundError as exc:
+            if not self.atomic_put:
+                raise
+            # An object store has no directories: a write finds nothing missing but the bucket.
+            raise FileNotFoundError(f"cannot write {self.to_uri(path)}: {error_line(exc)} (does the bucket exist? "
+                                    "flowyml stack validate checks it)") from exc
 
     def publish(self, path: str, head: HeadFor, buffers: Sequence[Any], algorithm: str,
                 digest: str | None = None) -> str:

@@ -35,8 +35,9 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
-    if any(c.__name__ == "HTTPClientError" and c.__module__ == "botocore.exceptions" for c in type(exc).__mro__):
-        return True  # botocore's connection errors (refused, closed, read/connect timeouts), its own classes
+    if any(c.__module__ == "botocore.exceptions" and c.__name__ in ("HTTPClientError", "ConnectionError")
+           for c in type(exc).__mro__):
+        return True  # botocore's own classes for refused and dropped connections and timeouts
     code = getattr(exc, "code", None) or getattr(exc, "status", None) or _http_status(exc)
     try:
         if code is not None and int(code) in _TRANSIENT_CODES:
