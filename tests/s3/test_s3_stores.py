@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import time
 
 import pytest
 
 from flowyml_core.errors import ConfigError, FlowymlError
+from flowyml_core.testing.tamper import malicious_pickle
 from flowyml_local import digests
 from flowyml_local.entries import ARTIFACT_MAGIC
 from flowyml_local.fsstore import UntrustedPickleError
@@ -19,44 +19,14 @@ from flowyml_local.retries import StoreUnavailableError, is_transient
 from flowyml_s3.config import S3ArtifactStoreConfig, S3CacheStoreConfig
 from flowyml_s3.stores import S3ArtifactStore, S3CacheStore
 
+from tests.gcs.test_gcs_stores import _sample, np  # the same sample value per materializer as on GCS
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.gcs_emulator import free_port
 
-np = pytest.importorskip("numpy")
-
-
-class Model:
-    def __init__(self, weights):
-        self.weights = weights
-
-    def __eq__(self, other):
-        return isinstance(other, Model) and other.weights == self.weights
-
-
-class _Planted:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (self.marker,))
 
 
 def object_path(uri: str) -> str:
     return uri[len("s3://"):]
-
-
-# -- formats -------------------------------------------------------------------------
-def _sample(materializer):
-    if materializer == "parquet":
-        pd = pytest.importorskip("pandas")
-        pytest.importorskip("pyarrow")
-        return pd.DataFrame({"x": [1, 2], "y": ["a", "b"]})
-    return {
-        "json": {"a": [1, 2.5, None, "x"]},
-        "bytes": b"\x00raw\xff",
-        "npy": np.arange(24, dtype="float32").reshape(4, 6),
-        "pickle": Model([0.1, 0.2]),
-    }[materializer]
 
 
 def _assert_equal(got, value, materializer):
@@ -113,7 +83,7 @@ def test_planted_pickle_is_refused_and_opt_in_works(moto_s3, s3_bucket, s3_fs, t
     url = f"s3://{s3_bucket}/artifacts"
     store = S3ArtifactStore(S3ArtifactStoreConfig(url=url, **moto_s3.store_options))
     marker = tmp_path / "pwned"
-    payload = pickle.dumps(_Planted(str(marker)))
+    payload = malicious_pickle(str(marker))
     uri = store.uri_for("run", "step", "planted")
     meta = {"type": "builtins.int", "materializer": "pickle", "size": len(payload), "created": 0.0,
             "digest": digests.of(digests.SECURE, payload)}
@@ -168,34 +138,31 @@ def test_drops_and_503s_are_retried(s3_fault_proxy, moto_s3, s3_bucket):
     assert stats["drop"] and stats["error503"], stats
 
 
-def test_one_attempt_is_one_request(s3_fault_proxy, moto_s3, s3_bucket):
-    """retries=0 and every upload answered 503: one HTTP request (s3fs's and botocore's retries are off)."""
-    artifacts = faulty_artifacts(s3_fault_proxy, moto_s3, s3_bucket, retries=0)
-    s3_fault_proxy.set_faults(error503=1.0, methods={"PUT"})
+def write_through_503s(proxy, artifacts):
+    """Write while every upload (PUT) is answered 503: the error and how long it took."""
+    proxy.set_faults(error503=1.0, methods={"PUT"})
     start = time.monotonic()
     try:
         with pytest.raises(StoreUnavailableError) as info:
             artifacts.materialize({"a": 1}, "doomed", "run", "step")
     finally:
-        s3_fault_proxy.clear_faults()
-    message = str(info.value)
+        proxy.clear_faults()
+    assert not artifacts.exists(artifacts.uri_for("run", "step", "doomed"))
+    return str(info.value), time.monotonic() - start
+
+
+def test_one_attempt_is_one_request(s3_fault_proxy, moto_s3, s3_bucket):
+    """retries=0 and every upload answered 503: one HTTP request (s3fs's and botocore's retries are off)."""
+    artifacts = faulty_artifacts(s3_fault_proxy, moto_s3, s3_bucket, retries=0)
+    message, elapsed = write_through_503s(s3_fault_proxy, artifacts)
     assert "after 1 attempt " in message and "raise the retries option of the artifact_store (flavor s3)" in message
     assert s3_fault_proxy.stats["error503"] == 1, s3_fault_proxy.stats
-    assert time.monotonic() - start < 3
-    assert not artifacts.exists(artifacts.uri_for("run", "step", "doomed"))
+    assert elapsed < 3
 
 
 def test_an_outage_fails_within_the_deadline(s3_fault_proxy, moto_s3, s3_bucket):
     artifacts = faulty_artifacts(s3_fault_proxy, moto_s3, s3_bucket, deadline=2.0)
-    s3_fault_proxy.set_faults(error503=1.0, methods={"PUT"})
-    start = time.monotonic()
-    try:
-        with pytest.raises(StoreUnavailableError) as info:
-            artifacts.materialize({"a": 1}, "doomed", "run", "step")
-    finally:
-        s3_fault_proxy.clear_faults()
-    elapsed = time.monotonic() - start
-    message = str(info.value)
+    message, elapsed = write_through_503s(s3_fault_proxy, artifacts)
     assert 0.5 < elapsed < 2.0 + 1.0, elapsed
     attempts = int(re.search(r"after (\d+) attempts", message).group(1))
     assert attempts == s3_fault_proxy.stats["error503"] and attempts >= 3, (attempts, s3_fault_proxy.stats)
