@@ -47,6 +47,8 @@ KNOWN_FLAVORS: dict[tuple[str, str], str] = {
     ("router", "type"): "flowyml-local",
     ("artifact_store", "gcs"): "flowyml-gcs",
     ("cache_store", "gcs"): "flowyml-gcs",
+    ("artifact_store", "s3"): "flowyml-s3",
+    ("cache_store", "s3"): "flowyml-s3",
     ("executor", "vertex"): "flowyml-vertex",
     ("executor", "dask"): "flowyml-dask",
     ("executor", "docker"): "flowyml-docker",

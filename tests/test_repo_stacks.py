@@ -21,7 +21,7 @@ def test_every_shipped_stack_structures_with_the_installed_plugins(run_cli, proj
     listed = run_cli("stack", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     names = {row["name"] for row in json.loads(listed.stdout)["stacks"]}
-    assert {"local", "gcs-local", "dask", "docker", "vertex-local", "gcp-dev", "gcp-prod"} <= names
+    assert {"local", "gcs-local", "s3-local", "dask", "docker", "vertex-local", "gcp-dev", "gcp-prod"} <= names
     for name in sorted(names):
         shown = run_cli("stack", "show", name, "--json", env=env)
         assert shown.returncode == 0, shown.stderr
@@ -46,6 +46,23 @@ def test_quickstart_on_the_shipped_gcs_local_stack(run_cli, project, gcs_emulato
     assert second.returncode == 0, second.stdout + second.stderr
     assert "fully cached" in second.stdout
     assert not (project / ".flowyml").exists(), "the gcs-local stack wrote local artifacts"
+
+
+def test_quickstart_on_the_shipped_s3_local_stack(run_cli, project, moto_s3):
+    """The s3-local stack with the variables scripts/s3_server.py prints: outputs and cache land in moto."""
+    from tests.servers.moto_s3 import KEY, SECRET
+
+    if not moto_s3.filesystem().exists("flowyml-local"):
+        moto_s3.make_bucket("flowyml-local")
+    env = {"FLOWYML_STACKS_FILE": str(STACKS_FILE), "AWS_ENDPOINT_URL": moto_s3.url, "AWS_ACCESS_KEY_ID": KEY,
+           "AWS_SECRET_ACCESS_KEY": SECRET}
+    first = run_cli("run", QUICKSTART, "--stack", "s3-local", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "outputs: s3://flowyml-local/artifacts/" in first.stdout
+    second = run_cli("run", QUICKSTART, "--stack", "s3-local", env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "fully cached" in second.stdout
+    assert not (project / ".flowyml" / "artifacts").exists(), "the s3-local stack wrote local artifacts"
 
 
 def test_gcs_local_without_the_emulator_variable_says_what_is_missing(run_cli, project):

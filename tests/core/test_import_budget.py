@@ -15,7 +15,8 @@ import pytest
 
 from tests.core.helpers import write
 
-HEAVY = ("google", "kfp", "docker", "gcsfs", "dask", "distributed", "fsspec", "numpy", "pandas", "grpc", "requests")
+HEAVY = ("google", "kfp", "docker", "gcsfs", "dask", "distributed", "fsspec", "numpy", "pandas", "grpc", "requests",
+         "boto3", "botocore", "s3fs", "aiobotocore")
 
 # ``google`` and ``google.cloud`` may already be in sys.modules when the
 # interpreter starts: google-cloud-aiplatform installs a *-nspkg.pth file that
@@ -45,6 +46,11 @@ ALL_FLAVORS = """
     artifact_store = { flavor = "gcs", url = "gs://b/a" }
     cache_store = { flavor = "gcs", url = "gs://b/c" }
 
+    [stacks.aws]
+    executor = "local"
+    artifact_store = { flavor = "s3", url = "s3://bucket/a", key = "${env:AWS_ACCESS_KEY_ID}", secret = "${env:AWS_SECRET_ACCESS_KEY}" }
+    cache_store = { flavor = "s3", url = "s3://bucket/c", region = "eu-west-1" }
+
     [stacks.dask]
     executor = "dask"
 
@@ -68,7 +74,7 @@ def test_stack_list_does_not_even_load_plugins(project):
     write(project / "stacks.toml", ALL_FLAVORS)
     modules = probe("stack", "list", cwd=project)["modules"]
     assert not [m for m in modules if m.startswith(("flowyml_local", "flowyml_testplugin", "flowyml_vertex",
-                                                     "flowyml_dask", "flowyml_gcs", "pluggy", "cattrs", "attr"))]
+                                                     "flowyml_dask", "flowyml_gcs", "flowyml_s3", "pluggy", "cattrs", "attr"))]
 
 
 def test_plugins_listing_loads_registration_modules_only(project):

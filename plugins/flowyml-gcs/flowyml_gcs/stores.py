@@ -3,7 +3,8 @@
 Everything about formats, the file format, integrity, signatures and layout
 lives in :mod:`flowyml_local.fs_artifacts` and :mod:`flowyml_local.fs_cache`
 (``docs/reference/stores.md``); this module only builds the filesystem from
-the options, adds GCS-specific checks (``validate``) and messages.
+the options and explains gcsfs's errors; the backend, the retry budget and
+``validate`` are :mod:`flowyml_local.bucket_stores`'s, shared with the s3 stores.
 
 Atomic publication on GCS: an object appears whole or not at all, and each
 artifact and cache entry is one object (header + payload) uploaded in one
@@ -21,10 +22,9 @@ from typing import Any
 
 from flowyml_core.errors import ConfigError, FlowymlError
 from flowyml_local.backends import StoreBackend
+from flowyml_local.bucket_stores import BucketStore, first_line
 from flowyml_local.fs_artifacts import FsArtifactStore
 from flowyml_local.fs_cache import FsCacheStore
-from flowyml_local.fsspecfs import FsspecBackend
-from flowyml_local.retries import RetryPolicy
 from flowyml_local.materializers import MaterializerSet
 
 from flowyml_gcs.config import GcsArtifactStoreConfig, GcsCacheStoreConfig, GcsStoreConfig, parse_gs_url
@@ -87,89 +87,39 @@ def make_filesystem(config: GcsStoreConfig) -> Any:
     except Exception as exc:  # google.auth and json errors for unusable credentials
         raise ConfigError(
             f"gcs store for bucket {bucket!r}: credentials could not be loaded: {type(exc).__name__}: "
-            f"{_first_line(exc)}"
+            f"{first_line(exc)}"
         ) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+class _GcsStore(BucketStore):
+    """What both GCS stores share: the gcsfs filesystem from the options, and gcsfs's errors explained."""
 
-
-class _GcsStore:
-    """What both GCS stores share: the filesystem from the options, and ``validate``."""
-
+    flavor = "gcs"
     config: GcsStoreConfig
-    backend: StoreBackend
-    kind: str
 
-    def _init_gcs(self) -> None:
-        self.bucket, self.prefix = parse_gs_url(self.config.url)
+    parse_url = staticmethod(parse_gs_url)
 
-    def _make_backend(self) -> StoreBackend:
-        fs = make_filesystem(self.config)
-        root = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
-        retries = self.config.retries
-        retry = RetryPolicy(attempts=None if retries is None else retries + 1, base_delay=self.config.retry_delay,
-                            max_delay=self.config.retry_max_delay, deadline=self.config.deadline,
-                            owner=f"the {self.kind} (flavor gcs) in stacks.toml")
-        return FsspecBackend(fs, root, retry=retry, atomic_put=True)
+    def make_filesystem(self) -> Any:
+        return make_filesystem(self.config)
 
-    def _where(self) -> str:
-        endpoint = self.config.endpoint or "storage.googleapis.com"
-        return f"bucket {self.bucket!r} ({self.config.url}, endpoint {endpoint})"
+    def endpoint(self) -> str:
+        return self.config.endpoint or "https://storage.googleapis.com"
 
-    def _probe_endpoint(self, timeout: float = 5.0) -> None:
-        """Fail fast when nothing answers at the endpoint (gcsfs would retry for ~30 s first)."""
-        import socket
-        import urllib.parse
+    def missing_bucket_hint(self) -> str:
+        return f"gcloud storage buckets create gs://{self.bucket}"
 
-        endpoint = self.config.endpoint or "https://storage.googleapis.com"
-        parsed = urllib.parse.urlsplit(endpoint)
-        host = parsed.hostname or ""
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                pass
-        except OSError as exc:
-            raise FlowymlError(
-                f"{self.kind} gcs: {self._where()}: cannot reach {host}:{port} ({exc.strerror or exc}); "
-                "check the endpoint option and the network"
-            ) from None
-
-    def check_bucket(self) -> None:
-        """A clear FlowymlError for a missing bucket, unusable credentials, no access or no connection."""
-        fs = self.backend.fs  # a ConfigError here names the bucket and the credentials problem
-        self._probe_endpoint()
-        try:
-            fs.info(self.bucket)
-            probe = f"{self.backend.root}/.flowyml-validate-{os.getpid()}"
-            fs.pipe_file(probe, b"ok")
-            fs.rm_file(probe)
-        except FileNotFoundError:
-            raise FlowymlError(
-                f"{self.kind} gcs: {self._where()} does not exist; create it "
-                f"(gcloud storage buckets create gs://{self.bucket}) or fix the url"
-            ) from None
-        except Exception as exc:  # classified below into one actionable line
-            raise FlowymlError(f"{self.kind} gcs: {self._where()}: {_explain(exc)}") from None
-
-    def validate(self) -> None:
-        self.check_bucket()
-
-
-def _explain(exc: BaseException) -> str:
-    name = type(exc).__name__
-    text = _first_line(exc)
-    code = getattr(exc, "code", None)
-    module = type(exc).__module__ or ""
-    if isinstance(exc, PermissionError) or code in (401, 403) or text.startswith("Forbidden") or "403" in text[:20]:
-        return f"no access with the configured credentials ({text}); grant them storage access to the bucket or set token"
-    if module.startswith("google.auth") or "credential" in text.lower() or code == 401:
-        return f"the credentials do not work ({name}: {text}); check the token option or run gcloud auth application-default login"
-    if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or module.startswith("aiohttp"):
-        return f"cannot reach the storage service ({name}: {text}); check endpoint and network"
-    return f"{name}: {text}"
+    def explain(self, exc: BaseException) -> str:
+        name = type(exc).__name__
+        text = first_line(exc)
+        code = getattr(exc, "code", None)
+        module = type(exc).__module__ or ""
+        if isinstance(exc, PermissionError) or code in (401, 403) or text.startswith("Forbidden") or "403" in text[:20]:
+            return f"no access with the configured credentials ({text}); grant them storage access to the bucket or set token"
+        if module.startswith("google.auth") or "credential" in text.lower() or code == 401:
+            return f"the credentials do not work ({name}: {text}); check the token option or run gcloud auth application-default login"
+        if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or module.startswith("aiohttp"):
+            return f"cannot reach the storage service ({name}: {text}); check endpoint and network"
+        return f"{name}: {text}"
 
 
 class GcsArtifactStore(_GcsStore, FsArtifactStore):
@@ -178,7 +128,7 @@ class GcsArtifactStore(_GcsStore, FsArtifactStore):
     def __init__(self, config: GcsArtifactStoreConfig, *, backend: StoreBackend | None = None,
                  materializers: MaterializerSet | None = None) -> None:
         super().__init__(config, backend=backend, materializers=materializers)
-        self._init_gcs()
+        self._init_bucket()
 
 
 class GcsCacheStore(_GcsStore, FsCacheStore):
@@ -187,4 +137,4 @@ class GcsCacheStore(_GcsStore, FsCacheStore):
     def __init__(self, config: GcsCacheStoreConfig, *, backend: StoreBackend | None = None,
                  materializers: MaterializerSet | None = None) -> None:
         super().__init__(config, backend=backend, materializers=materializers)
-        self._init_gcs()
+        self._init_bucket()

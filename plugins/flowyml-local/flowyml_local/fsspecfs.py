@@ -36,6 +36,10 @@ WHOLE_READ = 16 * 1024 * 1024
 ATOMIC_OBJECT_PROTOCOLS = frozenset({"gs", "gcs", "s3", "s3a", "az", "abfs", "abfss", "memory", "adl"})
 
 
+#: Protocols whose delete of a missing object succeeds (S3 answers 204): :meth:`FsspecBackend.delete`
+#: asks first, to say whether something was deleted.
+SILENT_DELETE_PROTOCOLS = frozenset({"s3", "s3a"})
+
 #: Services whose last request gave up (by filesystem options: stores built with the same
 #: options share the entry), with when (monotonic) and for how long to try the next
 #: requests only once (see :meth:`FsspecBackend._run`).
@@ -160,7 +164,14 @@ class FsspecBackend(StoreBackend):
 
     # -- writing -------------------------------------------------------------------
     def _pipe(self, path: str, data: Any) -> None:
-        self._call("write", self.fs.pipe_file, path, data)
+        try:
+            self._call("write", self.fs.pipe_file, path, data)
+        except FileNotFoundError as exc:
+            if not self.atomic_put:
+                raise
+            # An object store has no directories: a write finds nothing missing but the bucket.
+            raise FileNotFoundError(f"cannot write {self.to_uri(path)}: {error_line(exc)} (does the bucket exist? "
+                                    "flowyml stack validate checks it)") from exc
 
     def publish(self, path: str, head: HeadFor, buffers: Sequence[Any], algorithm: str,
                 digest: str | None = None) -> str:
@@ -235,6 +246,8 @@ class FsspecBackend(StoreBackend):
 
     # -- housekeeping ----------------------------------------------------------------
     def delete(self, path: str) -> bool:
+        if self.protocol in SILENT_DELETE_PROTOCOLS and not self.is_file(path):
+            return False
         try:
             self._call("delete", self.fs.rm_file, path)
             return True
@@ -260,7 +273,8 @@ class FsspecBackend(StoreBackend):
         for name, info in sorted(found.items()):
             if info.get("type", "file") != "file":
                 continue
-            stamp = _timestamp(info.get("mtime") or info.get("updated") or info.get("created"))
+            stamp = _timestamp(info.get("mtime") or info.get("updated") or info.get("LastModified")
+                               or info.get("created"))
             yield name, int(info.get("size") or 0), (now - stamp) if stamp is not None else None
 
 

@@ -35,7 +35,10 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
-    code = getattr(exc, "code", None) or getattr(exc, "status", None)
+    if any(c.__module__ == "botocore.exceptions" and c.__name__ in ("HTTPClientError", "ConnectionError")
+           for c in type(exc).__mro__):
+        return True  # botocore's own classes for refused and dropped connections and timeouts
+    code = getattr(exc, "code", None) or getattr(exc, "status", None) or _http_status(exc)
     try:
         if code is not None and int(code) in _TRANSIENT_CODES:
             return True
@@ -49,6 +52,17 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return True
     return False
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a botocore ``ClientError``, or of the one s3fs turned into an ``OSError``."""
+    for error in (exc, exc.__cause__):
+        response = getattr(error, "response", None)
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status is not None:
+                return status
+    return None
 
 
 class StoreUnavailableError(FlowymlError, OSError):
