@@ -10,30 +10,18 @@ example stacks use, until interrupted. The test suite starts its own.
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.servers.gcs_emulator import GcsEmulator  # noqa: E402
+from _serve import serve
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=4443)
-    parser.add_argument("--bucket", default="flowyml-local")
-    args = parser.parse_args()
-    with GcsEmulator(port=args.port) as emulator:
-        emulator.make_bucket(args.bucket)
-        print(f"GCS emulator on {emulator.url} with bucket gs://{args.bucket}", flush=True)
-        print(f"export STORAGE_EMULATOR_HOST={emulator.url}", flush=True)
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            pass
-    return 0
+    from tests.servers.gcs_emulator import GcsEmulator
+
+    return serve(__doc__.splitlines()[0], 4443, lambda port: GcsEmulator(port=port), lambda server, bucket: [
+        f"GCS emulator on {server.url} with bucket gs://{bucket}",
+        f"export STORAGE_EMULATOR_HOST={server.url}",
+    ])
 
 
 if __name__ == "__main__":

@@ -11,31 +11,18 @@ starts its own.
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.servers.moto_s3 import KEY, SECRET, MotoS3  # noqa: E402
+from _serve import serve
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=5005)
-    parser.add_argument("--bucket", default="flowyml-local")
-    args = parser.parse_args()
-    with MotoS3(port=args.port) as server:
-        server.make_bucket(args.bucket)
-        print(f"S3 API (moto) on {server.url} with bucket s3://{args.bucket}", flush=True)
-        print(f"export AWS_ENDPOINT_URL={server.url} AWS_ACCESS_KEY_ID={KEY} AWS_SECRET_ACCESS_KEY={SECRET}",
-              flush=True)
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            pass
-    return 0
+    from tests.servers.moto_s3 import KEY, SECRET, MotoS3
+
+    return serve(__doc__.splitlines()[0], 5005, lambda port: MotoS3(port=port), lambda server, bucket: [
+        f"S3 API (moto) on {server.url} with bucket s3://{bucket}",
+        f"export AWS_ENDPOINT_URL={server.url} AWS_ACCESS_KEY_ID={KEY} AWS_SECRET_ACCESS_KEY={SECRET}",
+    ])
 
 
 if __name__ == "__main__":
