@@ -77,8 +77,8 @@ def first_line(exc: BaseException) -> str:
 class BucketStore:
     """Mixin before ``FsArtifactStore``/``FsCacheStore``: the backend from the options, and ``validate``.
 
-    A flavor sets :attr:`flavor` and :attr:`default_endpoint` and implements
-    :meth:`parse_url`, :meth:`make_filesystem`, :meth:`missing_bucket_hint`
+    A flavor sets :attr:`flavor` and implements :meth:`parse_url`,
+    :meth:`make_filesystem`, :meth:`endpoint`, :meth:`missing_bucket_hint`
     and :meth:`explain`.
     """
 
