@@ -317,10 +317,14 @@ def _write_file(path: str, document: dict[str, Any]) -> None:
         os.makedirs(directory, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)  # no temporary file left behind by a failed write
+        raise
 
 
 class _BackgroundWriter:
