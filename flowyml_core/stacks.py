@@ -131,7 +131,9 @@ def user_stacks_path(environ: Mapping[str, str] | None = None) -> Path:
 def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
     """Text and data of a TOML file; syntax errors say where (line and column)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # Bytes, then decode: read_text() would turn a lone "\r" (invalid TOML) into "\n" and accept the
+        # file, and rewrite CRLF line ends when the file is edited (stack add/remove) and saved.
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:

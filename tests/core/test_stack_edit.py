@@ -266,3 +266,16 @@ def test_odd_names_round_trip(project):
     for name in ("a.b", "x y", "ünïcode"):
         remove_stack(registry(project), name)
     assert (project / "stacks.toml").read_text().strip() == ""
+
+
+def test_crlf_line_ends_are_kept_and_a_lone_carriage_return_is_invalid(project):
+    """The file is read as bytes: text-mode reading turned "\\r" into "\\n" (accepting invalid TOML,
+    found by the long CLI fuzz) and would have rewritten a CRLF file's line ends on edit."""
+    path = project / "stacks.toml"
+    path.write_bytes(b'default = "a"\r\n[stacks.a]\r\nexecutor = "local"\r\n')
+    add_stack(StackRegistry.load(), "b", {"executor": "local"})
+    remove_stack(StackRegistry.load(), "b")
+    assert path.read_bytes() == b'default = "a"\r\n[stacks.a]\r\nexecutor = "local"\r\n\n'
+    path.write_bytes(b"\r")
+    with pytest.raises(ConfigError, match=r"stacks.toml: invalid TOML: .*\(at line 1, column 1\)"):
+        StackRegistry.load()
