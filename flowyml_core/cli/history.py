@@ -49,16 +49,14 @@ def refresh(entry: Any) -> str | None:
     """
     if entry.job_id is None or entry.finished:
         return None
-    from flowyml_core.components import RemoteOrchestrator
+    from flowyml_core.cli.runs import remote_stack
     from flowyml_core.errors import FlowymlError
-    from flowyml_core.stacks import StackRegistry, printable, scrub
+    from flowyml_core.stacks import printable, scrub
 
     try:
-        stack = StackRegistry.load().resolve(entry.stack)
+        stack = remote_stack(entry.stack)
     except FlowymlError as exc:
-        return f"status as recorded: stack {printable(entry.stack)} cannot be used to ask for it ({exc})"
-    if not isinstance(stack.executor, RemoteOrchestrator):
-        return f"status as recorded: stack {printable(entry.stack)} no longer runs on a remote orchestrator"
+        return f"status as recorded: stack {printable(entry.stack)} cannot be asked ({exc})"
     try:
         status = stack.executor.get_run_status(entry.job_id)
     except Exception as exc:  # the orchestrator's own error (network, credentials): shown, not raised

@@ -123,7 +123,8 @@ def _print_log_entries(entries: Any, as_json: bool) -> None:
 
 
 # -- runs status|logs|stop ----------------------------------------------------------
-def _orchestrator(stack_name: str | None) -> Any:
+def remote_stack(stack_name: str | None) -> Any:
+    """The stack ``stack_name`` resolved, refused unless its executor is a remote orchestrator."""
     from flowyml_core.components import RemoteOrchestrator
     from flowyml_core.stacks import StackRegistry
 
@@ -134,7 +135,7 @@ def _orchestrator(stack_name: str | None) -> Any:
             f"stack {stack.name!r} runs on executor {flavor!r}, which does not track remote runs; "
             "pass --stack with a remote stack (e.g. a vertex one)"
         )
-    return stack.executor
+    return stack
 
 
 def _recorded_run(run_or_job_id: str) -> Any:
@@ -142,11 +143,12 @@ def _recorded_run(run_or_job_id: str) -> Any:
     from flowyml_core.cli.history import project_dir
     from flowyml_core.history import RunNotFoundError, find_run, list_runs
 
+    directory = project_dir()
     try:
-        return find_run(run_or_job_id, project_dir())
+        return find_run(run_or_job_id, directory)
     except RunNotFoundError:
         pass  # perhaps a job id (or a run this project did not record): asked of the stack below
-    for entry in list_runs(project_dir()):
+    for entry in list_runs(directory):
         if entry.job_id == run_or_job_id:
             return entry
     return None
@@ -161,7 +163,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return _in_process_run(entry, args)
     if entry is not None:
         job_id, stack_name = entry.job_id, args.stack or entry.stack
-    orchestrator = _orchestrator(stack_name)
+    orchestrator = remote_stack(stack_name).executor
     if args.action == "status":
         status = orchestrator.get_run_status(job_id)
         if entry is not None:

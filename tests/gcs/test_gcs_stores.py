@@ -20,15 +20,7 @@ from flowyml_local.entries import ARTIFACT_MAGIC
 from flowyml_local.fsstore import UntrustedPickleError
 from flowyml_local.retries import StoreUnavailableError
 
-np = pytest.importorskip("numpy")
-
-
-class Model:
-    def __init__(self, weights):
-        self.weights = weights
-
-    def __eq__(self, other):
-        return isinstance(other, Model) and other.weights == self.weights
+from tests.stores.samples import Model, assert_same, np, sample
 
 
 class _Planted:
@@ -44,22 +36,9 @@ def object_path(uri: str) -> str:
 
 
 # -- formats -------------------------------------------------------------------------
-def _sample(materializer):
-    if materializer == "parquet":
-        pd = pytest.importorskip("pandas")
-        pytest.importorskip("pyarrow")
-        return pd.DataFrame({"x": [1, 2], "y": ["a", "b"]})
-    return {
-        "json": {"a": [1, 2.5, None, "x"]},
-        "bytes": b"\x00raw\xff",
-        "npy": np.arange(24, dtype="float32").reshape(4, 6),
-        "pickle": Model([0.1, 0.2]),
-    }[materializer]
-
-
 @pytest.mark.parametrize("materializer", ["json", "bytes", "npy", "parquet", "pickle"])
 def test_every_materializer_round_trips(gcs_artifacts, gcs_cache, gcs_fs, materializer):
-    value = _sample(materializer)
+    value = sample(materializer)
     uri = gcs_artifacts.materialize(value, materializer, "run-1", "step")
     assert uri.startswith("gs://") and uri == gcs_artifacts.uri_for("run-1", "step", materializer)
     meta = gcs_artifacts.metadata(uri)
@@ -73,14 +52,7 @@ def test_every_materializer_round_trips(gcs_artifacts, gcs_cache, gcs_fs, materi
     cached = gcs_cache.get("ab" * 32)
     assert cached.fingerprint == "fp"
     for got in (loaded, cached.value):
-        if materializer == "npy":
-            np.testing.assert_array_equal(got, value)
-        elif materializer == "parquet":
-            import pandas as pd
-
-            pd.testing.assert_frame_equal(got, value)
-        else:
-            assert got == value and type(got) is type(value)
+        assert_same(got, value, materializer)
 
 
 def test_none_in_the_cache_is_a_hit(gcs_cache):

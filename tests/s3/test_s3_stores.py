@@ -19,9 +19,9 @@ from flowyml_local.retries import StoreUnavailableError, is_transient
 from flowyml_s3.config import S3ArtifactStoreConfig, S3CacheStoreConfig
 from flowyml_s3.stores import S3ArtifactStore, S3CacheStore
 
-from tests.gcs.test_gcs_stores import _sample, np  # the same sample value per materializer as on GCS
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.gcs_emulator import free_port
+from tests.stores.samples import MATERIALIZERS, assert_same, np, sample
 
 
 
@@ -29,20 +29,9 @@ def object_path(uri: str) -> str:
     return uri[len("s3://"):]
 
 
-def _assert_equal(got, value, materializer):
-    if materializer == "npy":
-        np.testing.assert_array_equal(got, value)
-    elif materializer == "parquet":
-        import pandas as pd
-
-        pd.testing.assert_frame_equal(got, value)
-    else:
-        assert got == value and type(got) is type(value)
-
-
 def test_every_materializer_round_trips(s3_artifacts, s3_cache, s3_fs):
-    for i, materializer in enumerate(["json", "bytes", "npy", "parquet", "pickle"]):
-        value = _sample(materializer)
+    for i, materializer in enumerate(MATERIALIZERS):
+        value = sample(materializer)
         uri = s3_artifacts.materialize(value, materializer, "run-1", "step")
         assert uri == s3_artifacts.uri_for("run-1", "step", materializer) and uri.endswith(f"/run-1/step.{materializer}")
         meta = s3_artifacts.metadata(uri)
@@ -55,7 +44,7 @@ def test_every_materializer_round_trips(s3_artifacts, s3_cache, s3_fs):
         cached = s3_cache.get(key)
         assert cached.fingerprint == "fp"
         for got in (s3_artifacts.load(uri), cached.value):
-            _assert_equal(got, value, materializer)
+            assert_same(got, value, materializer)
 
 
 def test_a_large_artifact(s3_artifacts):
