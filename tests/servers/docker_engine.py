@@ -38,6 +38,7 @@ Both servers raise ``EngineUnavailable(reason)`` when they cannot run here
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import signal
@@ -61,6 +62,8 @@ __all__ = [
     "push_image",
     "host_python_options",
 ]
+
+logger = logging.getLogger(__name__)
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 DEFAULT_BUSYBOX_TAG = "flowyml-test/busybox:latest"
@@ -184,8 +187,8 @@ def _stop_leftovers() -> None:  # last resort if a caller forgot stop()
     for server in list(_live):
         try:
             server.stop()
-        except Exception:
-            pass
+        except Exception:  # one server that will not stop must not keep the others running
+            logger.warning("could not stop %r at exit", server, exc_info=True)
 
 
 class DockerEngine:
@@ -322,8 +325,8 @@ class DockerEngine:
         for c in self._clients:
             try:
                 c.close()
-            except Exception:
-                pass
+            except Exception:  # a client of an engine that already died: nothing left to close
+                logger.debug("closing a docker client failed", exc_info=True)
         self._clients.clear()
         proc, self._proc = self._proc, None
         if proc is not None:

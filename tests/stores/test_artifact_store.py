@@ -32,6 +32,9 @@ class Point:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Point) and (other.x, other.y) == (self.x, self.y)
 
+    def __repr__(self) -> str:  # also the test's id: the same in every pytest-xdist worker
+        return f"Point({self.x}, {self.y})"
+
 
 class _Planted:
     def __init__(self, marker: str) -> None:

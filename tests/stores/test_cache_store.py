@@ -33,6 +33,9 @@ class Model:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Model) and other.weights == self.weights
 
+    def __repr__(self) -> str:  # also the test's id: the same in every pytest-xdist worker
+        return f"Model({self.weights})"
+
 
 class _Planted:
     def __init__(self, marker: str) -> None:
