@@ -21,6 +21,7 @@ from typing import Any, Callable
 import attrs
 import pytest
 
+from tests.reliability.conftest import LONG_ENV, long_enabled
 from tests.s3.conftest import no_inherited_aws_settings  # noqa: F401  (autouse: no developer AWS settings)
 from tests.servers.moto_s3 import KEY, SECRET
 
@@ -36,8 +37,21 @@ CLIENT_ENV = {"AWS_ACCESS_KEY_ID": "sm-test-key", "AWS_SECRET_ACCESS_KEY": "sm-t
               "S3_TEST_KEY": KEY, "S3_TEST_SECRET": SECRET, "AWS_EC2_METADATA_DISABLED": "true"}
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long variants (``slow``) run with ``FLOWYML_LONG=1`` or ``-m slow``, as in tests/reliability."""
+    if long_enabled(config):
+        return
+    skip = pytest.mark.skip(reason=f"long variant: set {LONG_ENV}=1 or pass -m slow to run it")
+    for item in items:
+        if "slow" in item.keywords and str(item.fspath).startswith(str(HERE)):
+            item.add_marker(skip)
+
+
 def toml_value(value: Any) -> str:
     import tomli_w
+
+    if isinstance(value, dict):
+        return inline_table(value)
 
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import attrs
@@ -133,7 +133,11 @@ def _field_error(name: str, problem: str) -> ValueError:
 
 
 def _str_dict(value: Any) -> dict[str, str]:
-    return {str(k): str(v) for k, v in dict(value or {}).items()}
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a table of names to strings, e.g. {{ team = \"ml\" }}, got {value!r}")
+    return {str(k): str(v) for k, v in value.items()}
 
 
 @attrs.define(frozen=True)
