@@ -35,7 +35,7 @@ def _family(family: str, sizes: tuple[str, ...], gib_per_cpu: float) -> list[Ins
     return [Instance(f"ml.{family}.{size}", _SIZES[size], _SIZES[size] * gib_per_cpu) for size in sizes]
 
 
-#: CPU instances, general purpose first: on equal size, the cheaper family wins.
+#: CPU instances; the choice is the one with the fewest vCPUs, then the least memory, that fits.
 CPU_INSTANCES: list[Instance] = [
     *_family("m5", ("large", "xlarge", "2xlarge", "4xlarge", "12xlarge", "24xlarge"), 4.0),
     *_family("c5", ("xlarge", "2xlarge", "4xlarge", "9xlarge", "18xlarge"), 2.0),

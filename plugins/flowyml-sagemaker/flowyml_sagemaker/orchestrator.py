@@ -76,9 +76,11 @@ class SageMakerOrchestrator(SubmissionMixin, LogsMixin, RemoteOrchestrator):
             problems.append("boto3 is not installed (pip install flowyml-sagemaker)")
         else:
             try:
-                self._region()
+                region = self._region()
             except FlowymlError as exc:
                 problems.append(str(exc))
+            else:
+                problems += _unknown_region(region, self.config.endpoint_url)
             if self.config.instance_type:
                 from flowyml_sagemaker.instances import check_instance_type
 
@@ -224,3 +226,14 @@ class SageMakerOrchestrator(SubmissionMixin, LogsMixin, RemoteOrchestrator):
             self._client("sagemaker", arn.region).stop_pipeline_execution(
                 PipelineExecutionArn=arn.arn, ClientRequestToken=request_token("stop", arn.arn))
         logger.info("stop requested for %s", arn.arn)
+
+
+def _unknown_region(region: str, endpoint_url: str | None) -> list[str]:
+    """A region botocore does not list for SageMaker (a typo such as 'eu-west-9'), unless an endpoint is given."""
+    import boto3
+
+    known = set(boto3.Session().get_available_regions("sagemaker"))
+    if endpoint_url or not known or region in known:
+        return []
+    close = sorted(r for r in known if r.split("-")[0] == region.split("-")[0])
+    return [f"region {region!r} is not a region SageMaker runs in" + (f" (nearby: {', '.join(close)})" if close else "")]
