@@ -8,8 +8,9 @@ submits nothing, and after a parameter changes only the affected units are
 submitted.
 
 Each unit is a fresh process that imports s3fs (about 1.5 s a unit on a
-2-core machine), so the contract's pipelines that only repeat what the
-others check here are long variants (``slow``: ``FLOWYML_LONG=1`` or
+2-core machine), so the checks that other tests here make too (the cache
+ones: test_shipped_stack.py, through the CLI) and the pipelines that only
+repeat what the others check are long variants (``slow``: ``FLOWYML_LONG=1`` or
 ``-m slow`` runs them); all of them passed when this was written.
 """
 
@@ -31,6 +32,19 @@ class TestSageMakerStackParity(StackParityContract):
     @pytest.mark.parametrize("name", [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in PIPELINES])
     def test_pipeline_matches_the_local_run(self, parity, name: str) -> None:
         super().test_pipeline_matches_the_local_run(parity, name)
+
+    # Through the CLI, test_shipped_stack.py checks these on every run: long variants here.
+    @pytest.mark.slow
+    def test_run_parameters_reach_the_steps(self, parity) -> None:
+        super().test_run_parameters_reach_the_steps(parity)
+
+    @pytest.mark.slow
+    def test_second_run_is_fully_cached_and_submits_nothing(self, parity) -> None:
+        super().test_second_run_is_fully_cached_and_submits_nothing(parity)
+
+    @pytest.mark.slow
+    def test_rerun_after_a_parameter_change_runs_only_what_it_affects(self, parity) -> None:
+        super().test_rerun_after_a_parameter_change_runs_only_what_it_affects(parity)
 
     @pytest.fixture
     def parity_stack(self, tmp_path, fake_sagemaker_factory, moto_s3, s3_bucket, step_env, client_env):

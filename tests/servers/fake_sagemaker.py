@@ -24,6 +24,11 @@ ListPipelineExecutionSteps, StopPipelineExecution, ListPipelineExecutions,
 DescribeProcessingJob;
 Logs_20140328.FilterLogEvents, GetLogEvents, DescribeLogStreams. Anything else
 answers 400 ``UnknownOperationException``. Everything listens on 127.0.0.1.
+
+Run as a module (``.venv/bin/python -m tests.servers.fake_sagemaker``, from the
+repository) it serves the ``sagemaker-local`` stack of stacks.toml: this fake
+and moto's S3 with the stack's bucket, steps run in the current directory,
+until interrupted.
 """
 
 from __future__ import annotations
@@ -169,7 +174,8 @@ class FakeSageMaker:
 
     def __init__(self, workdir: str, base_env: Mapping[str, str] | None = None,
                  image_map: Mapping[str, Sequence[str] | None] | None = None, step_timeout: float = 120.0,
-                 cancel_grace: float = 1.0) -> None:
+                 cancel_grace: float = 1.0, port: int = 0) -> None:
+        self.port = port
         self.workdir = str(workdir)
         self.base_env = {str(k): str(v) for k, v in (base_env or {}).items()}
         self.image_map = dict(image_map) if image_map is not None else None
@@ -191,7 +197,7 @@ class FakeSageMaker:
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> "FakeSageMaker":
         handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -585,3 +591,38 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def main() -> int:
+    """Serve the fake and moto's S3 for the ``sagemaker-local`` example stack until interrupted."""
+    import argparse
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    from tests.servers.moto_s3 import KEY, SECRET, MotoS3
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=5006)
+    parser.add_argument("--s3-port", type=int, default=5005)
+    parser.add_argument("--bucket", default="flowyml-local")
+    args = parser.parse_args()
+    with MotoS3(port=args.s3_port) as s3:
+        s3.make_bucket(args.bucket)
+        aws = {"AWS_ENDPOINT_URL": s3.url, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
+        env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.defpath]),
+               "HOME": os.environ.get("HOME", "/tmp"), **aws}
+        with FakeSageMaker(os.getcwd(), base_env=env, port=args.port) as fake:
+            print(f"fake SageMaker on {fake.url}, running steps in {fake.workdir}; S3 (moto) on {s3.url}", flush=True)
+            print("export " + " ".join(f"{k}={v}" for k, v in {"FLOWYML_SAGEMAKER_ENDPOINT": fake.url, **aws}.items()),
+                  flush=True)
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
