@@ -24,7 +24,7 @@ from .conftest import CLIENT_ENV, executor_options
 
 
 #: Pipelines of the contract run by default; the others are long variants.
-DEFAULT = ("group", "failure", "none_and_routed")
+DEFAULT = ("group", "failure")
 PIPELINES = ("chain", "diamond", "group", "none_and_routed", "condition", "retry", "failure")
 
 

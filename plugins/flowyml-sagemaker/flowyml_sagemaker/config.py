@@ -19,14 +19,13 @@ reported at once, each under its field name (``option 'region': …``).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import attrs
 
-from flowyml_core.config import secret_field, spec_field
+from flowyml_core.config import is_loopback_url, secret_field, spec_field
 
 #: AWS region names: "eu-west-1", "us-gov-west-1", "ap-southeast-3", "cn-north-1".
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
@@ -109,19 +108,6 @@ _CHECKS = {
     "pipeline_prefix": _check_prefix,
     "tags": _check_tags,
 }
-
-
-def is_loopback_url(url: str | None) -> bool:
-    """Whether ``url`` is plain HTTP to this machine: a local fake or emulator, never AWS."""
-    if not url or not url.startswith("http://"):
-        return False
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _field_error(name: str, problem: str) -> ValueError:

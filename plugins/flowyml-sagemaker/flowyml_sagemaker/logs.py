@@ -12,12 +12,12 @@ are shown, other lines as they are.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 from flowyml_core.errors import FlowymlError
+from flowyml_core.remote import count_transient
 from flowyml_core.results import ExecutionStatus
 
 from flowyml_sagemaker.states import map_execution_status
@@ -25,17 +25,6 @@ from flowyml_sagemaker.states import map_execution_status
 LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
 #: Longest pause before the last log read of a finished execution (CloudWatch ingestion lag).
 LOG_DRAIN_SECONDS = 3.0
-#: Consecutive transient API errors tolerated while polling before giving up.
-MAX_TRANSIENT_ERRORS = 5
-logger = logging.getLogger("flowyml.sagemaker")
-
-
-def count_transient(exc: FlowymlError, count: int, job_id: str) -> int:
-    """One more transient error while polling ``job_id``; the error itself once there were too many."""
-    if not getattr(exc, "transient", False) or count + 1 >= MAX_TRANSIENT_ERRORS:
-        raise exc
-    logger.warning("polling %s: %s (retrying, %d/%d)", job_id, exc, count + 1, MAX_TRANSIENT_ERRORS)
-    return count + 1
 
 
 def step_jobs(steps: Iterable[dict[str, Any]]) -> dict[str, str]:

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import datetime
 from typing import Any, Sequence
 
 from flowyml_core.components import RemoteOrchestrator
 from flowyml_core.errors import FlowymlError
+from flowyml_core.remote import wait_until_finished
 from flowyml_core.results import ExecutionStatus
 
 from flowyml_sagemaker.config import SageMakerConfig
 from flowyml_sagemaker.definition import StepPlan
-from flowyml_sagemaker.logs import LogsMixin, count_transient
+from flowyml_sagemaker.logs import LogsMixin
 from flowyml_sagemaker.states import ExecutionArn, map_execution_status, map_step_status, parse_execution_arn
 from flowyml_sagemaker.submission import SubmissionMixin
 
@@ -184,29 +184,8 @@ class SageMakerOrchestrator(SubmissionMixin, LogsMixin, RemoteOrchestrator):
     # -- waiting and stopping ----------------------------------------------------------------
     def wait(self, job_id: str, timeout: float | None = None, poll_interval: float | None = None) -> ExecutionStatus:
         """Poll every ``poll_interval`` seconds until the execution ends; TimeoutError after ``timeout``."""
-        interval = poll_interval or self.config.poll_interval
-        deadline = None if timeout is None else time.monotonic() + timeout
-        transient = 0
-        while True:
-            try:
-                status: ExecutionStatus | None = self.get_run_status(job_id)
-                transient = 0
-            except FlowymlError as exc:
-                transient = count_transient(exc, transient, job_id)
-                status = None
-            if status is not None and status.is_finished:
-                return status
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    state = status.value if status is not None else "unknown"
-                    raise TimeoutError(
-                        f"SageMaker execution {job_id} is still {state} after {timeout:.1f}s; it keeps running "
-                        f"(check it with `flowyml runs status {job_id}`, stop it with `flowyml runs stop {job_id}`)"
-                    )
-                time.sleep(min(interval, remaining))
-            else:
-                time.sleep(interval)
+        return wait_until_finished(self.get_run_status, job_id, timeout, poll_interval or self.config.poll_interval,
+                                   "SageMaker")
 
     def stop_run(self, job_id: str, graceful: bool = True) -> None:
         """Ask SageMaker to stop the execution; it moves to Stopping, then Stopped.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from flowyml_core.errors import FlowymlError
-from flowyml_core.remote import RemoteRun, module_in_project
+from flowyml_core.remote import RemoteRun, module_in_project, store_url
 from flowyml_core.resources import DockerConfig, ResourceConfig
 from flowyml_core.results import RunResult, SubmissionResult
 
@@ -192,16 +192,6 @@ class SubmissionMixin:
             arn = client.start_pipeline_execution(**request)["PipelineExecutionArn"]
         logger.info("started SageMaker pipeline execution %s (%s)", arn, self.console_url(arn))
         return arn
-
-
-def store_url(store: Any | None) -> str | None:
-    """The root URL of an artifact store, when its config declares one (``url`` or ``path``)."""
-    config = getattr(store, "config", None)
-    for attr in ("url", "path", "root"):
-        value = getattr(config, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return None
 
 
 def check_artifact_store(store: Any | None, stack_name: str | None) -> None:
