@@ -134,6 +134,31 @@ def store_url(store: Any | None) -> str | None:
     return None
 
 
+def warn_unshared_signing_keys(stores: Mapping[str, Any], stack_name: str | None, platform: str) -> None:
+    """Say before submitting that pickled outputs will not cross units (one warning line).
+
+    A store without ``signing_key`` signs pickles with the per-user key of the
+    machine it runs on, made on first use; each container of ``platform``
+    makes its own, so a pickle one unit writes is refused by the next unit and
+    by this client. Sending this machine's key with the job would put a secret
+    in its spec, which flowyml never does.
+    """
+    unsigned = [kind for kind, store in stores.items()
+                if store is not None and hasattr(store.config, "signing_key") and store.config.signing_key is None
+                and not getattr(store.config, "allow_unsigned_pickle", False)]
+    if not unsigned:
+        return
+    logger.warning(
+        "%s: the %s set%s no signing_key, so each %s container signs pickled outputs with a key of its own "
+        "and the next unit (and this machine) will refuse them; JSON, bytes, numpy and parquet outputs are not "
+        "affected. For pickled outputs, set signing_key = \"${env:FLOWYML_SIGNING_KEY}\" on the stores with that "
+        "variable set inside the containers, or allow_unsigned_pickle = true if you trust every writer of the bucket "
+        "(docs/reference/remote.md, 'Pickled outputs between units')",
+        f"stack {stack_name!r}" if stack_name else "the stack", " and ".join(unsigned),
+        "s" if len(unsigned) == 1 else "", platform,
+    )
+
+
 def count_transient(exc: FlowymlError, count: int, job_id: str) -> int:
     """One more transient error (``exc.transient``) while polling ``job_id``; ``exc`` itself once there
     were :data:`MAX_TRANSIENT_ERRORS` in a row, or when it is not transient."""

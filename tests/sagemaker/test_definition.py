@@ -125,3 +125,10 @@ def test_long_values_travel_in_parts_and_are_joined_back(monkeypatch):
     del env["FLOWYML_STACK_CONFIG__PART2"]
     with pytest.raises(ConfigError, match="FLOWYML_STACK_CONFIG__PART2 is not set"):
         join_split_values(env)
+
+
+def test_stores_without_a_signing_key_are_warned_about_before_submitting(quick_project, caplog):
+    with caplog.at_level("WARNING", logger="flowyml.remote"):
+        submit(quick_project)
+    assert ("stack 'sagemaker-local': the artifact_store and cache_store set no signing_key, so each SageMaker "
+            "processing container signs pickled outputs with a key of its own") in caplog.text

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from flowyml_core.errors import FlowymlError
-from flowyml_core.remote import RemoteRun, module_in_project, store_url
+from flowyml_core.remote import RemoteRun, module_in_project, store_url, warn_unshared_signing_keys
 from flowyml_core.resources import DockerConfig, ResourceConfig
 from flowyml_core.results import RunResult, SubmissionResult
 
@@ -78,6 +78,9 @@ class SubmissionMixin:
             )
         module = module_in_project(pipeline_module, Path.cwd() if explicit_image else build_context)
         check_artifact_store(artifact_store, stack_name)
+        cache_store = stack.cache_store if stack is not None else kwargs.get("cache_store")
+        warn_unshared_signing_keys({"artifact_store": artifact_store, "cache_store": cache_store}, stack_name,
+                                   "SageMaker processing")
         remote = RemoteRun.from_run_args(pipeline, run_id, pipeline_module=module, resources=resources, **kwargs)
         if not remote.tasks:
             return remote.nothing_to_submit(hooks=hooks, run=run)
