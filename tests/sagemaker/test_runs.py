@@ -77,3 +77,13 @@ def test_runs_commands_name_a_bad_job_id_in_one_line(sm_project, run_cli):
     unknown = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/flowyml-x/execution/nope"
     out = run_cli("runs", "status", unknown, "--stack", "sagemaker-local", cwd=sm_project.path)
     assert out.returncode == 1 and "ResourceNotFound" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_unit_whose_job_never_started_fails_with_sagemakers_reason(sm_project):
+    sm_project.fake.image_map = {}  # strict images: the test image cannot be pulled
+    result = run_on_stack(load_pipeline(PIPELINE_REF), sm_project.resolve(), timeout=30, source=PIPELINE_REF)
+    assert result.status is ExecutionStatus.FAILED
+    load = result.steps["load"]  # the unit left no record: its first step carries SageMaker's failure reason
+    assert load.success is False and "could not be pulled" in load.error, load.error
+    assert all(result.steps[name].skipped for name in ("clean", "fit", "report"))
+    assert sm_project.fake.executions == []

@@ -290,7 +290,8 @@ class FakeSageMaker:
         def make() -> dict[str, Any]:
             with self._lock:
                 if name in self.pipelines:
-                    raise AwsError("ResourceInUse", f"Pipeline '{name}' already exists.")
+                    raise _validation(f"Pipeline names must be unique within an AWS account and region. Pipeline "
+                                      f"with name ({name}) already exists.")
                 arn = f"arn:aws:sagemaker:{region}:{ACCOUNT}:pipeline/{name.lower()}"
                 self.pipelines[name] = {"arn": arn, "role": body["RoleArn"], "versions": {1: text},
                                         "tags": body.get("Tags", []), "created": time.time(),

@@ -73,7 +73,9 @@ class SageMakerOrchestrator(SubmissionMixin, LogsMixin, RemoteOrchestrator):
             problems.append("role_arn is not set (the IAM role SageMaker runs the pipeline as, "
                             "e.g. role_arn = \"arn:aws:iam::123456789012:role/flowyml-sagemaker\")")
         if importlib.util.find_spec("boto3") is None:
-            problems.append("boto3 is not installed (pip install flowyml-sagemaker)")
+            from flowyml_core.plugins import install_command
+
+            problems.append(f"boto3 is not installed ({install_command('flowyml-sagemaker')})")
         else:
             try:
                 region = self._region()
@@ -148,7 +150,11 @@ class SageMakerOrchestrator(SubmissionMixin, LogsMixin, RemoteOrchestrator):
             })
         failed = [s for s in steps if s["state"] == "Failed"]
         if failed:
-            reasons = self.error_lines(arn.arn)
+            try:
+                reasons = self.error_lines(arn.arn)
+            except FlowymlError as exc:  # the statuses are still worth reporting without the log lines
+                logger.warning("cannot read the logs of the failed steps of %s: %s", arn.arn, exc)
+                reasons = {}
             for step in failed:
                 step["log_errors"] = reasons.get(step["unit"], [])
         return {

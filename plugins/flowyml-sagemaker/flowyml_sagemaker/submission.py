@@ -22,7 +22,7 @@ from flowyml_core.resources import DockerConfig, ResourceConfig
 from flowyml_core.results import RunResult, SubmissionResult
 
 from flowyml_sagemaker.definition import StepPlan, build_definition, definition_json, plan_steps
-from flowyml_sagemaker.states import execution_name, pipeline_name, request_token
+from flowyml_sagemaker.states import execution_name, parse_execution_arn, pipeline_name, request_token
 
 logger = logging.getLogger("flowyml.sagemaker")
 
@@ -95,7 +95,7 @@ class SubmissionMixin:
         arn = self._start(name, definition, pipeline, run_id, role)
         units = [task.name for task in remote.tasks]
         metadata = {"platform": "sagemaker", "pipeline_name": name, "image": image, "steps": [p.name for p in plans],
-                    "region": self._region(), "console_url": self.console_url(arn)}
+                    "region": parse_execution_arn(arn).region, "console_url": self.console_url(arn)}
         return remote.submission(arn, lambda timeout: self.wait(arn, timeout), metadata=metadata,
                                  unit_failures=lambda: self.unit_failures(arn, plans, units))
 
@@ -150,38 +150,33 @@ class SubmissionMixin:
 
     # -- submitting ---------------------------------------------------------------------------
     def _start(self, name: str, definition: Mapping[str, Any], pipeline: Any, run_id: str, role: str) -> str:
-        """Create or update the pipeline with ``definition``, start an execution of that version, return its ARN."""
+        """Create or update the pipeline with ``definition``, start an execution of that version, return its ARN.
+
+        Create first, update when it exists (as the SageMaker SDK's ``upsert``):
+        one request for the first run, and no window between a check and a create.
+        """
         from flowyml_sagemaker.clients import SageMakerAPIError, api_errors
 
         cfg = self.config
         client = self._client("sagemaker")
         body = definition_json(definition)
         description = f"flowyml pipeline {pipeline.name}"[:3072]
-        version: str | None = None
-        with api_errors(f"updating SageMaker pipeline {name}", cfg.endpoint_url):
-            try:
-                client.describe_pipeline(PipelineName=name)
-                exists = True
-            except client.exceptions.ResourceNotFound:
-                exists = False
-            if exists:
+        version: int | None = None
+        tags = {**cfg.tags, "flowyml:pipeline": pipeline.name[:256]}
+        try:
+            with api_errors(f"creating SageMaker pipeline {name}", cfg.endpoint_url):
+                client.create_pipeline(
+                    PipelineName=name, PipelineDefinition=body, RoleArn=role, PipelineDescription=description,
+                    ClientRequestToken=request_token("create", name, run_id),
+                    Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
+                )
+        except SageMakerAPIError as exc:
+            # SageMaker says "Pipeline with name (…) already exists." as a ValidationException.
+            if not (exc.code in ("ValidationException", "ResourceInUse") and "already exists" in str(exc)):
+                raise
+            with api_errors(f"updating SageMaker pipeline {name}", cfg.endpoint_url):
                 version = client.update_pipeline(PipelineName=name, PipelineDefinition=body, RoleArn=role,
                                                  PipelineDescription=description).get("PipelineVersionId")
-        if not exists:
-            tags = {**cfg.tags, "flowyml:pipeline": pipeline.name[:256]}
-            try:
-                with api_errors(f"creating SageMaker pipeline {name}", cfg.endpoint_url):
-                    client.create_pipeline(
-                        PipelineName=name, PipelineDefinition=body, RoleArn=role, PipelineDescription=description,
-                        ClientRequestToken=request_token("create", name, run_id),
-                        Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
-                    )
-            except SageMakerAPIError as exc:
-                if exc.code != "ResourceInUse":  # another run created it a moment ago: update it instead
-                    raise
-                with api_errors(f"updating SageMaker pipeline {name}", cfg.endpoint_url):
-                    version = client.update_pipeline(PipelineName=name, PipelineDefinition=body, RoleArn=role,
-                                                     PipelineDescription=description).get("PipelineVersionId")
         request: dict[str, Any] = {
             "PipelineName": name, "PipelineExecutionDisplayName": execution_name(run_id),
             "PipelineExecutionDescription": f"flowyml run {run_id}"[:3072],
