@@ -82,7 +82,9 @@ def test_each_run_updates_the_pipeline_and_starts_the_version_it_wrote(quick_pro
     submit(quick_project, factor=1)
     submit(quick_project, factor=5)
     fake = quick_project.fake
-    assert len(fake.calls("SageMaker.CreatePipeline")) == 1 and len(fake.calls("SageMaker.UpdatePipeline")) == 1
+    # Create, and update when SageMaker says the pipeline exists (the second create is refused).
+    assert len(fake.calls("SageMaker.CreatePipeline")) == 2 and len(fake.calls("SageMaker.UpdatePipeline")) == 1
+    assert len(fake.pipelines) == 1
     first, second = fake.calls("SageMaker.StartPipelineExecution")
     assert "PipelineVersionId" not in first and second["PipelineVersionId"] == 2
     assert first["ClientRequestToken"] != second["ClientRequestToken"]
