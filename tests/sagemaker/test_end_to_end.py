@@ -24,6 +24,7 @@ from .conftest import PIPELINE_REF, REGION, ROLE, TEST_IMAGE
 
 
 def test_flowyml_run_follow_runs_every_unit_in_order(sm_project, run_cli):
+    sm_project.fake.steps_page_size, sm_project.fake.log_page_size = 1, 2  # every read below pages
     out = run_cli("run", PIPELINE_REF, "--stack", "sagemaker-local", "--follow", "--param", "factor=1",
                   "--timeout", "60", cwd=sm_project.path)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -56,3 +57,5 @@ def test_flowyml_run_follow_runs_every_unit_in_order(sm_project, run_cli):
     assert [(s["unit"], s["state"]) for s in details["steps"]] == [("prep", "Succeeded"), ("fit", "Succeeded"),
                                                                     ("report", "Succeeded")]
     assert all(s["processing_job"].startswith("pipelines-") for s in details["steps"])
+    assert any(body.get("nextToken") for body in sm_project.fake.calls("Logs_20140328.FilterLogEvents"))
+    assert any(body.get("NextToken") for body in sm_project.fake.calls("SageMaker.ListPipelineExecutionSteps"))

@@ -181,6 +181,10 @@ class FakeSageMaker:
         self.image_map = dict(image_map) if image_map is not None else None
         self.step_timeout = step_timeout
         self.cancel_grace = cancel_grace
+        #: Default page sizes of ListPipelineExecutionSteps and FilterLogEvents (AWS's: 10 and 10000);
+        #: a test lowers them to make clients page.
+        self.steps_page_size = 10
+        self.log_page_size = 10000
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.executions: list[ExecutedProcess] = []
         self.pipelines: dict[str, dict[str, Any]] = {}
@@ -363,7 +367,7 @@ class FakeSageMaker:
             steps = [s.to_api(run.region) for s in run.steps]
         if body.get("SortOrder", "Descending") == "Descending":
             steps.reverse()
-        return _page(steps, "PipelineExecutionSteps", body, default_size=10, max_size=100)
+        return _page(steps, "PipelineExecutionSteps", body, default_size=self.steps_page_size, max_size=100)
 
     def list_pipeline_executions(self, body: dict[str, Any]) -> dict[str, Any]:
         name = body["PipelineName"].rsplit("/", 1)[-1]
@@ -511,7 +515,7 @@ class FakeSageMaker:
         start, end = body.get("startTime"), body.get("endTime")
         events = [e for e in events if (start is None or e["timestamp"] >= start) and (end is None or e["timestamp"] <= end)]
         page = _page(events, "events", {"NextToken": body.get("nextToken"), "MaxResults": body.get("limit")},
-                     default_size=10000, max_size=10000, token_key="nextToken")
+                     default_size=self.log_page_size, max_size=10000, token_key="nextToken")
         page["searchedLogStreams"] = [{"logStreamName": n, "searchedCompletely": True} for n in names]
         return page
 

@@ -72,18 +72,19 @@ class LogsMixin:
     _client: Any
     _execution: Any
     _steps: Any
+    #: Processing job names by their lowercase form (set by the orchestrator).
+    _job_names: dict[str, str]
 
     def _job_name(self, region: str, lowercase: str) -> str:
         """A job's name as its log streams spell it: ARNs are lowercase, stream names (prefixes are
         case-sensitive) keep the job name's case, which ``DescribeProcessingJob`` tells (once per job)."""
         from flowyml_sagemaker.clients import api_errors
 
-        names = self.__dict__.setdefault("_job_names", {})
-        if lowercase not in names:
+        if lowercase not in self._job_names:
             with api_errors(f"reading processing job {lowercase}", self.config.endpoint_url):
                 job = self._client("sagemaker", region).describe_processing_job(ProcessingJobName=lowercase)
-            names[lowercase] = job["ProcessingJobName"]
-        return names[lowercase]
+            self._job_names[lowercase] = job["ProcessingJobName"]
+        return self._job_names[lowercase]
 
     def _events(self, region: str, job: str, since_ms: int) -> list[dict[str, Any]]:
         """Every event of ``job``'s streams from ``since_ms`` on (a job that has not logged yet has none)."""
@@ -102,7 +103,9 @@ class LogsMixin:
                     return []
                 events.extend(page.get("events", []))
                 token = page.get("nextToken")
-                if not token or not page.get("events"):
+                # A page may be empty and still have a token (CloudWatch searches on): stop only when the
+                # token ends or repeats.
+                if not token or token == request.get("nextToken"):
                     return events
                 request["nextToken"] = token
 

@@ -45,6 +45,7 @@ class SageMakerOrchestrator(SubmissionMixin, LogsMixin, RemoteOrchestrator):
         super().__init__(config if config is not None else SageMakerConfig())
         self.config: SageMakerConfig
         self._clients: dict[tuple[str, str | None], Any] = {}
+        self._job_names: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- clients ----------------------------------------------------------------------
