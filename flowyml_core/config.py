@@ -214,3 +214,23 @@ def raise_problems(header: str, problems: list[str]) -> None:
         error = ConfigError(header + ("\n  " + "\n  ".join(problems) if len(problems) > 1 else " " + problems[0]))
         error.problems = list(problems)  # type: ignore[attr-defined]
         raise error
+
+
+def is_loopback_url(url: str | None) -> bool:
+    """Whether ``url`` is plain HTTP to this machine: a local fake or emulator, never a cloud service.
+
+    Remote executors use it to pair a loopback API endpoint with the same
+    loopback endpoint for the platform's other services (logs) by default.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if not url or not url.startswith("http://"):
+        return False
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -120,6 +120,87 @@ def _ident(name: str) -> str:
     return re.sub(r"\W", "_", name) or "pipeline"
 
 
+#: Consecutive transient API errors a poll loop tolerates before it gives up.
+MAX_TRANSIENT_ERRORS = 5
+
+
+def store_url(store: Any | None) -> str | None:
+    """The root URL of a store, when its config declares one (``url``, ``path`` or ``root``)."""
+    config = getattr(store, "config", None)
+    for attr in ("url", "path", "root"):
+        value = getattr(config, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def warn_unshared_signing_keys(stores: Mapping[str, Any], stack_name: str | None, platform: str) -> None:
+    """Say before submitting that pickled outputs will not cross units (one warning line).
+
+    A store without ``signing_key`` signs pickles with the per-user key of the
+    machine it runs on, made on first use; each container of ``platform``
+    makes its own, so a pickle one unit writes is refused by the next unit and
+    by this client. Sending this machine's key with the job would put a secret
+    in its spec, which flowyml never does.
+    """
+    unsigned = [kind for kind, store in stores.items()
+                if store is not None and hasattr(store.config, "signing_key") and store.config.signing_key is None
+                and not getattr(store.config, "allow_unsigned_pickle", False)]
+    if not unsigned:
+        return
+    logger.warning(
+        "%s: the %s set%s no signing_key, so each %s container signs pickled outputs with a key of its own "
+        "and the next unit (and this machine) will refuse them; JSON, bytes, numpy and parquet outputs are not "
+        "affected. For pickled outputs, set signing_key = \"${env:FLOWYML_SIGNING_KEY}\" on the stores with that "
+        "variable set inside the containers, or allow_unsigned_pickle = true if you trust every writer of the bucket "
+        "(docs/reference/remote.md, 'Pickled outputs between units')",
+        f"stack {stack_name!r}" if stack_name else "the stack", " and ".join(unsigned),
+        "s" if len(unsigned) == 1 else "", platform,
+    )
+
+
+def count_transient(exc: FlowymlError, count: int, job_id: str) -> int:
+    """One more transient error (``exc.transient``) while polling ``job_id``; ``exc`` itself once there
+    were :data:`MAX_TRANSIENT_ERRORS` in a row, or when it is not transient."""
+    if not getattr(exc, "transient", False) or count + 1 >= MAX_TRANSIENT_ERRORS:
+        raise exc
+    logger.warning("polling %s: %s (retrying, %d/%d)", job_id, exc, count + 1, MAX_TRANSIENT_ERRORS)
+    return count + 1
+
+
+def wait_until_finished(get_status: Callable[[str], ExecutionStatus], job_id: str, timeout: float | None,
+                        interval: float, platform: str) -> ExecutionStatus:
+    """Poll ``get_status(job_id)`` every ``interval`` seconds until the job ends; TimeoutError after ``timeout``.
+
+    The job goes on when the wait times out, and the error says how to check
+    or stop it; a few transient API errors in a row are retried.
+    """
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    transient = 0
+    while True:
+        status: ExecutionStatus | None = None
+        try:
+            status = get_status(job_id)
+            transient = 0
+        except FlowymlError as exc:
+            transient = count_transient(exc, transient, job_id)
+        if status is not None and status.is_finished:
+            return status
+        pause = interval
+        if deadline is not None:
+            pause = deadline - time.monotonic()
+            if pause <= 0:
+                state = status.value if status is not None else "unknown"
+                raise TimeoutError(
+                    f"{platform} job {job_id} is still {state} after {timeout:.1f}s; it keeps running "
+                    f"(check it with `flowyml runs status {job_id}`, stop it with `flowyml runs stop {job_id}`)"
+                )
+            pause = min(interval, pause)
+        time.sleep(pause)
+
+
 class RemoteRun:
     """One run of a pipeline whose units execute elsewhere through ``flowyml step-runner``."""
 

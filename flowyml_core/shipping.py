@@ -25,6 +25,8 @@ from typing import Any, Mapping
 from flowyml_core.errors import ConfigError
 
 STACK_CONFIG_ENV = "FLOWYML_STACK_CONFIG"
+#: ``NAME__PARTS`` / ``NAME__PART1``…: a variable split for a platform that caps the length of one value.
+PARTS_SUFFIX, PART_SUFFIX = "__PARTS", "__PART"
 PAYLOAD_FORMAT = "flowyml-stack/1"
 #: What a unit needs of its stack.
 UNIT_KINDS = ("artifact_store", "cache_store", "router")
@@ -70,3 +72,48 @@ def stack_from_payload(text: str, environ: Mapping[str, str], kinds: tuple[str, 
     registry = StackRegistry([], dict(environ), project_dir=Path.cwd())
     registry.stacks = {name: spec}  # this stack only: no file is read inside a unit
     return registry.resolve(name, kinds=kinds)
+
+
+def split_long_values(env: Mapping[str, str], limit: int) -> dict[str, str]:
+    """``env`` with every value longer than ``limit`` characters split into numbered parts.
+
+    Some platforms cap one environment value (a SageMaker processing job:
+    256 characters), and the stack the unit needs is longer. ``NAME`` becomes
+    ``NAME__PARTS`` (how many) and ``NAME__PART1``, ``NAME__PART2``…; the step
+    runner joins them back (:func:`join_split_values`) before it reads anything.
+    """
+    out: dict[str, str] = {}
+    for name, value in env.items():
+        if len(value) <= limit:
+            out[name] = value
+            continue
+        parts = [value[i:i + limit] for i in range(0, len(value), limit)]
+        out[f"{name}{PARTS_SUFFIX}"] = str(len(parts))
+        out.update({f"{name}{PART_SUFFIX}{i}": part for i, part in enumerate(parts, 1)})
+    return out
+
+
+def join_split_values(environ: Mapping[str, str]) -> Mapping[str, str]:
+    """``environ`` with the variables :func:`split_long_values` split joined again (also set in ``os.environ``)."""
+    import os
+
+    joined: dict[str, str] = {}
+    for key, count in environ.items():
+        if not key.endswith(PARTS_SUFFIX):
+            continue
+        name = key[:-len(PARTS_SUFFIX)]
+        if name in environ:
+            continue
+        if not count.isdigit():
+            raise ConfigError(f"{key} is {count!r}, not a number of parts; it is set by the orchestrator that "
+                              "started this unit")
+        parts = [environ.get(f"{name}{PART_SUFFIX}{i}") for i in range(1, int(count) + 1)]
+        missing = [f"{name}{PART_SUFFIX}{i}" for i, part in enumerate(parts, 1) if part is None]
+        if missing:
+            raise ConfigError(f"{name} was sent in {count} parts but {', '.join(missing)} is not set; it is set by "
+                              "the orchestrator that started this unit")
+        joined[name] = "".join(p for p in parts if p is not None)
+    if not joined:
+        return environ
+    os.environ.update(joined)
+    return {**environ, **joined}

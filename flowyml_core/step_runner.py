@@ -18,6 +18,9 @@ FLOWYML_INPUTS              set when the run has initial assets
 FLOWYML_SECRETS_FILE        a JSON object of environment variables (the
                             values of the stack's ``${env:…}`` references),
                             loaded before anything else and then deleted
+NAME__PARTS, NAME__PART<i>  a variable too long for the platform's limit on
+                            one value, in parts (joined back first; see
+                            ``flowyml_core.shipping.split_long_values``)
 ==========================  ==================================================
 
 ``FLOWYML_SECRETS_FILE`` lets an orchestrator hand secret values to the unit
@@ -92,7 +95,9 @@ def main(environ: Mapping[str, str]) -> int:
     from flowyml_core.pipeline import mark_unit_runner
 
     mark_unit_runner()  # before the pipeline's module is imported: it must not start a run of its own
-    environ = load_secrets_file(environ)
+    from flowyml_core.shipping import join_split_values
+
+    environ = join_split_values(load_secrets_file(environ))
     missing = [name for name in REQUIRED if not environ.get(name)]
     if missing:
         raise FlowymlError(f"step-runner needs the environment variables {', '.join(missing)} (set by the orchestrator)")
