@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -230,15 +229,15 @@ def test_a_store_without_signing_key_is_named_before_submitting(tmp_path, caplog
     """Each Vertex container would sign pickles with a key of its own: said once, before anything is built."""
     from flowyml_local.artifact_store import LocalArtifactStore, LocalArtifactStoreConfig
     from flowyml_local.cache_store import LocalCacheStore, LocalCacheStoreConfig
-    from flowyml_vertex.submission import warn_per_container_keys
+    from flowyml_core.remote import warn_unshared_signing_keys
 
     stores = {
         "artifact_store": LocalArtifactStore(LocalArtifactStoreConfig(path=str(tmp_path / "a"), **artifact_options)),
         "cache_store": LocalCacheStore(LocalCacheStoreConfig(path=str(tmp_path / "c"), **cache_options)),
     }
-    caplog.set_level("WARNING", logger="flowyml.vertex")
-    warn_per_container_keys(stores, "gcp-dev")
-    messages = [r.getMessage() for r in caplog.records if r.name == "flowyml.vertex"]
+    caplog.set_level("WARNING", logger="flowyml.remote")
+    warn_unshared_signing_keys(stores, "gcp-dev", "Vertex AI")
+    messages = [r.getMessage() for r in caplog.records if r.name == "flowyml.remote"]
     if named is None:
         assert messages == []
     else:

@@ -14,14 +14,12 @@ is submitted or inspected.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
-from flowyml_core.config import spec_field
+from flowyml_core.config import is_loopback_url, spec_field
 
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
@@ -67,23 +65,6 @@ _CHECKS = {
     "poll_interval": _check_poll_interval,
     "submit": _check_submit,
 }
-
-
-def is_loopback_url(url: str | None) -> bool:
-    """Whether ``url`` is plain HTTP to this machine: an emulator, never Google.
-
-    Such endpoints get anonymous credentials, so tests and local fakes never
-    look for (or send) real Google credentials.
-    """
-    if not url or not url.startswith("http://"):
-        return False
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _field_error(name: str, problem: str) -> ValueError:

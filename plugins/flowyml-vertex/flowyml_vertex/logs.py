@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
 from flowyml_core.errors import FlowymlError
+from flowyml_core.remote import count_transient
 from flowyml_core.results import ExecutionStatus
 
 from flowyml_vertex.states import JobKind, map_state
@@ -36,8 +37,6 @@ LOG_OVERLAP = timedelta(seconds=5)
 CLOCK_SKEW = timedelta(minutes=5)
 #: Longest pause before the last log read of a finished job (log ingestion lag).
 LOG_DRAIN_SECONDS = 5.0
-#: Consecutive transient API errors tolerated while polling before giving up.
-MAX_TRANSIENT_ERRORS = 5
 
 
 def rfc3339(value: datetime) -> str:
@@ -143,14 +142,6 @@ def entry_dict(entry: Any, tasks: dict[str, str] | None = None) -> dict[str, Any
     }
 
 
-def count_transient(exc: FlowymlError, count: int, job_id: str, logger: Any) -> int:
-    """One more transient error while polling ``job_id``; the error itself once there were too many."""
-    if not getattr(exc, "transient", False) or count + 1 >= MAX_TRANSIENT_ERRORS:
-        raise exc
-    logger.warning("polling %s: %s (retrying, %d/%d)", job_id, exc, count + 1, MAX_TRANSIENT_ERRORS)
-    return count + 1
-
-
 class _Follower:
     """The filters of each poll while following a job, each stream from where it was last read.
 
@@ -253,9 +244,6 @@ class LogsMixin:
         include everything it wrote. The last item has ``is_finished`` true
         and the final ``status``.
         """
-        import logging
-
-        logger = logging.getLogger("flowyml.vertex")
         interval = poll_interval or self.config.poll_interval
         kind, project, _, job = self._get_job(job_id)
         follower = _Follower(kind, job)
@@ -274,7 +262,7 @@ class LogsMixin:
                 follower.read(tasks)
                 transient = 0
             except FlowymlError as exc:
-                transient = count_transient(exc, transient, job.name, logger)
+                transient = count_transient(exc, transient, job.name)
                 time.sleep(interval)
                 continue
             for entry in entries:

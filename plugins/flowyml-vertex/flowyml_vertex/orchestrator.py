@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from flowyml_core.components import RemoteOrchestrator
 from flowyml_core.errors import FlowymlError
+from flowyml_core.remote import wait_until_finished
 from flowyml_core.results import ExecutionStatus
 
 from flowyml_vertex.config import VertexConfig
-from flowyml_vertex.logs import LogsMixin, count_transient
+from flowyml_vertex.logs import LogsMixin
 from flowyml_vertex.states import TASK_STATES, JobKind, map_state, parse_job_name
 from flowyml_vertex.submission import SubmissionMixin
 
@@ -119,29 +119,8 @@ class VertexAIOrchestrator(SubmissionMixin, LogsMixin, RemoteOrchestrator):
     # -- waiting --------------------------------------------------------------------
     def wait(self, job_id: str, timeout: float | None = None, poll_interval: float | None = None) -> ExecutionStatus:
         """Poll every ``poll_interval`` seconds until the job ends; TimeoutError after ``timeout``."""
-        interval = poll_interval or self.config.poll_interval
-        deadline = None if timeout is None else time.monotonic() + timeout
-        transient = 0
-        while True:
-            try:
-                status = self.get_run_status(job_id)
-                transient = 0
-            except FlowymlError as exc:
-                transient = count_transient(exc, transient, job_id, logger)
-                status = None
-            if status is not None and status.is_finished:
-                return status
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    state = status.value if status is not None else "unknown"
-                    raise TimeoutError(
-                        f"Vertex AI job {job_id} is still {state} after {timeout:.1f}s; it keeps running "
-                        f"(check it with `flowyml runs status {job_id}`, stop it with `flowyml runs stop {job_id}`)"
-                    )
-                time.sleep(min(interval, remaining))
-            else:
-                time.sleep(interval)
+        return wait_until_finished(self.get_run_status, job_id, timeout, poll_interval or self.config.poll_interval,
+                                   "Vertex AI")
 
     # -- inspection -------------------------------------------------------------------
     def _get_job(self, job_id: str) -> tuple[JobKind, str, str, Any]:

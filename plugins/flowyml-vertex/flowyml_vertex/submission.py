@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from flowyml_core.errors import FlowymlError
-from flowyml_core.remote import module_in_project
+from flowyml_core.remote import module_in_project, store_url, warn_unshared_signing_keys
 from flowyml_core.resources import DockerConfig, ResourceConfig
 from flowyml_core.results import RunResult, SubmissionResult
 
@@ -88,7 +88,7 @@ class SubmissionMixin:
             )
         module = module_in_project(pipeline_module, Path.cwd() if explicit_image else build_context)
         check_artifact_store(artifact_store, stack_name, shared_disk=single)
-        warn_per_container_keys({"artifact_store": artifact_store, "cache_store": cache_store}, stack_name)
+        warn_unshared_signing_keys({"artifact_store": artifact_store, "cache_store": cache_store}, stack_name, "Vertex AI")
         # One container that runs every step may keep a local store, and then it must run every step:
         # records the client wrote on this machine's disk could not be read there.
         local_store = is_local_path(store_url(artifact_store) or "")
@@ -265,16 +265,6 @@ def _run_as(target: Any, cfg: Any) -> None:
         target.network = cfg.network
 
 
-def store_url(store: Any | None) -> str | None:
-    """The root URL of an artifact store, when its config declares one (``url`` or ``path``)."""
-    config = getattr(store, "config", None)
-    for attr in ("url", "path", "root"):
-        value = getattr(config, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
 def is_local_path(url: str) -> bool:
     """A path on this machine's disk (``file://`` or no scheme), which no Vertex container sees."""
     return "://" not in url or url.startswith("file://")
@@ -300,28 +290,3 @@ def check_artifact_store(store: Any | None, stack_name: str | None, *, shared_di
             "each with its own disk, so no unit would see another's outputs; use a gcs artifact store "
             "(artifact_store = { flavor = \"gcs\", url = \"gs://BUCKET/flowyml\" })"
         )
-
-
-def warn_per_container_keys(stores: Mapping[str, Any], stack_name: str | None) -> None:
-    """Say before submitting that pickled outputs will not cross units (one warning line).
-
-    A store without ``signing_key`` signs pickles with the per-user key of the
-    machine it runs on, made on first use. Each Vertex AI container makes its
-    own, so a pickle one unit writes is refused by the next unit and by this
-    client. Sending this machine's key with the job would put a secret in its
-    spec, which flowyml never does.
-    """
-    unsigned = [kind for kind, store in stores.items()
-                if store is not None and hasattr(store.config, "signing_key") and store.config.signing_key is None
-                and not getattr(store.config, "allow_unsigned_pickle", False)]
-    if not unsigned:
-        return
-    logger.warning(
-        "%s: the %s set%s no signing_key, so each Vertex AI container signs pickled outputs with a key of its own "
-        "and the next unit (and this machine) will refuse them; JSON, bytes, numpy and parquet outputs are not "
-        "affected. For pickled outputs, set signing_key = \"${env:FLOWYML_SIGNING_KEY}\" on the stores with that "
-        "variable set inside the containers, or allow_unsigned_pickle = true if you trust every writer of the bucket "
-        "(docs/reference/remote.md, 'Pickled outputs between units')",
-        f"stack {stack_name!r}" if stack_name else "the stack", " and ".join(unsigned),
-        "s" if len(unsigned) == 1 else "",
-    )
