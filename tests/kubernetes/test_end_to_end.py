@@ -42,3 +42,67 @@ def test_run_walks_the_dag_in_the_cluster_and_returns_local_results(k8s_project)
     assert [e.argv[:3] for e in fake.executions][0] == ["python", "-m", "flowyml_kubernetes.orchestrate"]
     assert result.submission is not None and isinstance(result.submission, SubmissionResult)
     assert sorted(result.submission.metadata["units"]) == ["join", "left", "prep", "right"]
+
+
+def _created_jobs(fake):
+    return fake.calls_to("POST", r"/apis/batch/v1/namespaces/[^/]+/jobs$")
+
+
+def test_second_run_is_fully_cached_and_creates_nothing(k8s_project):
+    first = _run(k8s_project)
+    assert first.status is ExecutionStatus.COMPLETED
+    fake = k8s_project.fake
+    before = len(_created_jobs(fake))
+    second = _run(k8s_project)
+    assert second.status is ExecutionStatus.CACHED
+    assert all(step.cached for step in second.steps.values())
+    assert len(_created_jobs(fake)) == before, "a fully cached run created Jobs"
+    assert second.outputs["report"] == EXPECTED["report"]
+
+
+def test_changed_parameter_reruns_only_the_units_it_affects(k8s_project):
+    assert _run(k8s_project).status is ExecutionStatus.COMPLETED
+    fake = k8s_project.fake
+    before = len(_created_jobs(fake))
+    result = _run(k8s_project, offset=10)
+    assert result.status is ExecutionStatus.COMPLETED
+    assert sorted(result.submission.metadata["units"]) == ["join", "right"]
+    created = [c.body for c in _created_jobs(fake)[before:]]
+    assert sorted(c["metadata"]["labels"]["flowyml.io/role"] for c in created) == ["orchestrator", "unit", "unit"]
+    assert sorted(c["metadata"]["annotations"].get("flowyml.io/unit", "") for c in created) == ["", "join", "right"]
+    assert {n for n, s in result.steps.items() if s.cached} == {"load", "clean", "left"}
+    assert result.outputs["shifted"] == [16, 19, 22, 25]
+
+
+def test_failing_step_fails_the_run_and_skips_only_what_depends_on_it(k8s_project):
+    result = _run(k8s_project, explode=True)
+    assert result.status is ExecutionStatus.FAILED
+    assert not result.steps["left"].success and "left exploded on purpose" in result.steps["left"].error
+    assert result.steps["right"].success and not result.steps["right"].skipped  # independent: it still ran
+    assert result.steps["join"].skipped and "left" in result.steps["join"].error
+    jobs = {j["metadata"]["annotations"].get("flowyml.io/unit", "orchestrator"): j for j in k8s_project.fake.job_objects()}
+    assert "join" not in jobs, "a unit below the failure was started"
+    conditions = {c["type"] for c in jobs["orchestrator"]["status"]["conditions"]}
+    assert conditions == {"Failed"}, "the orchestrator must exit non-zero when a step failed"
+    assert {c["type"] for c in jobs["left"]["status"]["conditions"]} == {"Failed"}
+
+
+def test_secrets_stay_references_in_every_job_spec(k8s_project, monkeypatch):
+    """A store's ${env:…} secret travels as the reference; pods read the value from their own environment."""
+    secret = "s3cr3t-signing-key-value-0123456789"
+    monkeypatch.setenv("FLOWYML_TEST_SIGNING_KEY", secret)
+    text = k8s_project.path.joinpath("stacks.toml").read_text()
+    text = text.replace("/.stores/artifacts\" }", "/.stores/artifacts\", signing_key = \"${env:FLOWYML_TEST_SIGNING_KEY}\" }")
+    k8s_project.path.joinpath("stacks.toml").write_text(text)
+    k8s_project.fake.base_env["FLOWYML_TEST_SIGNING_KEY"] = secret  # what a Secret mounted as env gives the pods
+    result = _run(k8s_project)
+    assert result.status is ExecutionStatus.COMPLETED, {n: r.error for n, r in result.steps.items()}
+    specs = [c.body for c in k8s_project.fake.calls_to("POST", r"/jobs$")]
+    assert len(specs) == 5
+    import json
+
+    for spec in specs:
+        dumped = json.dumps(spec)
+        assert secret not in dumped
+        env = {e["name"]: e["value"] for e in spec["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "${env:FLOWYML_TEST_SIGNING_KEY}" in env["FLOWYML_STACK_CONFIG"]

@@ -44,18 +44,23 @@ EXIT_FAILED_STEP = 1
 EXIT_ORCHESTRATOR_ERROR = 3
 
 
-def seed_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The ``FLOWYML_*`` variables every unit of the run shares (not the unit's own, not the plan)."""
-    return {k: v for k, v in environ.items()
-            if k.startswith("FLOWYML_") and k not in UNIT_OWN and k not in ORCHESTRATOR_OWN}
+def seed_env(environ: Mapping[str, str], names: list[str]) -> dict[str, str]:
+    """The variables every unit of the run shares: those the client named in the plan, nothing else.
+
+    Only named ones: the pod's environment may hold more (secrets the
+    platform injects), and a unit Job's spec must never copy them.
+    """
+    return {k: environ[k] for k in names if k in environ and k not in UNIT_OWN and k not in ORCHESTRATOR_OWN}
 
 
-def plan_document(settings: Any, job_name: str, units: Mapping[str, tuple[list[str], Any]]) -> str:
-    """The ``FLOWYML_K8S_PLAN`` text: settings, the orchestrator Job's name, units with steps and resources."""
+def plan_document(settings: Any, job_name: str, units: Mapping[str, tuple[list[str], Any]],
+                  seed: list[str]) -> str:
+    """The ``FLOWYML_K8S_PLAN`` text: settings, the orchestrator Job's name, the shared variables'
+    names, and the units with their steps and resources."""
     from flowyml_kubernetes.manifests import resources_to_json
 
     return json.dumps({
-        "format": PLAN_FORMAT, "job": settings.to_json(), "orchestrator": job_name,
+        "format": PLAN_FORMAT, "job": settings.to_json(), "orchestrator": job_name, "seed": sorted(seed),
         "units": {name: {"steps": list(steps), "resources": resources_to_json(resources)}
                   for name, (steps, resources) in units.items()},
     }, sort_keys=True)
@@ -134,7 +139,7 @@ class ClusterWalk:
         from flowyml_kubernetes.manifests import resources_from_json, unit_job
 
         spec = self.plan["units"][task.name]
-        env = {**task.env, **seed_env(self.environ)}
+        env = {**task.env, **seed_env(self.environ, self.plan.get("seed") or [])}
         for key in UNIT_OWN:
             env[key] = task.env[key]
         manifest = unit_job(self.settings, run_id=self.run_id, pipeline=self.environ.get("FLOWYML_PIPELINE_NAME", ""),

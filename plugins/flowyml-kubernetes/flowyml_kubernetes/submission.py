@@ -117,7 +117,8 @@ class SubmissionMixin:
         manifest = orchestrator_job(settings, run_id=run_id, pipeline=pipeline.name, env={})
         name = manifest["metadata"]["name"]
         env = {k: v for k, v in remote.tasks[0].env.items() if k not in UNIT_OWN}
-        env[PLAN_ENV] = plan_document(settings, name, {t.name: (list(t.steps), t.resources) for t in remote.tasks})
+        env[PLAN_ENV] = plan_document(settings, name, {t.name: (list(t.steps), t.resources) for t in remote.tasks},
+                                     seed=list(env))
         if settings.api_server:
             env[API_SERVER_ENV] = settings.api_server
         manifest["spec"]["template"]["spec"]["containers"][0]["env"] += [
