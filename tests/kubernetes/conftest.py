@@ -25,13 +25,19 @@ TEST_IMAGE = "registry.example/flowyml/test:local"
 
 
 def toml_value(value: Any) -> str:
+    """``value`` as inline TOML (tables inline too: stacks.toml options are written on one line)."""
+    if isinstance(value, dict):
+        return inline_table(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     import tomli_w
 
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
 
 
 def inline_table(options: dict[str, Any]) -> str:
-    return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in options.items()) + " }"
+    return "{ " + ", ".join(f"{toml_value(k) if not k.isidentifier() else k} = {toml_value(v)}"
+                            for k, v in options.items()) + " }"
 
 
 def executor_options(fake: Any, **overrides: Any) -> dict[str, Any]:
