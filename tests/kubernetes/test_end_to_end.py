@@ -8,6 +8,8 @@ unit through the same API, and the fake runs those (``flowyml step-runner``).
 
 from __future__ import annotations
 
+import time
+
 from flowyml_core.results import ExecutionStatus, SubmissionResult
 
 from .conftest import TEST_IMAGE
@@ -106,3 +108,51 @@ def test_secrets_stay_references_in_every_job_spec(k8s_project, monkeypatch):
         assert secret not in dumped
         env = {e["name"]: e["value"] for e in spec["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert "${env:FLOWYML_TEST_SIGNING_KEY}" in env["FLOWYML_STACK_CONFIG"]
+
+
+def test_an_orchestrator_that_cannot_reach_the_api_fails_the_run_with_its_reason(k8s_project):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    k8s_project.write_stacks(orchestrator_api_server=closed)  # the pod's network or RBAC is wrong
+    result = _run(k8s_project)
+    assert result.status is ExecutionStatus.FAILED
+    error = result.steps["load"].error
+    assert error.startswith("the orchestrator of the run failed (BackoffLimitExceeded"), error
+    assert f"cannot reach the Kubernetes API at {closed}" in error
+    assert result.steps["left"].skipped
+    assert [j["metadata"]["labels"]["flowyml.io/role"] for j in k8s_project.fake.job_objects()] == ["orchestrator"]
+
+
+def test_waiting_client_sees_a_stop_from_elsewhere(k8s_project):
+    """The submitting process waits; another stops the run: wait() returns STOPPED, nothing more ran."""
+    import threading
+
+    from flowyml_core.pipeline import run_on_stack
+    from flowyml_kubernetes.orchestrator import KubernetesOrchestrator
+
+    fake = k8s_project.fake
+    stack = k8s_project.resolve()
+    submitted = run_on_stack(k8s_project.pipeline(), stack, context={"sleep_seconds": 60}, wait=False).submission
+    stopper = KubernetesOrchestrator(stack.executor.config)
+
+    def stop_when_right_runs():
+        deadline = time.monotonic() + 30
+        while not any("-right-" in e.task_name for e in fake.running_processes()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stopper.stop_run(submitted.job_id, graceful=False)
+
+    thread = threading.Thread(target=stop_when_right_runs)
+    thread.start()
+    status = submitted.wait(30)
+    thread.join()
+    assert status is ExecutionStatus.STOPPED
+    result = submitted.result(status)
+    assert result.status is ExecutionStatus.STOPPED
+    assert result.steps["load"].success and not result.steps["clean"].skipped, "what ran before the stop is reported"
+    assert result.steps["join"].skipped and not (result.steps["right"].success and not result.steps["right"].skipped)
+    fake.wait_idle(10)
+    assert fake.job_objects() == [], "graceful=False deletes every Job of the run"

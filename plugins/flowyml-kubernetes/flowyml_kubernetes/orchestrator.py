@@ -32,6 +32,10 @@ logger = logging.getLogger("flowyml.kubernetes")
 _PROPAGATION = "Background"
 
 
+class RunNotFoundError(FlowymlError):
+    """No orchestrator Job for the job id: never created, in another namespace, or deleted."""
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -110,7 +114,7 @@ class KubernetesOrchestrator(SubmissionMixin, RemoteOrchestrator):
             except KubernetesAPIError as exc:
                 if exc.status != 404:
                     raise
-        raise FlowymlError(
+        raise RunNotFoundError(
             f"no run {job_id!r} in namespace {namespace} on the Kubernetes API at {self.api.where}: it ran in another "
             "namespace or cluster, was fully cached (nothing was created), or its Jobs were deleted "
             "(ttl_seconds_after_finished)")
@@ -214,10 +218,17 @@ class KubernetesOrchestrator(SubmissionMixin, RemoteOrchestrator):
 
     def unit_failures(self, job_id: str) -> dict[str, str]:
         """Why each failed unit failed, as its Job says (for units that left no record)."""
-        details = self.get_run_details(job_id)
+        from flowyml_kubernetes.logs import last_lines
+
+        try:
+            details = self.get_run_details(job_id)
+        except RunNotFoundError:  # deleted (stopped without grace): the records are all there is
+            return {}
         failures = dict(details["failed_units"])
         if details.get("error") and not failures:  # the orchestrator itself failed before any unit did
-            failures.update({u: f"the orchestrator Job failed: {details['error']}" for u in self._planned_units(job_id)})
+            said = last_lines(self.api, details["namespace"], details["job_id"], 1)
+            reason = f"the orchestrator of the run failed ({details['error']})" + (f": {said[-1]}" if said else "")
+            failures.update(dict.fromkeys(self._planned_units(job_id), reason))
         return failures
 
     def _planned_units(self, job_id: str) -> list[str]:
