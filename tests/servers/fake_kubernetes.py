@@ -31,6 +31,13 @@ at once, as the cluster's collector would.
 
 Processes started from a pod reach this server like any client: that is how
 the orchestrator pod of a run proves its in-cluster walk.
+
+For the ``k8s-local`` example stack, serve it from the project directory
+(pods run there, with it on ``PYTHONPATH`` as in a built image)::
+
+    .venv/bin/python -m tests.servers.fake_kubernetes --port 8001
+    export FLOWYML_K8S_ENDPOINT=http://127.0.0.1:8001
+    .venv/bin/flowyml run examples/quickstart.py:pipeline --stack k8s-local
 """
 
 from __future__ import annotations
@@ -163,7 +170,7 @@ class FakeKubernetes:
 
     def __init__(self, workdir: str | os.PathLike[str] | None = None, base_env: Mapping[str, str] | None = None,
                  *, namespaces: Sequence[str] = ("default",), image_map: Mapping[str, Sequence[str] | None] | None = None,
-                 pod_timeout: float = 120.0, grace: float = 1.0) -> None:
+                 pod_timeout: float = 120.0, grace: float = 1.0, port: int = 0) -> None:
         self._workdir_arg = os.fspath(workdir) if workdir is not None else None
         self.workdir: str | None = self._workdir_arg
         self.base_env = {str(k): str(v) for k, v in (base_env or {}).items()}
@@ -171,6 +178,7 @@ class FakeKubernetes:
         self.image_map = dict(image_map) if image_map is not None else None
         self.pod_timeout = pod_timeout
         self.grace = grace
+        self.port = port
         self.calls: list[RecordedCall] = []
         self.executions: list[ExecutedProcess] = []
         self.jobs: dict[tuple[str, str], _Job] = {}
@@ -190,7 +198,7 @@ class FakeKubernetes:
             self.workdir = tempfile.mkdtemp(prefix="fake-k8s-")
             self._owns_workdir = True
         handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -646,3 +654,34 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             time.sleep(0.05)
 
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve a fake cluster until interrupted; pods run in the current directory."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(description="A fake Kubernetes API server that runs Jobs as local processes")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--namespace", action="append", default=None, help="namespaces that exist (default: default)")
+    args = parser.parse_args(argv)
+    cwd = os.getcwd()
+    env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), os.defpath]), "HOME": os.path.expanduser("~"),
+           "LANG": "C.UTF-8", "PYTHONPATH": cwd}
+    if os.environ.get("XDG_CONFIG_HOME"):
+        env["XDG_CONFIG_HOME"] = os.environ["XDG_CONFIG_HOME"]
+    with FakeKubernetes(cwd, env, namespaces=args.namespace or ["default"], port=args.port) as fake:
+        logging.basicConfig(level=logging.INFO)
+        logger.info("fake Kubernetes API on %s, running pods in %s", fake.url, cwd)
+        sys.stdout.write(f"export FLOWYML_K8S_ENDPOINT={fake.url}\n")
+        sys.stdout.flush()
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
