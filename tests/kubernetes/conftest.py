@@ -44,7 +44,7 @@ def executor_options(fake: Any, **overrides: Any) -> dict[str, Any]:
     options = {"flavor": "kubernetes", "api_server": fake.url, "orchestrator_api_server": fake.url,
                "image": TEST_IMAGE, "poll_interval": 0.1, "max_parallel": 2}
     options.update(overrides)
-    return options
+    return {k: v for k, v in options.items() if v is not None}
 
 
 @attrs.define

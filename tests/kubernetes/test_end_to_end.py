@@ -156,3 +156,15 @@ def test_waiting_client_sees_a_stop_from_elsewhere(k8s_project):
     assert result.steps["join"].skipped and not (result.steps["right"].success and not result.steps["right"].skipped)
     fake.wait_idle(10)
     assert fake.job_objects() == [], "graceful=False deletes every Job of the run"
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_run_instead_of_waiting_forever(k8s_project):
+    k8s_project.fake.image_map = {}  # no image can be pulled: pods stay Pending, Jobs never end by themselves
+    result = _run(k8s_project)
+    assert result.status is ExecutionStatus.FAILED
+    error = result.steps["load"].error
+    assert "ImagePullBackOff" in error and "registry.example/flowyml/test:local" in error, error
+    [orchestrator] = k8s_project.fake.job_objects()
+    assert orchestrator["spec"]["suspend"] is True, "the stuck pod is ended"
+    k8s_project.fake.wait_idle(5)
+

@@ -117,3 +117,20 @@ def test_suspending_ends_the_running_pod(fake_kubernetes):
     batch.patch_namespaced_job("pause", "default", {"spec": {"suspend": True}})
     _until(lambda: _conditions(batch, "pause") == {"Suspended"})
     assert not fake_kubernetes.running_processes()
+
+
+def test_a_pod_whose_image_cannot_be_pulled_stays_pending_and_says_why(fake_kubernetes):
+    from flowyml_kubernetes.clients import Api
+    from flowyml_kubernetes.logs import job_stuck, last_lines
+
+    batch, core = _api(fake_kubernetes)
+    fake_kubernetes.image_map = {}
+    batch.create_namespaced_job("default", _job("nopull", "pass"))
+    api = Api(batch, core, fake_kubernetes.url)
+    _until(lambda: job_stuck(api, "default", "nopull") is not None)
+    assert job_stuck(api, "default", "nopull") == 'ImagePullBackOff: Back-off pulling image "img"'
+    assert last_lines(api, "default", "nopull", 3) == ['ImagePullBackOff: Back-off pulling image "img"']
+    time.sleep(0.2)
+    job = batch.read_namespaced_job("nopull", "default")
+    assert job.status.conditions is None and job.status.active == 1, "a Job does not fail on a pull error"
+    assert not fake_kubernetes.executions

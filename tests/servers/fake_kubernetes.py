@@ -164,7 +164,9 @@ class FakeKubernetes:
         base_env: the environment every pod process starts from.
         namespaces: the namespaces that exist.
         image_map: None accepts every image; a mapping makes unknown images fail
-            to pull (the pod stays Pending with ``ErrImagePull`` and the Job fails).
+            to pull: as in a cluster, the pod stays Pending (``ImagePullBackOff``)
+            and the Job neither fails nor ends until it is deleted, suspended or
+            its deadline passes.
         pod_timeout: seconds after which a pod process is killed (a safety net).
     """
 
@@ -468,10 +470,16 @@ class FakeKubernetes:
         if self.image_map is not None and image not in self.image_map:
             message = f'Back-off pulling image "{image}"'
             with self._lock:
-                obj["status"]["containerStatuses"] = [_container_status(container, {"waiting": {"reason": "ErrImagePull", "message": message}})]
-                obj["status"]["phase"] = "Failed"
+                obj["status"]["containerStatuses"] = [_container_status(
+                    container, {"waiting": {"reason": "ImagePullBackOff", "message": message}})]
+            deadline = None if remaining is None else time.monotonic() + remaining
+            while not (pod.cancel.is_set() or job.deleted.is_set() or job.suspended.is_set()):
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             pod.finished.set()
-            return _ProcessOutcome(None, "", launch_error=message)
+            return _ProcessOutcome(None, "", cancelled=pod.cancel.is_set(), timed_out=not pod.cancel.is_set(),
+                                   launch_error=message)
         if self.image_map is not None:
             argv = [*(self.image_map[image] or []), *argv]
         env = {**self.base_env, "HOSTNAME": pod_name}
@@ -479,6 +487,7 @@ class FakeKubernetes:
         record = ExecutedProcess(job_name, pod_name, list(argv), dict(env), self.workdir or ".", image)
         with self._lock:
             self.executions.append(record)
+            job.obj["status"]["ready"] = 1
             obj["status"].update({"phase": "Running", "startTime": _stamp(_now()),
                                   "containerStatuses": [_container_status(container, {"running": {"startedAt": _stamp(_now())}})]})
 
@@ -494,6 +503,7 @@ class FakeKubernetes:
                                    timeout=timeout, grace=self.grace, record=record)
         code = outcome.returncode if outcome.returncode is not None else 128
         with self._lock:
+            job.obj["status"]["ready"] = 0
             obj["status"]["phase"] = "Succeeded" if outcome.ok else "Failed"
             obj["status"]["containerStatuses"] = [_container_status(container, {"terminated": {
                 "exitCode": code if code >= 0 else 128 - code, "reason": "Completed" if outcome.ok else "Error",

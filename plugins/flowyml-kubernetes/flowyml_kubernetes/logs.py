@@ -15,6 +15,30 @@ from flowyml_kubernetes.clients import Api, api_errors
 from flowyml_kubernetes.manifests import JOB_NAME_LABEL, LABEL_ROLE, LABEL_RUN, LABEL_UNIT, ROLE_ORCHESTRATOR
 
 
+#: Container states a pod does not leave by itself: the Job would wait (and hold its node) forever.
+STUCK_REASONS = frozenset({"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError",
+                           "CreateContainerError"})
+
+
+def stuck_reason(pod: Any) -> str | None:
+    """Why a pod cannot start, when it is a reason it will not get over by itself."""
+    for status in pod.status.container_statuses or []:
+        waiting = status.state.waiting if status.state is not None else None
+        if waiting is not None and waiting.reason in STUCK_REASONS:
+            return f"{waiting.reason}: {waiting.message}" if waiting.message else waiting.reason
+    return None
+
+
+def job_pods(api: Api, namespace: str, job_name: str) -> list[Any]:
+    with api_errors(f"listing the pods of Job {job_name}", api.where):
+        return api.core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job_name}").items
+
+
+def job_stuck(api: Api, namespace: str, job_name: str) -> str | None:
+    """Why the Job's pod cannot start (image pull, config), or None."""
+    return next(filter(None, (stuck_reason(p) for p in job_pods(api, namespace, job_name))), None)
+
+
 def parse_line(line: str, source: str, pod: str) -> dict[str, Any]:
     """One log entry from a ``<RFC 3339 time> <text>`` line of a pod's log."""
     stamp, _, text = line.partition(" ")
@@ -70,13 +94,15 @@ def run_entries(api: Api, namespace: str, run_label: str) -> list[dict[str, Any]
 
 
 def last_lines(api: Api, namespace: str, job_name: str, count: int) -> list[str]:
-    """The last ``count`` messages of a Job's newest pod (why a unit failed)."""
-    with api_errors(f"listing the pods of Job {job_name}", api.where):
-        pods = api.core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job_name}").items
+    """The last ``count`` messages of a Job's newest pod, or why it never started (why a unit failed)."""
+    pods = job_pods(api, namespace, job_name)
     if not pods:
         return []
     pod = max(pods, key=lambda p: (p.metadata.creation_timestamp is not None, p.metadata.creation_timestamp or 0))
     lines = pod_lines(api, namespace, pod)[-count:]
+    if not lines:
+        reason = stuck_reason(pod)
+        return [reason] if reason else []
     return [parse_line(line, "", pod.metadata.name)["message"][3:] for line in lines]
 
 

@@ -34,6 +34,7 @@ ANNOTATION_RUN = "flowyml.io/run-id"
 ANNOTATION_UNIT = "flowyml.io/unit"
 ANNOTATION_STEPS = "flowyml.io/steps"
 ANNOTATION_STOPPED = "flowyml.io/stopped"
+ANNOTATION_FAILED = "flowyml.io/failed"
 ROLE_ORCHESTRATOR = "orchestrator"
 ROLE_UNIT = "unit"
 #: The label the Job controller puts on its pods.

@@ -161,6 +161,7 @@ class ClusterWalk:
     def _wait(self, name: str) -> str | None:
         """None once the Job completed; why it did not otherwise."""
         from flowyml_kubernetes.clients import KubernetesAPIError, api_errors
+        from flowyml_kubernetes.logs import job_stuck
         from flowyml_kubernetes.status import job_outcome
 
         ns = self.settings.namespace
@@ -177,6 +178,12 @@ class ClusterWalk:
                 return None
             if outcome is not None:
                 return f"its Job {name} failed: {outcome}{self._log_tail(name)}"
+            if not job.status.active or not job.status.ready:
+                stuck = job_stuck(self.api, ns, name)
+                if stuck is not None:  # it would wait forever: free the node and say why
+                    with api_errors(f"deleting the Job {ns}/{name}", self.api.where):
+                        self.api.batch.delete_namespaced_job(name, ns, propagation_policy="Background")
+                    return f"its Job {name} cannot start its pod ({stuck}); check image and image_pull_secrets"
             time.sleep(self.settings.poll_interval)
 
     def _log_tail(self, job_name: str) -> str:

@@ -146,9 +146,30 @@ class KubernetesOrchestrator(SubmissionMixin, RemoteOrchestrator):
 
     # -- status ---------------------------------------------------------------------------
     def get_run_status(self, job_id: str) -> ExecutionStatus:
+        """The orchestrator Job's status; a run whose orchestrator pod cannot start is given up (FAILED)."""
+        from flowyml_kubernetes.logs import job_stuck
         from flowyml_kubernetes.status import run_status
 
-        return run_status(self._job(job_id))
+        job = self._job(job_id)
+        status = run_status(job)
+        if status.is_finished or job.status.ready:
+            return status
+        stuck = job_stuck(self.api, job.metadata.namespace or self.config.namespace, job.metadata.name)
+        if stuck is None:
+            return status
+        self._give_up(job, f"its pod cannot start ({stuck}); check image and image_pull_secrets")
+        return ExecutionStatus.FAILED
+
+    def _give_up(self, job: Any, reason: str) -> None:
+        """Mark the run failed and suspend its orchestrator, whose pod would otherwise wait (and hold a node) forever."""
+        from flowyml_kubernetes.clients import api_errors
+        from flowyml_kubernetes.manifests import ANNOTATION_FAILED
+
+        name, namespace = job.metadata.name, job.metadata.namespace or self.config.namespace
+        logger.error("run %s: %s; suspending its orchestrator Job", name, reason)
+        with api_errors(f"suspending Job {namespace}/{name}", self.api.where):
+            self.api.batch.patch_namespaced_job(
+                name, namespace, {"metadata": {"annotations": {ANNOTATION_FAILED: reason}}, "spec": {"suspend": True}})
 
     def wait(self, job_id: str, timeout: float | None = None, poll_interval: float | None = None, *,
              records: Any = None) -> ExecutionStatus:
@@ -182,7 +203,7 @@ class KubernetesOrchestrator(SubmissionMixin, RemoteOrchestrator):
         """The orchestrator Job's state, and each unit Job with its pods."""
         from flowyml_kubernetes.logs import run_pods
         from flowyml_kubernetes.manifests import ANNOTATION_RUN, ANNOTATION_STEPS, ANNOTATION_UNIT, LABEL_RUN
-        from flowyml_kubernetes.status import job_outcome, run_status, unit_status
+        from flowyml_kubernetes.status import given_up, job_outcome, run_status, unit_status
 
         job = self._job(job_id)
         namespace = job.metadata.namespace or self.config.namespace
@@ -201,7 +222,7 @@ class KubernetesOrchestrator(SubmissionMixin, RemoteOrchestrator):
                 "start_time": _iso(unit.status.start_time), "completion_time": _iso(unit.status.completion_time),
                 "pods": pods_by_job.get(unit.metadata.name, []),
             })
-        outcome = job_outcome(job)
+        outcome = given_up(job) or job_outcome(job)
         return {
             "job_id": job.metadata.name, "platform": "kubernetes", "namespace": namespace,
             "run_id": (job.metadata.annotations or {}).get(ANNOTATION_RUN),

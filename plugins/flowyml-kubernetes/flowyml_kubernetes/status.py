@@ -15,7 +15,7 @@ from typing import Any
 
 from flowyml_core.results import ExecutionStatus
 
-from flowyml_kubernetes.manifests import ANNOTATION_STOPPED
+from flowyml_kubernetes.manifests import ANNOTATION_FAILED, ANNOTATION_STOPPED
 
 
 def _true_conditions(job: Any) -> dict[str, Any]:
@@ -35,6 +35,11 @@ def job_outcome(job: Any) -> str | None:
     return None
 
 
+def given_up(job: Any) -> str | None:
+    """Why the client gave the run up (its orchestrator pod could not start), if it did."""
+    return (getattr(job.metadata, "annotations", None) or {}).get(ANNOTATION_FAILED)
+
+
 def stopped(job: Any) -> bool:
     annotations = getattr(job.metadata, "annotations", None) or {}
     return ANNOTATION_STOPPED in annotations
@@ -44,6 +49,8 @@ def run_status(job: Any) -> ExecutionStatus:
     """The run's status from its orchestrator Job."""
     conditions = _true_conditions(job)
     status = job.status
+    if given_up(job):
+        return ExecutionStatus.FAILED
     if stopped(job):
         finished = bool({"Complete", "Failed", "Suspended"} & set(conditions)) or not (status.active or 0)
         return ExecutionStatus.STOPPED if finished else ExecutionStatus.STOPPING

@@ -150,17 +150,6 @@ class SubmissionMixin:
 
     def _build_image(self, docker_config: DockerConfig | None, build_context: Path) -> str:
         """Build the project into an image tagged by its content, push it, and return its reference."""
-        from flowyml_docker.images import BuildSpec, build_and_push, docker_client, image_repository
+        from flowyml_docker.images import build_for_executor
 
-        cfg = self.config
-        spec = BuildSpec(
-            context=build_context,
-            base_image=(docker_config.base_image if docker_config and docker_config.base_image != DockerConfig().base_image
-                        else cfg.base_image),
-            requirements=tuple(cfg.requirements) + (tuple(docker_config.requirements) if docker_config else ()),
-            dockerfile=(docker_config.dockerfile if docker_config and docker_config.dockerfile else cfg.dockerfile),
-            env_vars=dict(cfg.env_vars),
-            build_args=dict(docker_config.build_args) if docker_config else {},
-            platform=cfg.platform or None,
-        )
-        return build_and_push(docker_client(cfg.docker_host), spec, image_repository(cfg.registry, cfg.image_name))
+        return build_for_executor(self.config, docker_config, build_context)
