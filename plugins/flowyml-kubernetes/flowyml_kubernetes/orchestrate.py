@@ -116,7 +116,12 @@ class ClusterWalk:
         except FlowymlError as exc:
             raise FlowymlError(f"cannot load pipeline {module} here ({exc}); the image must hold the project "
                                "and the packages it imports") from None
-        params = json.loads(self.environ.get("FLOWYML_CONTEXT") or "{}")
+        try:
+            params = json.loads(self.environ.get("FLOWYML_CONTEXT") or "{}")
+        except ValueError as exc:
+            raise FlowymlError(f"FLOWYML_CONTEXT is not JSON ({exc})") from None
+        if not isinstance(params, dict):
+            raise FlowymlError(f"FLOWYML_CONTEXT is not a JSON object: got a {type(params).__name__}")
         self.remote = remote = RemoteRun(
             pipeline, self.run_id, pipeline_module=module, context=pipeline.context.with_updates(params),
             artifact_store=stack.artifact_store, cache_store=stack.cache_store, router=stack.router,
