@@ -144,9 +144,7 @@ class ClusterWalk:
         from flowyml_kubernetes.manifests import resources_from_json, unit_job
 
         spec = self.plan["units"][task.name]
-        env = {**task.env, **seed_env(self.environ, self.plan.get("seed") or [])}
-        for key in UNIT_OWN:
-            env[key] = task.env[key]
+        env = {**task.env, **seed_env(self.environ, self.plan.get("seed") or [])}  # the unit's own vars are kept
         manifest = unit_job(self.settings, run_id=self.run_id, pipeline=self.environ.get("FLOWYML_PIPELINE_NAME", ""),
                             unit=task.name, steps=spec["steps"], env=env,
                             resources=resources_from_json(spec.get("resources")), owner=self.owner)

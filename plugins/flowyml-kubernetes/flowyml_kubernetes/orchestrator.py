@@ -73,7 +73,9 @@ class KubernetesOrchestrator(SubmissionMixin, RemoteOrchestrator):
 
         cfg = self.config
         if importlib.util.find_spec("kubernetes") is None:
-            raise FlowymlError("kubernetes executor: the kubernetes client is not installed (pip install flowyml-kubernetes)")
+            from flowyml_core.plugins import install_command
+
+            raise FlowymlError(f"kubernetes executor: the kubernetes client is not installed ({install_command('flowyml-kubernetes')})")
         if not cfg.image and not cfg.registry:
             raise FlowymlError("kubernetes executor: neither image (a pre-built image) nor registry (where to push "
                                "one built from the project) is set")

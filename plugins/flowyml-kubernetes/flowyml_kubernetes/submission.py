@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import attrs
+
 from flowyml_core.errors import FlowymlError
 from flowyml_core.remote import RemoteRun, module_in_project
 from flowyml_core.resources import DockerConfig, ResourceConfig
@@ -112,8 +114,7 @@ class SubmissionMixin:
             return remote.nothing_to_submit(hooks=hooks, run=run)
         image = explicit_image or self._build_image(docker_config, Path(build_dir))
         env_vars = {**cfg.env_vars, **(docker_config.env_vars if docker_config is not None else {})}
-        settings = JobSettings.from_config(cfg, image)
-        settings = JobSettings.from_json({**settings.to_json(), "env_vars": env_vars})
+        settings = attrs.evolve(JobSettings.from_config(cfg, image), env_vars=env_vars)
         manifest = orchestrator_job(settings, run_id=run_id, pipeline=pipeline.name, env={})
         name = manifest["metadata"]["name"]
         env = {k: v for k, v in remote.tasks[0].env.items() if k not in UNIT_OWN}
