@@ -29,11 +29,9 @@ def test_detached_run_status_and_logs_by_run_id(k8s_project, run_cli):
     project, fake = k8s_project.path, k8s_project.fake
     started = run_cli("run", PIPELINE, "--stack", "k8s", "--no-wait", "--run-id", "detached0001", cwd=project)
     assert started.returncode == 0, started.stdout + started.stderr
-    assert _status(run_cli, project, "detached0001") in ("initializing", "provisioning", "running")
-    # Each status is a fresh `flowyml` process; the fake's Jobs say when it is worth asking.
+    # The submitting process is gone; each status is a fresh `flowyml` process, asked once the fake says it ended.
     _wait_for(lambda: fake.job_objects("flowyml.io/role=orchestrator")[0]["status"].get("conditions"),
               what="the run to end")
-    assert _status(run_cli, project, "detached0001") == "completed"
     details = run_cli("runs", "status", "detached0001", "--json", cwd=project)
     assert details.returncode == 0, details.stderr
     data = json.loads(details.stdout)

@@ -113,12 +113,20 @@ def test_stack_validate_through_the_cli(project, run_cli, fake_kubernetes):
 
 
 def test_a_reused_run_id_is_refused_before_anything_runs(k8s_project):
-    pipeline = k8s_project.pipeline()
-    stack = k8s_project.resolve()
-    first = pipeline.run(stack="k8s")
-    assert first.success
-    (k8s_project.path / ".stores").rename(k8s_project.path / ".stores-old")  # nothing cached: it would submit
-    from flowyml_core.pipeline import run_on_stack
+    from kubernetes import client
 
-    with pytest.raises(FlowymlError, match=f"run id '{first.run_id}' was used before in namespace default"):
-        run_on_stack(pipeline, stack, run_id=first.run_id)
+    from flowyml_core.pipeline import run_on_stack
+    from flowyml_kubernetes.manifests import orchestrator_name
+
+    configuration = client.Configuration()
+    configuration.host = k8s_project.fake.url
+    old = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": orchestrator_name("reused0001")},
+           "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+               {"name": "main", "image": "img", "command": ["python", "-c", "pass"]}]}}}}
+    client.BatchV1Api(client.ApiClient(configuration)).create_namespaced_job("default", old)
+    with pytest.raises(FlowymlError) as caught:
+        run_on_stack(k8s_project.pipeline(), k8s_project.resolve(), run_id="reused0001")
+    message = str(caught.value)
+    assert "run id 'reused0001' was used before in namespace default (its Job flowyml-reused0001 exists)" in message
+    assert "kubectl delete job -n default flowyml-reused0001" in message
+    assert len(k8s_project.fake.calls_to("POST", r"/jobs$")) == 2, "nothing else was created"
