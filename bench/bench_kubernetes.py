@@ -19,7 +19,9 @@ and the client's polling. Steps have ``cache=False`` so every unit runs.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -81,6 +83,7 @@ def main() -> int:
 
     import bench_kubernetes  # the units import it under this name: use that copy of the pipelines
 
+    logging.getLogger("flowyml.kubernetes").setLevel(logging.ERROR)  # the local-store warning, once per run
     work = Path(tempfile.mkdtemp(prefix="bench-k8s-"))
     os.chdir(BENCH)
     os.environ["XDG_CONFIG_HOME"] = str(work / "xdg")
@@ -101,10 +104,13 @@ def main() -> int:
             for name, stack in pair:
                 (ours if name == "ours" else floor).append(_timed(lambda s=stack: project.run(pipe, s)))
         project.run(bench_kubernetes.cached, k8s)
+        if project.run(bench_kubernetes.cached, k8s).status.value != "cached":
+            raise SystemExit("the second run of the cached pipeline was not fully cached")
         created = len(fake.calls_to("POST", r"/jobs$"))
         cached_times = [_timed(lambda: project.run(bench_kubernetes.cached, k8s)) for _ in range(args.repeat)]
         if len(fake.calls_to("POST", r"/jobs$")) != created:
             raise SystemExit("a fully cached run created Jobs")
+    shutil.rmtree(work, ignore_errors=True)
     best_ours, best_floor, best_cached = min(ours), min(floor), min(cached_times)
     rows = [
         ("whole run, 4 units (2 parallel)", f"{best_ours:.2f} s", f"{best_floor:.2f} s (subprocess units)",

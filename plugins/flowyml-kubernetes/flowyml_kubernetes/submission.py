@@ -25,6 +25,8 @@ from flowyml_kubernetes.manifests import JobSettings, orchestrator_job
 from flowyml_kubernetes.orchestrate import PLAN_ENV, UNIT_OWN, plan_document
 
 logger = logging.getLogger("flowyml.kubernetes")
+#: (stack, store root) pairs already warned about in this process: once is enough.
+_WARNED: set[tuple[str, str]] = set()
 
 
 def store_root(store: Any | None) -> str | None:
@@ -45,7 +47,8 @@ def check_stores(artifact_store: Any | None, cache_store: Any | None, stack_name
             f"{stack} has no artifact_store: the pods of a Kubernetes run exchange data through one "
             "(e.g. artifact_store = { flavor = \"s3\", url = \"s3://BUCKET/flowyml\" })")
     root = store_root(artifact_store) or ""
-    if "://" not in root or root.startswith("file://"):
+    if ("://" not in root or root.startswith("file://")) and (stack, root) not in _WARNED:
+        _WARNED.add((stack, root))
         logger.warning(
             "%s keeps artifacts at the local path %r: every pod of the run must see that path (a volume mounted at "
             "the same place on every node); use a bucket store (s3, gcs) on a real cluster", stack, root)
