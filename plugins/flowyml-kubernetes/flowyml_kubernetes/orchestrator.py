@@ -280,14 +280,13 @@ class KubernetesOrchestrator(SubmissionMixin, RemoteOrchestrator):
         """Yield new log entries as the pods write them, then one ``is_finished`` entry when the run ends."""
         from flowyml_kubernetes.logs import merged, parse_line, pod_lines, run_pods, source_of
         from flowyml_kubernetes.manifests import LABEL_RUN
-        from flowyml_kubernetes.status import run_status
 
         interval = poll_interval or self.config.poll_interval
         job = self._job(job_id)
         namespace, run_label = job.metadata.namespace or self.config.namespace, job.metadata.labels[LABEL_RUN]
         seen: dict[str, int] = {}
         while True:
-            status = run_status(self._job(job_id))
+            status = self.get_run_status(job_id)  # a run whose orchestrator cannot start ends the stream too
             fresh = []
             for pod in run_pods(self.api, namespace, run_label):
                 lines = pod_lines(self.api, namespace, pod)
