@@ -7,7 +7,6 @@ directories the pod processes share with this one.
 
 from __future__ import annotations
 
-
 import pytest
 
 from flowyml_core.testing import StackParityContract
