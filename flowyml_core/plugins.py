@@ -53,6 +53,7 @@ KNOWN_FLAVORS: dict[tuple[str, str], str] = {
     ("executor", "dask"): "flowyml-dask",
     ("executor", "docker"): "flowyml-docker",
     ("executor", "sagemaker"): "flowyml-sagemaker",
+    ("executor", "kubernetes"): "flowyml-kubernetes",
 }
 #: flowyml's own distributions are not on the package index: they install from
 #: the wheels ``scripts/build-wheels.sh`` builds into a checkout's ``dist/``,

@@ -443,10 +443,12 @@ class _RecordWalker(PipelineWalker):
         failure = None
         if task is not None:
             stop = self.remote.records.stop_requested()
-            if stop is not None:
+            # A unit that ran before the stop left records (collecting a run walked elsewhere): report them.
+            if stop is not None and not any(self.remote.records.read(s.name) for s in unit_steps(unit)):
                 return [ExecutionResult(step_name=s.name, success=True, skipped=True, error=f"not run: {stop}")
                         for s in unit_steps(unit)]
-            failure = self.launch(task)
+            if stop is None:
+                failure = self.launch(task)
         return unit_results(unit, self.remote.cached, self.remote.records, failure)
 
 

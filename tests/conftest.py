@@ -14,7 +14,7 @@ import pytest
 # and pytester, loaded once for the whole suite: session-scoped servers start at
 # most once per run, whichever directory asks first.
 pytest_plugins = ["pytester", "tests.servers.fixtures", "tests.servers.vertex_fixtures", "tests.servers.moto_s3",
-                  "tests.servers.sagemaker_fixtures"]
+                  "tests.servers.sagemaker_fixtures", "tests.servers.kubernetes_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWYML = Path(sys.executable).with_name("flowyml")

@@ -304,3 +304,28 @@ def build_and_push(client: Any, spec: BuildSpec, repository: str) -> str:
 
 def _tail(lines: list[str]) -> str:
     return (" (last output: " + " | ".join(lines) + ")") if lines else ""
+
+
+def build_for_executor(options: Any, docker_config: Any, build_context: Path) -> str:
+    """Build and push the project's image for a remote executor; return its reference.
+
+    ``options`` is the executor's config with the image fields every remote
+    executor shares (``registry``, ``image_name``, ``base_image``,
+    ``requirements``, ``dockerfile``, ``env_vars``, ``platform``,
+    ``docker_host``); a ``DockerConfig`` given to the run overrides them
+    where it sets something (its requirements are added).
+    """
+    from flowyml_core.container import DockerConfig
+
+    default_base = DockerConfig().base_image
+    spec = BuildSpec(
+        context=build_context,
+        base_image=(docker_config.base_image if docker_config and docker_config.base_image != default_base
+                    else options.base_image),
+        requirements=tuple(options.requirements) + (tuple(docker_config.requirements) if docker_config else ()),
+        dockerfile=(docker_config.dockerfile if docker_config and docker_config.dockerfile else options.dockerfile),
+        env_vars=dict(options.env_vars),
+        build_args=dict(docker_config.build_args) if docker_config else {},
+        platform=options.platform or None,
+    )
+    return build_and_push(docker_client(options.docker_host), spec, image_repository(options.registry, options.image_name))

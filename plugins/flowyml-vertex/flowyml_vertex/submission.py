@@ -142,21 +142,9 @@ class SubmissionMixin:
                 "the vertex executor needs an image: set image (a pre-built image with the project and flowyml "
                 "installed) or registry (e.g. europe-west1-docker.pkg.dev/PROJECT/REPO) to build and push one"
             )
-        from flowyml_docker.images import BuildSpec, build_and_push, docker_client, image_repository
+        from flowyml_docker.images import build_for_executor
 
-        cfg = self.config
-        spec = BuildSpec(
-            context=build_context,
-            base_image=(docker_config.base_image if docker_config and docker_config.base_image != DockerConfig().base_image
-                        else cfg.base_image),
-            requirements=tuple(cfg.requirements) + (tuple(docker_config.requirements) if docker_config else ()),
-            dockerfile=(docker_config.dockerfile if docker_config and docker_config.dockerfile else cfg.dockerfile),
-            env_vars=dict(cfg.env_vars),
-            build_args=dict(docker_config.build_args) if docker_config else {},
-            platform=cfg.platform or None,
-        )
-        repository = image_repository(cfg.registry, cfg.image_name)
-        return build_and_push(docker_client(cfg.docker_host), spec, repository)
+        return build_for_executor(self.config, docker_config, build_context)
 
     def _pipeline_root(self, artifact_store: Any | None) -> str:
         if self.config.staging_bucket:

@@ -1,0 +1,1 @@
+"""flowyml orchestrator for Kubernetes."""
