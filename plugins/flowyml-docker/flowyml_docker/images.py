@@ -20,7 +20,7 @@ import re
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import attrs
 
@@ -306,14 +306,17 @@ def _tail(lines: list[str]) -> str:
     return (" (last output: " + " | ".join(lines) + ")") if lines else ""
 
 
-def build_for_executor(options: Any, docker_config: Any, build_context: Path) -> str:
+def build_for_executor(options: Any, docker_config: Any, build_context: Path,
+                       login: Callable[[Any], None] | None = None) -> str:
     """Build and push the project's image for a remote executor; return its reference.
 
     ``options`` is the executor's config with the image fields every remote
     executor shares (``registry``, ``image_name``, ``base_image``,
     ``requirements``, ``dockerfile``, ``env_vars``, ``platform``,
     ``docker_host``); a ``DockerConfig`` given to the run overrides them
-    where it sets something (its requirements are added).
+    where it sets something (its requirements are added). ``login(client)``
+    runs before the build, for registries whose credentials come from the
+    cloud's API (ECR) rather than from docker's own config.
     """
     from flowyml_core.container import DockerConfig
 
@@ -328,4 +331,7 @@ def build_for_executor(options: Any, docker_config: Any, build_context: Path) ->
         build_args=dict(docker_config.build_args) if docker_config else {},
         platform=options.platform or None,
     )
-    return build_and_push(docker_client(options.docker_host), spec, image_repository(options.registry, options.image_name))
+    client = docker_client(options.docker_host)
+    if login is not None:
+        login(client)
+    return build_and_push(client, spec, image_repository(options.registry, options.image_name))

@@ -119,23 +119,10 @@ class SubmissionMixin:
     # -- the image ----------------------------------------------------------------------------
     def _build_image(self, docker_config: DockerConfig | None, build_context: Path) -> str:
         """Build the project into an image tagged by its content, push it, and return its reference."""
-        from flowyml_docker.images import BuildSpec, build_and_push, docker_client, image_repository
+        from flowyml_docker.images import build_for_executor
 
-        cfg = self.config
-        spec = BuildSpec(
-            context=build_context,
-            base_image=(docker_config.base_image if docker_config and docker_config.base_image != DockerConfig().base_image
-                        else cfg.base_image),
-            requirements=tuple(cfg.requirements) + (tuple(docker_config.requirements) if docker_config else ()),
-            dockerfile=(docker_config.dockerfile if docker_config and docker_config.dockerfile else cfg.dockerfile),
-            env_vars=dict(cfg.env_vars),
-            build_args=dict(docker_config.build_args) if docker_config else {},
-            platform=cfg.platform or None,
-        )
-        client = docker_client(cfg.docker_host)
-        if ".dkr.ecr." in cfg.registry:
-            self._login_to_ecr(client)
-        return build_and_push(client, spec, image_repository(cfg.registry, cfg.image_name))
+        login = self._login_to_ecr if ".dkr.ecr." in self.config.registry else None
+        return build_for_executor(self.config, docker_config, build_context, login=login)
 
     def _login_to_ecr(self, docker: Any) -> None:
         """Log the docker client in to the ECR registry with a token from ECR (valid 12 hours)."""
