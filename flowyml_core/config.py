@@ -9,7 +9,7 @@ the value) is what is ever written back.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from flowyml_core.errors import ConfigError
 
@@ -234,3 +234,56 @@ def is_loopback_url(url: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: A check of one option: the problem with ``value``, or None when it is fine.
+FieldCheck = Callable[[Any], "str | None"]
+
+
+def field_problems(config: object, checks: Mapping[str, FieldCheck]) -> list[tuple[str, str]]:
+    """``(option, message)`` for every check that finds a problem; each message starts with the option's name."""
+    problems = []
+    for name, check in checks.items():
+        problem = check(getattr(config, name))
+        if problem:
+            problems.append((name, problem if problem.startswith(name) else f"{name} {problem}"))
+    return problems
+
+
+def raise_field_problems(config: object, what: str, problems: list[tuple[str, str]]) -> None:
+    """Raise every ``(option, message)`` at once, each under its option, as cattrs reports structuring errors.
+
+    A component config checks itself in ``__attrs_post_init__``; raised this
+    way, the stack loader names the file, the stack, the component and each
+    option (``option 'region': …``) exactly as for a wrong type.
+    """
+    if not problems:
+        return
+    from cattrs.errors import AttributeValidationNote, ClassValidationError
+
+    cls = type(config)
+    errors = []
+    for name, message in problems:
+        error = ValueError(message)
+        error.__notes__ = [AttributeValidationNote(f"Structuring class {cls.__name__} @ attribute {name}", name, object)]
+        errors.append(error)
+    raise ClassValidationError(f"invalid {what} options", errors, cls)
+
+
+def check_positive(value: float) -> str | None:
+    return None if value > 0 else f"must be > 0, got {value!r}"
+
+
+def check_http_url(example: str, bare_host: bool = False) -> FieldCheck:
+    """A check that a value is an http(s) URL (or, with ``bare_host``, a host name); unset passes."""
+    from urllib.parse import urlsplit
+
+    def check(value: str | None) -> str | None:
+        if not value:  # unset ("" when a ${env:…} reference is missing, which is reported already)
+            return None
+        parts = urlsplit(value if not bare_host or "://" in value else f"https://{value}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"{value!r} is not {'a host or ' if bare_host else ''}an http(s) URL such as {example!r}"
+        return None
+
+    return check

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import attrs
 
-from flowyml_core.config import spec_field
+from flowyml_core.config import raise_field_problems, spec_field
 
 #: Options that only matter when flowyml builds the image.
 BUILD_OPTIONS = ("base_image", "requirements", "dockerfile", "build_args", "image_name")
@@ -71,14 +71,6 @@ def _problems(config: DockerExecutorConfig) -> list[tuple[str, str]]:
     return problems
 
 
-def _field_error(name: str, problem: str) -> ValueError:
-    from cattrs.errors import AttributeValidationNote
-
-    error = ValueError(problem)
-    error.__notes__ = [AttributeValidationNote(f"Structuring class DockerExecutorConfig @ attribute {name}", name, object)]
-    return error
-
-
 @attrs.define(frozen=True)
 class DockerExecutorConfig:
     """Where the containers run and what they run.
@@ -126,12 +118,7 @@ class DockerExecutorConfig:
 
     def __attrs_post_init__(self) -> None:
         """Every problem at once, each under its field name (``option 'volumes': …``)."""
-        problems = _problems(self)
-        if problems:
-            from cattrs.errors import ClassValidationError
-
-            raise ClassValidationError("invalid docker executor options",
-                                       [_field_error(name, text) for name, text in problems], type(self))
+        raise_field_problems(self, "docker executor", _problems(self))
 
     @property
     def effective_base_image(self) -> str:

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
-from flowyml_core.config import secret_field, spec_field
+from flowyml_core.config import check_http_url, check_positive, field_problems, raise_field_problems, secret_field, spec_field
 
 #: RFC 1123 label: what Kubernetes accepts as a namespace or service account name.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -34,19 +33,6 @@ def _check_name(value: str | None) -> str | None:
     if value is None or _DNS_LABEL.match(value):
         return None
     return f"{value!r} is not a Kubernetes name (lowercase letters, digits and '-', at most 63 characters)"
-
-
-def _check_url(value: str | None) -> str | None:
-    if not value:  # unset ("" when a ${env:…} reference is missing, which is reported already)
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{value!r} is not an http(s) URL such as 'https://10.0.0.1:6443' or 'http://127.0.0.1:8001'"
-    return None
-
-
-def _check_positive(value: float) -> str | None:
-    return None if value > 0 else f"must be > 0, got {value!r}"
 
 
 def _check_optional_count(value: int | None) -> str | None:
@@ -95,9 +81,9 @@ def _check_pull_secrets(value: list[str]) -> str | None:
 _CHECKS = {
     "namespace": _check_name,
     "service_account": _check_name,
-    "api_server": _check_url,
-    "orchestrator_api_server": _check_url,
-    "poll_interval": _check_positive,
+    "api_server": check_http_url("https://10.0.0.1:6443"),
+    "orchestrator_api_server": check_http_url("https://kubernetes.default.svc"),
+    "poll_interval": check_positive,
     "max_parallel": lambda v: None if v >= 1 else f"must be >= 1, got {v!r}",
     "backoff_limit": _check_count,
     "ttl_seconds_after_finished": _check_optional_count,
@@ -109,14 +95,6 @@ _CHECKS = {
     "tolerations": _check_tolerations,
     "image_pull_secrets": _check_pull_secrets,
 }
-
-
-def _field_error(name: str, problem: str) -> ValueError:
-    from cattrs.errors import AttributeValidationNote
-
-    error = ValueError(f"{name} {problem}")
-    error.__notes__ = [AttributeValidationNote(f"Structuring class KubernetesConfig @ attribute {name}", name, object)]
-    return error
 
 
 @attrs.define(frozen=True)
@@ -181,12 +159,4 @@ class KubernetesConfig:
 
     def __attrs_post_init__(self) -> None:
         """Check every option and report all problems at once, each under its field name."""
-        errors = []
-        for name, check in _CHECKS.items():
-            problem = check(getattr(self, name))
-            if problem:
-                errors.append(_field_error(name, problem))
-        if errors:
-            from cattrs.errors import ClassValidationError
-
-            raise ClassValidationError("invalid kubernetes executor options", errors, type(self))
+        raise_field_problems(self, "kubernetes executor", field_problems(self, _CHECKS))

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import re
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 import attrs
 
-from flowyml_core.config import is_loopback_url, secret_field, spec_field
+from flowyml_core.config import check_http_url, check_positive, field_problems, is_loopback_url, raise_field_problems, secret_field, spec_field
 
 #: AWS region names: "eu-west-1", "us-gov-west-1", "ap-southeast-3", "cn-north-1".
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
@@ -54,19 +53,6 @@ def _check_instance_type(value: str | None) -> str | None:
     if not value or _INSTANCE_TYPE.match(value):
         return None
     return f"{value!r} is not a SageMaker instance type such as 'ml.m5.xlarge'"
-
-
-def _check_endpoint(value: str | None) -> str | None:
-    if not value:  # unset ("" when a ${env:…} reference is missing, which is reported already)
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{value!r} is not an http(s) URL such as 'https://api.sagemaker.eu-west-1.amazonaws.com'"
-    return None
-
-
-def _check_positive(value: float) -> str | None:
-    return None if value > 0 else f"must be > 0, got {value!r}"
 
 
 def _check_volume(value: int) -> str | None:
@@ -99,23 +85,15 @@ _CHECKS = {
     "region": _check_region,
     "role_arn": _check_role,
     "instance_type": _check_instance_type,
-    "endpoint_url": _check_endpoint,
-    "logs_endpoint_url": _check_endpoint,
-    "poll_interval": _check_positive,
+    "endpoint_url": check_http_url("https://api.sagemaker.eu-west-1.amazonaws.com"),
+    "logs_endpoint_url": check_http_url("https://logs.eu-west-1.amazonaws.com"),
+    "poll_interval": check_positive,
     "volume_size_gb": _check_volume,
     "max_runtime_seconds": _check_runtime,
     "max_parallel_steps": _check_parallel,
     "pipeline_prefix": _check_prefix,
     "tags": _check_tags,
 }
-
-
-def _field_error(name: str, problem: str) -> ValueError:
-    from cattrs.errors import AttributeValidationNote
-
-    error = ValueError(f"{name} {problem}")
-    error.__notes__ = [AttributeValidationNote(f"Structuring class SageMakerConfig @ attribute {name}", name, object)]
-    return error
 
 
 def _str_dict(value: Any) -> dict[str, str]:
@@ -192,22 +170,15 @@ class SageMakerConfig:
 
     def __attrs_post_init__(self) -> None:
         """Check every option and report all problems at once, each under its field name."""
-        errors = []
-        for name, check in _CHECKS.items():
-            problem = check(getattr(self, name))
-            if problem:
-                errors.append(_field_error(name, problem))
+        problems = field_problems(self, _CHECKS)
         if bool(self.subnets) != bool(self.security_group_ids):
             given, missing = ("subnets", "security_group_ids") if self.subnets else ("security_group_ids", "subnets")
-            errors.append(_field_error(missing, f"is empty but {given} is set: a VPC needs both"))
+            problems.append((missing, f"{missing} is empty but {given} is set: a VPC needs both"))
         if (self.key is None) != (self.secret is None):
             given, missing = ("key", "secret") if self.secret is None else ("secret", "key")
-            errors.append(_field_error(missing, f"is not set but {given} is: give both (as ${{env:…}} references) "
-                                                "or neither"))
-        if errors:
-            from cattrs.errors import ClassValidationError
-
-            raise ClassValidationError("invalid sagemaker executor options", errors, type(self))
+            problems.append((missing, f"{missing} is not set but {given} is: give both (as ${{env:…}} references) "
+                                           "or neither"))
+        raise_field_problems(self, "sagemaker executor", problems)
 
     @property
     def effective_logs_endpoint(self) -> str | None:

@@ -15,11 +15,10 @@ is submitted or inspected.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 
 import attrs
 
-from flowyml_core.config import is_loopback_url, spec_field
+from flowyml_core.config import check_http_url, field_problems, is_loopback_url, raise_field_problems, spec_field
 
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
@@ -48,31 +47,14 @@ def _check_gs_url(value: str | None) -> str | None:
     return f"must be a gs:// URL (Vertex AI writes pipeline outputs there), got {value!r}"
 
 
-def _check_endpoint(value: str | None) -> str | None:
-    if not value:  # unset ("" when a ${env:…} reference is missing, which is reported already)
-        return None
-    parts = urlsplit(value if "://" in value else f"https://{value}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{value!r} is not a host or an http(s) URL"
-    return None
-
-
 _CHECKS = {
     "region": _check_region,
     "staging_bucket": _check_gs_url,
-    "api_endpoint": _check_endpoint,
-    "logging_endpoint": _check_endpoint,
+    "api_endpoint": check_http_url("europe-west1-aiplatform.googleapis.com", bare_host=True),
+    "logging_endpoint": check_http_url("logging.googleapis.com", bare_host=True),
     "poll_interval": _check_poll_interval,
     "submit": _check_submit,
 }
-
-
-def _field_error(name: str, problem: str) -> ValueError:
-    from cattrs.errors import AttributeValidationNote
-
-    error = ValueError(f"{name} {problem}" if not problem.startswith(name) else problem)
-    error.__notes__ = [AttributeValidationNote(f"Structuring class VertexConfig @ attribute {name}", name, object)]
-    return error
 
 
 @attrs.define(frozen=True)
@@ -125,15 +107,7 @@ class VertexConfig:
         Raised as cattrs' ``ClassValidationError`` with per-attribute notes, so
         ``stacks.toml`` errors name each field (``option 'region': …``).
         """
-        errors = []
-        for name, check in _CHECKS.items():
-            problem = check(getattr(self, name))
-            if problem:
-                errors.append(_field_error(name, problem))
-        if errors:
-            from cattrs.errors import ClassValidationError
-
-            raise ClassValidationError("invalid vertex executor options", errors, type(self))
+        raise_field_problems(self, "vertex executor", field_problems(self, _CHECKS))
 
     @property
     def uses_emulator(self) -> bool:
