@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import attrs
 
 from flowyml_core.errors import FlowymlError
-from flowyml_core.remote import RemoteRun, module_in_project
+from flowyml_core.remote import RemoteRun, module_in_project, store_url
 from flowyml_core.resources import DockerConfig, ResourceConfig
 from flowyml_core.results import RunResult, SubmissionResult
 
@@ -29,16 +29,6 @@ logger = logging.getLogger("flowyml.kubernetes")
 _WARNED: set[tuple[str, str]] = set()
 
 
-def store_root(store: Any | None) -> str | None:
-    """The root URL or path of a store, when its config declares one."""
-    config = getattr(store, "config", None)
-    for attr in ("url", "path", "root"):
-        value = getattr(config, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
 def check_stores(artifact_store: Any | None, cache_store: Any | None, stack_name: str | None) -> None:
     """Refuse a stack whose pods could not hand data over; warn about what only works on one machine."""
     stack = f"stack {stack_name!r}" if stack_name else "the stack"
@@ -46,7 +36,7 @@ def check_stores(artifact_store: Any | None, cache_store: Any | None, stack_name
         raise FlowymlError(
             f"{stack} has no artifact_store: the pods of a Kubernetes run exchange data through one "
             "(e.g. artifact_store = { flavor = \"s3\", url = \"s3://BUCKET/flowyml\" })")
-    root = store_root(artifact_store) or ""
+    root = store_url(artifact_store) or ""
     if ("://" not in root or root.startswith("file://")) and (stack, root) not in _WARNED:
         _WARNED.add((stack, root))
         logger.warning(
