@@ -21,7 +21,8 @@ def test_every_shipped_stack_structures_with_the_installed_plugins(run_cli, proj
     listed = run_cli("stack", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     names = {row["name"] for row in json.loads(listed.stdout)["stacks"]}
-    assert {"local", "gcs-local", "s3-local", "dask", "docker", "vertex-local", "gcp-dev", "gcp-prod"} <= names
+    assert {"local", "gcs-local", "s3-local", "dask", "docker", "vertex-local", "gcp-dev", "gcp-prod",
+            "sagemaker-local", "aws-dev", "aws-prod", "k8s-local", "k8s-dev", "k8s-prod"} <= names
     for name in sorted(names):
         shown = run_cli("stack", "show", name, "--json", env=env)
         assert shown.returncode == 0, shown.stderr
