@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -197,11 +197,13 @@ class RunJournal:
     _warned: set[str] = set()
 
     def __init__(self, entry: RunEntry, path: str | None = None, secrets: list[str] | None = None,
-                 project_dir: str | os.PathLike[str] | None = None) -> None:
+                 project_dir: str | os.PathLike[str] | None = None, steps: Sequence[Any] = ()) -> None:
         self.entry = entry
         self._path = path
         self._project_dir = project_dir
         self._secrets = list(secrets or ())
+        #: The pipeline's steps: a submitted run lists them as pending until its end is known.
+        self._steps = steps
         #: Whether a job was submitted for the run (known at once; the entry is updated on the writer thread).
         self.submitted = entry.job_id is not None
 
@@ -218,11 +220,12 @@ class RunJournal:
         source: str | None,
         params: Mapping[str, Any],
         secrets: list[str],
+        steps: Sequence[Any] = (),
     ) -> RunJournal:
-        """The journal of a run starting now (nothing is written yet)."""
+        """The journal of a run starting now (nothing is written yet). ``steps``: the pipeline's."""
         entry = RunEntry(run_id=run_id, pipeline=pipeline, stack=stack, status="running", started_at=time.time(),
                          project=project, executor=executor, source=source, params=dict(params))
-        return cls(entry, secrets=secrets, project_dir=project_dir)
+        return cls(entry, secrets=secrets, project_dir=project_dir, steps=steps)
 
     @classmethod
     def resume(cls, entry: RunEntry, secrets: list[str] | None = None) -> RunJournal:
@@ -246,9 +249,15 @@ class RunJournal:
             self.submitted = True
         _WRITER.submit(self, self._apply, result, time.time())
 
-    def record_status(self, status: str) -> None:
-        """Write a new status alone (a remote run seen to end by ``flowyml runs status``)."""
-        _WRITER.submit(self, self._apply_status, status, time.time())
+    def record_status(self, status: str, steps: Mapping[str, Any] | None = None) -> None:
+        """Write a new status (a remote run seen to end by ``flowyml runs status``), with the
+        :class:`~flowyml_core.results.ExecutionResult` of the steps known by then."""
+        _WRITER.submit(self, self._apply_end, status, dict(steps or {}), time.time())
+
+    def _apply_end(self, status: str, steps: Mapping[str, Any], now: float) -> None:
+        for name, step in steps.items():
+            self.entry.steps[name] = self._step(step)
+        self._apply_status(status, now)
 
     def _apply(self, result: Any, now: float) -> None:
         entry = self.entry
@@ -257,6 +266,8 @@ class RunJournal:
         submission = getattr(result, "submission", None)
         if submission is not None:
             entry.job_id = submission.job_id
+            for step in self._steps:  # what runs remotely, until its records are read
+                entry.steps.setdefault(step.name, StepEntry(status="pending"))
         for name, step in result.steps.items():
             entry.steps[name] = self._step(step)
         self._apply_status(str(status), now)

@@ -237,6 +237,7 @@ def _journal(pipeline: Pipeline, stack: Any, run_id: str, params: Mapping[str, A
     return RunJournal.begin(
         project_dir, run_id=run_id, pipeline=pipeline.name, project=pipeline.project_name, stack=stack.name,
         executor=executor, source=source, params=params, secrets=getattr(stack, "secrets", []),
+        steps=pipeline.steps,
     )
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from typing import Any
 
 from flowyml_core.cli.common import out
+
+logger = logging.getLogger("flowyml.history")
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
@@ -62,12 +65,17 @@ def refresh(entry: Any) -> str | None:
     except Exception as exc:  # the orchestrator's own error (network, credentials): shown, not raised
         return scrub(f"status as recorded: asking stack {printable(entry.stack)} failed: {type(exc).__name__}: {exc}",
                      stack.secrets)
-    write_back(entry, status)
+    write_back(entry, status, stack)
     return None
 
 
-def write_back(entry: Any, status: Any) -> None:
-    """Record the end of a remote run seen by asking its orchestrator (a status alone: steps stay as they were)."""
+def write_back(entry: Any, status: Any, stack: Any) -> None:
+    """Record the end of a remote run seen by asking its orchestrator, with its steps read from their records.
+
+    The client that submitted the run may have gone away (``--no-wait``), so
+    the steps it listed as pending are read here from the records the units
+    left in the stack's artifact store, as that client would have.
+    """
     if entry.finished or status.value == entry.status:
         return
     entry.status = status.value
@@ -75,7 +83,29 @@ def write_back(entry: Any, status: Any) -> None:
         from flowyml_core.history import RunJournal
 
         entry.ended_at = time.time()  # when it was seen to end: the orchestrator's own time is not asked for
-        RunJournal.resume(entry).record_status(status.value)
+        RunJournal.resume(entry, stack.secrets).record_status(status.value, _pending_steps(entry, stack))
+
+
+def _pending_steps(entry: Any, stack: Any) -> dict[str, Any]:
+    """The results of the steps still pending in ``entry``, from their records; a step without one did not run."""
+    from flowyml_core.errors import FlowymlError
+    from flowyml_core.records import RunRecords
+    from flowyml_core.results import ExecutionResult
+
+    pending = [name for name, step in entry.steps.items() if step.status == "pending"]
+    if not pending or stack.artifact_store is None:
+        return {}
+    records = RunRecords(stack.artifact_store, entry.run_id, entry.project)
+    results = {}
+    for name in pending:
+        try:
+            record = records.read(name)
+        except FlowymlError as exc:  # a damaged record, an unreachable store: the step stays pending
+            logger.warning("run %s: the record of step %s cannot be read (%s)", entry.run_id, name, exc)
+            continue
+        results[name] = record.to_result() if record is not None else ExecutionResult(
+            step_name=name, success=True, skipped=True, error="not run: it left no record")
+    return results
 
 
 def project_dir() -> Any:

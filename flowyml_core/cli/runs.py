@@ -163,13 +163,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return _in_process_run(entry, args)
     if entry is not None:
         job_id, stack_name = entry.job_id, args.stack or entry.stack
-    orchestrator = remote_stack(stack_name).executor
+    stack = remote_stack(stack_name)
+    orchestrator = stack.executor
     if args.action == "status":
         status = orchestrator.get_run_status(job_id)
         if entry is not None:
             from flowyml_core.cli.history import write_back
 
-            write_back(entry, status)
+            write_back(entry, status, stack)
         details = orchestrator.get_run_details(job_id) if args.json else {}
         out({"job_id": job_id, "status": status.value, **details}, args.json, lambda: status.value)
         return 0 if not status.is_failed else 1

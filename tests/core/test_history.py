@@ -236,6 +236,35 @@ def test_a_remote_run_is_recorded_at_submission_and_at_its_end(project: Path, mo
     assert {name: s.status for name, s in entry.steps.items()} == {"load": "completed", "total": "completed"}
 
 
+def test_a_detached_remote_run_gets_its_steps_from_the_records(project: Path, monkeypatch) -> None:
+    """After --no-wait nobody collects the run: its steps stay pending until someone asks, then come from records."""
+    from flowyml_core.cli.history import write_back
+    from flowyml_core.loader import load_pipeline
+    from flowyml_core.pipeline import run_on_stack
+    from flowyml_core.results import ExecutionStatus
+    from flowyml_core.testing import KitProject
+    from flowyml_core.testing.subprocess_executor import SubprocessExecutorPlugin
+
+    write(project / "pipe.py", PIPELINE)
+    kit = KitProject(project, plugins={"kit-subprocess": SubprocessExecutorPlugin()})
+    kit.add_stack("sub", "kit-subprocess", artifact_store={"flavor": "local", "path": ".flowyml/artifacts"},
+                  cache_store={"flavor": "local", "path": ".flowyml/cache"})
+    monkeypatch.setenv("FLOWYML_STACKS_FILE", str(kit.stacks_file))
+    stack = kit.resolve("sub")
+    pending = run_on_stack(load_pipeline("pipe.py:pipeline"), stack, source="pipe.py:pipeline",
+                           registry=kit.registry(), wait=False)
+    submitted = find_run(pending.run_id, project)
+    assert {name: s.status for name, s in submitted.steps.items()} == {"load": "pending", "total": "pending"}
+    status = pending.submission.wait(120)  # the job ends; no result is collected, as after `flowyml run --no-wait`
+    assert status is ExecutionStatus.COMPLETED
+    assert find_run(pending.run_id, project).status == "running"
+    write_back(find_run(pending.run_id, project), status, stack)  # what `runs show` / `runs status` do
+    entry = find_run(pending.run_id, project)
+    assert entry.status == "completed" and entry.ended_at is not None
+    assert {name: s.status for name, s in entry.steps.items()} == {"load": "completed", "total": "completed"}
+    assert all(s.duration is not None and s.artifact_uri for s in entry.steps.values())
+
+
 def test_runs_help_lists_every_action(run_cli, project):
     out = run_cli("runs", "--help", cwd=project)
     for action in ("list", "show", "status", "logs", "stop"):

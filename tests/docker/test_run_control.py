@@ -107,6 +107,9 @@ def test_a_run_submitted_without_waiting_is_brought_up_to_date_by_runs_show(dock
     shown = _wait_for(lambda: (lambda d: d if d["status"] == "completed" else None)(
         json.loads(run_cli("runs", "show", run_id, "--json", env=env).stdout)), 120, "runs show to see the end")
     assert shown["ended_at"] is not None and "note" not in shown
+    # the steps, pending while nobody waited, read from the units' records
+    assert {name: step["status"] for name, step in shown["steps"].items()} == {"source": "completed",
+                                                                                 "total": "completed"}
     assert recorded()["status"] == "completed"  # written back: runs list (which asks nobody) sees it too
 
 
