@@ -299,7 +299,8 @@ def test_an_outage_fails_within_the_deadline(fault_proxy, gcs_bucket):
     message = str(info.value)
     assert 1.0 < elapsed < 3.0 + 1.0, elapsed  # it kept trying for most of the budget, and stopped within it
     attempts = int(re.search(r"after (\d+) attempts", message).group(1))
-    assert attempts == fault_proxy.stats["error503"] and attempts >= 4, (attempts, fault_proxy.stats)
+    # how many fit in the budget depends on the machine's load; each attempt must be one request
+    assert attempts == fault_proxy.stats["error503"] and attempts >= 3, (attempts, fault_proxy.stats)
     uri = artifacts.uri_for("run", "step", "doomed")
     assert message.startswith(f"the store at {uri} did not answer"), message  # one object: the artifact
     assert " did not answer a write within 3 s (gave up after " in message, message

@@ -150,12 +150,14 @@ def test_one_attempt_is_one_request(s3_fault_proxy, moto_s3, s3_bucket):
 
 
 def test_an_outage_fails_within_the_deadline(s3_fault_proxy, moto_s3, s3_bucket):
-    artifacts = faulty_artifacts(s3_fault_proxy, moto_s3, s3_bucket, deadline=2.0)
+    artifacts = faulty_artifacts(s3_fault_proxy, moto_s3, s3_bucket, deadline=3.0)
     message, elapsed = write_through_503s(s3_fault_proxy, artifacts)
-    assert 0.5 < elapsed < 2.0 + 1.0, elapsed
+    assert 1.0 < elapsed < 3.0 + 1.0, elapsed  # it kept trying for most of the budget, and stopped within it
     attempts = int(re.search(r"after (\d+) attempts", message).group(1))
-    assert attempts == s3_fault_proxy.stats["error503"] and attempts >= 3, (attempts, s3_fault_proxy.stats)
-    assert "raise the deadline option of the artifact_store (flavor s3) in stacks.toml (now 2 s)" in message
+    # How many attempts fit in the budget depends on the machine's load (each one is a botocore
+    # request); what must hold is that it retried, and that each attempt was one request.
+    assert attempts == s3_fault_proxy.stats["error503"] and attempts >= 2, (attempts, s3_fault_proxy.stats)
+    assert "raise the deadline option of the artifact_store (flavor s3) in stacks.toml (now 3 s)" in message
 
 
 def test_botocore_errors_are_classified():
