@@ -89,14 +89,19 @@ def test_failing_step_fails_the_run_and_skips_only_what_depends_on_it(k8s_projec
     assert {c["type"] for c in jobs["left"]["status"]["conditions"]} == {"Failed"}
 
 
+def _sign_artifacts_with_env_key(project, **executor_options):
+    project.write_stacks(**executor_options)
+    text = project.path.joinpath("stacks.toml").read_text()
+    text = text.replace("/.stores/artifacts\" }", "/.stores/artifacts\", signing_key = \"${env:FLOWYML_TEST_SIGNING_KEY}\" }")
+    project.path.joinpath("stacks.toml").write_text(text)
+
+
 def test_secrets_stay_references_in_every_job_spec(k8s_project, monkeypatch):
-    """A store's ${env:…} secret travels as the reference; pods read the value from their own environment."""
+    """A store's ${env:…} secret travels as the reference; pods get the value from a Secret (envFrom)."""
     secret = "s3cr3t-signing-key-value-0123456789"
     monkeypatch.setenv("FLOWYML_TEST_SIGNING_KEY", secret)
-    text = k8s_project.path.joinpath("stacks.toml").read_text()
-    text = text.replace("/.stores/artifacts\" }", "/.stores/artifacts\", signing_key = \"${env:FLOWYML_TEST_SIGNING_KEY}\" }")
-    k8s_project.path.joinpath("stacks.toml").write_text(text)
-    k8s_project.fake.base_env["FLOWYML_TEST_SIGNING_KEY"] = secret  # what a Secret mounted as env gives the pods
+    _sign_artifacts_with_env_key(k8s_project, env_from_secrets=["flowyml-keys"])
+    k8s_project.fake.add_secret("default", "flowyml-keys", {"FLOWYML_TEST_SIGNING_KEY": secret})
     result = _run(k8s_project)
     assert result.status is ExecutionStatus.COMPLETED, {n: r.error for n, r in result.steps.items()}
     specs = [c.body for c in k8s_project.fake.calls_to("POST", r"/jobs$")]
@@ -106,8 +111,20 @@ def test_secrets_stay_references_in_every_job_spec(k8s_project, monkeypatch):
     for spec in specs:
         dumped = json.dumps(spec)
         assert secret not in dumped
-        env = {e["name"]: e["value"] for e in spec["spec"]["template"]["spec"]["containers"][0]["env"]}
+        container = spec["spec"]["template"]["spec"]["containers"][0]
+        assert container["envFrom"] == [{"secretRef": {"name": "flowyml-keys"}}]
+        env = {e["name"]: e["value"] for e in container["env"]}
         assert "${env:FLOWYML_TEST_SIGNING_KEY}" in env["FLOWYML_STACK_CONFIG"]
+
+
+def test_a_missing_secret_fails_the_run_with_its_name(k8s_project, monkeypatch):
+    monkeypatch.setenv("FLOWYML_TEST_SIGNING_KEY", "k")
+    _sign_artifacts_with_env_key(k8s_project, env_from_secrets=["no-such-secret"])
+    result = _run(k8s_project)
+    assert result.status is ExecutionStatus.FAILED
+    error = result.steps["load"].error
+    assert "CreateContainerConfigError" in error and 'secret "no-such-secret" not found' in error, error
+    k8s_project.fake.wait_idle(5)
 
 
 def test_an_orchestrator_that_cannot_reach_the_api_fails_the_run_with_its_reason(k8s_project):

@@ -184,6 +184,8 @@ class FakeKubernetes:
         self.calls: list[RecordedCall] = []
         self.executions: list[ExecutedProcess] = []
         self.jobs: dict[tuple[str, str], _Job] = {}
+        #: Secrets by (namespace, name): ``add_secret`` stands for ``kubectl create secret generic``.
+        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.pods: dict[tuple[str, str], _Pod] = {}
         self._lock = threading.RLock()
         self._versions = itertools.count(1000)
@@ -440,6 +442,24 @@ class FakeKubernetes:
             with self._lock:
                 job.obj["status"]["conditions"] = [_condition("Suspended", "JobSuspended", "Job suspended")]
 
+    def add_secret(self, ns: str, name: str, data: Mapping[str, str]) -> None:
+        """A Secret, as ``kubectl create secret generic NAME --from-literal=K=V`` makes it."""
+        with self._lock:
+            self.secrets[(ns, name)] = dict(data)
+
+    def _secret_env(self, ns: str, container: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
+        """The variables ``envFrom`` secretRefs give a container, and the first Secret that does not exist."""
+        env: dict[str, str] = {}
+        with self._lock:
+            for source in container.get("envFrom") or []:
+                name = (source.get("secretRef") or {}).get("name")
+                if name is None:
+                    continue
+                if (ns, name) not in self.secrets:
+                    return {}, name
+                env.update(self.secrets[(ns, name)])
+        return env, None
+
     def _run_pod(self, ns: str, job: _Job, remaining: float | None) -> _ProcessOutcome:
         template = job.obj["spec"]["template"]
         job_name = job.obj["metadata"]["name"]
@@ -467,11 +487,17 @@ class FakeKubernetes:
             job.obj["status"]["active"] = 1
         image = container.get("image", "")
         argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        secret_env, missing = self._secret_env(ns, container)
+        stuck = None
         if self.image_map is not None and image not in self.image_map:
-            message = f'Back-off pulling image "{image}"'
+            stuck = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
+        elif missing:
+            stuck = ("CreateContainerConfigError", f'secret "{missing}" not found')
+        if stuck is not None:
+            reason, message = stuck
             with self._lock:
                 obj["status"]["containerStatuses"] = [_container_status(
-                    container, {"waiting": {"reason": "ImagePullBackOff", "message": message}})]
+                    container, {"waiting": {"reason": reason, "message": message}})]
             deadline = None if remaining is None else time.monotonic() + remaining
             while not (pod.cancel.is_set() or job.deleted.is_set() or job.suspended.is_set()):
                 if deadline is not None and time.monotonic() > deadline:
@@ -482,7 +508,7 @@ class FakeKubernetes:
                                    launch_error=message)
         if self.image_map is not None:
             argv = [*(self.image_map[image] or []), *argv]
-        env = {**self.base_env, "HOSTNAME": pod_name}
+        env = {**self.base_env, "HOSTNAME": pod_name, **secret_env}
         env.update({e["name"]: str(e.get("value", "")) for e in container.get("env") or [] if "valueFrom" not in e})
         record = ExecutedProcess(job_name, pod_name, list(argv), dict(env), self.workdir or ".", image)
         with self._lock:

@@ -73,7 +73,7 @@ def _check_tolerations(value: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _check_pull_secrets(value: list[str]) -> str | None:
+def _check_secret_names(value: list[str]) -> str | None:
     bad = [name for name in value if not _DNS_LABEL.match(name) and not re.match(r"^[a-z0-9][-a-z0-9.]{0,252}$", name)]
     return f"{bad[0]!r} is not a Kubernetes secret name" if bad else None
 
@@ -93,7 +93,8 @@ _CHECKS = {
     "node_selector": _check_labels,
     "image_pull_policy": _check_pull_policy,
     "tolerations": _check_tolerations,
-    "image_pull_secrets": _check_pull_secrets,
+    "image_pull_secrets": _check_secret_names,
+    "env_from_secrets": _check_secret_names,
 }
 
 
@@ -146,6 +147,10 @@ class KubernetesConfig:
     annotations: dict[str, str] = attrs.field(factory=dict)
     #: Set in every pod's spec, where anyone who can read the Job sees them: ``${env:…}`` is refused.
     env_vars: dict[str, str] = spec_field(factory=dict)
+    #: Secrets of the namespace whose keys become every pod's environment (``envFrom``): how the
+    #: values of the stack's ``${env:…}`` references (a store's credentials, FLOWYML_SIGNING_KEY)
+    #: reach the pods without being written into a Job spec.
+    env_from_secrets: list[str] = attrs.field(factory=list)
     #: Pod retries of a unit's Job. Steps have their own ``retry``; 0 keeps one attempt per unit.
     backoff_limit: int = attrs.field(default=0, converter=int)
     #: Seconds after which finished Jobs (and their pods and logs) are deleted by the cluster.

@@ -135,6 +135,7 @@ class JobSettings:
     labels: dict[str, str] = attrs.field(factory=dict)
     annotations: dict[str, str] = attrs.field(factory=dict)
     env_vars: dict[str, str] = attrs.field(factory=dict)
+    env_from_secrets: list[str] = attrs.field(factory=list)
     backoff_limit: int = 0
     ttl_seconds_after_finished: int | None = None
     active_deadline_seconds: int | None = None
@@ -167,6 +168,8 @@ def _job(settings: JobSettings, *, name: str, labels: dict[str, str], annotation
          owner: Mapping[str, str] | None = None, ttl: bool = True, deadline: bool = False) -> dict[str, Any]:
     container: dict[str, Any] = {"name": CONTAINER, "image": settings.image, "command": list(command),
                                  "env": _env_list({**settings.env_vars, **env})}
+    if settings.env_from_secrets:
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in settings.env_from_secrets]
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
     if resources:
