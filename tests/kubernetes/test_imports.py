@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 
+from tests.import_probe import cli_imports
+
 HEAVY = ("kubernetes", "docker", "urllib3", "yaml", "google", "requests")
 
-PROBE = """
-import json, runpy, sys
-before = set(sys.modules)
-args, heavy_roots = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-sys.argv = ["flowyml", *args]
-code = 0
-try:
-    runpy.run_module("flowyml_core.cli", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-heavy = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in heavy_roots)
-print("\\n@@" + json.dumps({"code": code, "heavy": heavy}))
-"""
 
 STACKS = ('[stacks.k8s]\nexecutor = { flavor = "kubernetes", namespace = "ml", context = "prod", '
           'registry = "registry.acme.io/flowyml" }\n')
@@ -31,12 +19,8 @@ STACKS = ('[stacks.k8s]\nexecutor = { flavor = "kubernetes", namespace = "ml", c
 @pytest.mark.parametrize("args", [["stack", "list"], ["plugins"], ["stack", "show", "k8s"], ["stack", "list", "--json"]])
 def test_cli_listing_imports_no_kubernetes_client(project, args):
     (project / "stacks.toml").write_text(STACKS)
-    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
-                         cwd=project, capture_output=True, text=True, timeout=60)
-    assert "@@" in out.stdout, out.stderr
-    _, _, report = out.stdout.rpartition("\n@@")
-    data = json.loads(report)
-    assert data["code"] in (0, None), out.stderr
+    _, data, stderr = cli_imports(args, project, HEAVY)
+    assert data["code"] in (0, None), stderr
     assert data["heavy"] == []
 
 

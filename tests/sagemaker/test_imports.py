@@ -6,27 +6,15 @@ reports which modules it imported.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 
+from tests.import_probe import cli_imports
+
 HEAVY = ("boto3", "botocore", "s3transfer", "docker", "s3fs", "aiobotocore")
 
-PROBE = """
-import json, runpy, sys
-before = set(sys.modules)
-args, heavy_roots = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-sys.argv = ["flowyml", *args]
-code = 0
-try:
-    runpy.run_module("flowyml_core.cli", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-heavy = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in heavy_roots)
-print("\\n@@" + json.dumps({"code": code, "heavy": heavy}))
-"""
 
 STACK = ('[stacks.aws-prod]\nexecutor = { flavor = "sagemaker", region = "eu-west-1", '
          'role_arn = "arn:aws:iam::123456789012:role/flowyml", registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com" }\n')
@@ -35,11 +23,8 @@ STACK = ('[stacks.aws-prod]\nexecutor = { flavor = "sagemaker", region = "eu-wes
 @pytest.mark.parametrize("args", [["stack", "list"], ["plugins"], ["stack", "show", "aws-prod"], ["stack", "list", "--json"]])
 def test_cli_listing_imports_no_aws_sdk(project, args):
     (project / "stacks.toml").write_text(STACK)
-    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)], cwd=project,
-                         capture_output=True, text=True, timeout=60)
-    text, _, report = out.stdout.rpartition("\n@@")
-    report = json.loads(report)
-    assert report["code"] in (0, None), out.stderr
+    text, report, stderr = cli_imports(args, project, HEAVY)
+    assert report["code"] in (0, None), stderr
     assert report["heavy"] == [], f"flowyml {' '.join(args)} imported {report['heavy']}"
     if args[0] == "plugins":
         assert "executor: sagemaker" in text

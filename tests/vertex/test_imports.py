@@ -7,35 +7,19 @@ Each command runs in a fresh interpreter through the real CLI entry point
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 
+from tests.import_probe import cli_imports
+
 HEAVY = ("google", "kfp", "docker", "gcsfs", "grpc", "proto", "yaml")
 
-PROBE = """
-import json, runpy, sys
-before = set(sys.modules)  # site-packages' *-nspkg.pth files pre-import empty namespace packages (google, google.cloud)
-args, heavy_roots = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-sys.argv = ["flowyml", *args]
-code = 0
-try:
-    runpy.run_module("flowyml_core.cli", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-heavy = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in heavy_roots)
-print("\\n@@" + json.dumps({"code": code, "heavy": heavy}))
-"""
 
 
 def probe(args, cwd):
-    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
-                         cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert "@@" in out.stdout, out.stderr
-    text, _, report = out.stdout.rpartition("\n@@")
-    return text, json.loads(report), out.stderr
+    return cli_imports(args, cwd, HEAVY)
 
 
 @pytest.mark.parametrize(
