@@ -209,11 +209,11 @@ def test_unreadable_entries_are_skipped_with_a_warning(hist, caplog):
         find_run("torn", hist)
 
 
-def test_a_remote_run_is_recorded_at_submission_and_at_its_end(project: Path, monkeypatch) -> None:
-    """The kit's subprocess executor: a RemoteOrchestrator whose units are real step-runner processes."""
+def _submit_without_waiting(project: Path, monkeypatch) -> tuple:
+    """``pipe.py`` submitted to the kit's subprocess executor, a RemoteOrchestrator whose units are real
+    step-runner processes; the client does not wait. Returns the stack and the pending result."""
     from flowyml_core.loader import load_pipeline
     from flowyml_core.pipeline import run_on_stack
-    from flowyml_core.results import ExecutionStatus
     from flowyml_core.testing import KitProject
     from flowyml_core.testing.subprocess_executor import SubprocessExecutorPlugin
 
@@ -223,8 +223,15 @@ def test_a_remote_run_is_recorded_at_submission_and_at_its_end(project: Path, mo
                   cache_store={"flavor": "local", "path": ".flowyml/cache"})
     monkeypatch.setenv("FLOWYML_STACKS_FILE", str(kit.stacks_file))
     stack = kit.resolve("sub")
-    pending = run_on_stack(load_pipeline("pipe.py:pipeline"), stack, source="pipe.py:pipeline",
-                           registry=kit.registry(), wait=False)
+    return stack, run_on_stack(load_pipeline("pipe.py:pipeline"), stack, source="pipe.py:pipeline",
+                               registry=kit.registry(), wait=False)
+
+
+def test_a_remote_run_is_recorded_at_submission_and_at_its_end(project: Path, monkeypatch) -> None:
+    """The kit's subprocess executor: a RemoteOrchestrator whose units are real step-runner processes."""
+    from flowyml_core.results import ExecutionStatus
+
+    _, pending = _submit_without_waiting(project, monkeypatch)
     submission = pending.submission
     assert submission is not None
     seen = find_run(pending.run_id, project)
@@ -239,20 +246,9 @@ def test_a_remote_run_is_recorded_at_submission_and_at_its_end(project: Path, mo
 def test_a_detached_remote_run_gets_its_steps_from_the_records(project: Path, monkeypatch) -> None:
     """After --no-wait nobody collects the run: its steps stay pending until someone asks, then come from records."""
     from flowyml_core.cli.history import write_back
-    from flowyml_core.loader import load_pipeline
-    from flowyml_core.pipeline import run_on_stack
     from flowyml_core.results import ExecutionStatus
-    from flowyml_core.testing import KitProject
-    from flowyml_core.testing.subprocess_executor import SubprocessExecutorPlugin
 
-    write(project / "pipe.py", PIPELINE)
-    kit = KitProject(project, plugins={"kit-subprocess": SubprocessExecutorPlugin()})
-    kit.add_stack("sub", "kit-subprocess", artifact_store={"flavor": "local", "path": ".flowyml/artifacts"},
-                  cache_store={"flavor": "local", "path": ".flowyml/cache"})
-    monkeypatch.setenv("FLOWYML_STACKS_FILE", str(kit.stacks_file))
-    stack = kit.resolve("sub")
-    pending = run_on_stack(load_pipeline("pipe.py:pipeline"), stack, source="pipe.py:pipeline",
-                           registry=kit.registry(), wait=False)
+    stack, pending = _submit_without_waiting(project, monkeypatch)
     submitted = find_run(pending.run_id, project)
     assert {name: s.status for name, s in submitted.steps.items()} == {"load": "pending", "total": "pending"}
     status = pending.submission.wait(120)  # the job ends; no result is collected, as after `flowyml run --no-wait`
