@@ -2,35 +2,28 @@
 
 Loaded once for the whole suite by ``pytest_plugins`` in tests/conftest.py; use
 the fixtures by name. Pod processes start from a minimal environment (never
-the test's ``os.environ``): ``pod_env`` is what they get unless a test says more.
+the test's ``os.environ``): ``default_base_env`` (shared with the other fakes) unless a test says more.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from .fake_kubernetes import FakeKubernetes
-
-
-def pod_base_env(tmp_path: Path) -> dict[str, str]:
-    """A PATH that finds this venv's ``python`` and ``flowyml``, a private HOME, and nothing else."""
-    return {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.defpath]), "HOME": str(tmp_path),
-            "LANG": "C.UTF-8"}
+from .vertex_fixtures import default_base_env
 
 
 @pytest.fixture
 def fake_kubernetes_factory(tmp_path: Path) -> Iterator[Callable[..., FakeKubernetes]]:
-    """Start fakes with custom options (``base_env`` is merged over :func:`pod_base_env`); all stop at teardown."""
+    """Start fakes with custom options (``base_env`` merged over ``default_base_env``); all stop at teardown."""
     started: list[FakeKubernetes] = []
 
     def make(**options: Any) -> FakeKubernetes:
         options.setdefault("workdir", tmp_path)
-        options["base_env"] = {**pod_base_env(tmp_path), **(options.get("base_env") or {})}
+        options["base_env"] = {**default_base_env(tmp_path), **(options.get("base_env") or {})}
         fake = FakeKubernetes(**options).start()
         started.append(fake)
         return fake
