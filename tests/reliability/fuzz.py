@@ -399,6 +399,11 @@ class Workspace:
             (self.project / "syntax.py").write_text("def broken(:\n", encoding="utf-8")
             (self.project / "dir.py").mkdir()
             self.fixed = {p.name for p in self.project.iterdir()} | {"__pycache__"}
+        # The last in-process run's history entry is written on the history's thread; let it land
+        # before its directory is removed (else rmtree and the writer race over .flowyml/runs/).
+        from flowyml_core.history import flush
+
+        flush()
         for path in self.project.iterdir():
             if path.name not in self.fixed:
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
