@@ -62,6 +62,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from .fake_vertex import ExecutedProcess, _ProcessOutcome, _run_process
+from .loopback import serve, stop_serving
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,6 @@ class FakeKubernetes:
         self._lock = threading.RLock()
         self._versions = itertools.count(1000)
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._owns_workdir = False
         self.url = ""
 
@@ -201,13 +201,7 @@ class FakeKubernetes:
         if self.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="fake-k8s-")
             self._owns_workdir = True
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="fake-k8s", daemon=True)
-        self._thread.start()
+        self._server, self.url = serve(_Handler, self, "fake-k8s", self.port)
         return self
 
     def stop(self) -> None:
@@ -224,10 +218,8 @@ class FakeKubernetes:
                 job.thread.join(timeout=self.grace + 5)
         for pod in pods:
             pod.finished.wait(timeout=self.grace + 5)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        stop_serving(self._server)
+        self._server = None
         if self._owns_workdir and self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -46,6 +46,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping, Sequence
 
 from tests.servers.fake_vertex import ExecutedProcess, _run_process
+from tests.servers.loopback import serve, stop_serving
 
 logger = logging.getLogger(__name__)
 
@@ -195,18 +196,11 @@ class FakeSageMaker:
         self._event_ids = itertools.count(1)
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.url = ""
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> "FakeSageMaker":
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="fake-sagemaker", daemon=True)
-        self._thread.start()
+        self._server, self.url = serve(_Handler, self, "fake-sagemaker", self.port)
         return self
 
     def stop(self) -> None:
@@ -218,10 +212,8 @@ class FakeSageMaker:
         for run in runs:
             if run.thread is not None:
                 run.thread.join(timeout=self.cancel_grace + 5)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        stop_serving(self._server)
+        self._server = None
 
     def __enter__(self) -> "FakeSageMaker":
         return self.start()

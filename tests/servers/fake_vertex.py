@@ -67,6 +67,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.servers.loopback import serve, stop_serving
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -858,7 +860,6 @@ class FakeGoogleCloud:
         self._task_ids = itertools.count(int(time.time()) * 1000)
         self._custom_ids = itertools.count(int(time.time()) * 1000)
         self._server: ThreadingHTTPServer | None = None
-        self._server_thread: threading.Thread | None = None
         self._owns_workdir = False
         self.url: str = ""
 
@@ -870,15 +871,7 @@ class FakeGoogleCloud:
         if self._workdir_arg is None:
             self.workdir = tempfile.mkdtemp(prefix="fake-gcp-")
             self._owns_workdir = True
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._server_thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-            name=f"fake-gcp-{port}", daemon=True)
-        self._server_thread.start()
+        self._server, self.url = serve(_Handler, self, "fake-gcp")
         logger.info("fake Google Cloud listening on %s (workdir %s)", self.url, self.workdir)
         return self
 
@@ -891,13 +884,8 @@ class FakeGoogleCloud:
         for run in runs:
             if run.thread is not None:
                 run.thread.join(timeout=self.cancel_grace + 5)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._server_thread is not None:
-            self._server_thread.join(timeout=5)
-            self._server_thread = None
+        stop_serving(self._server)
+        self._server = None
         if self._owns_workdir and self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self._owns_workdir = False
