@@ -83,6 +83,21 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def json_log_line(text: str) -> dict[str, Any] | None:
+    """``text`` read back as a :class:`JsonLineFormatter` line, or None when it is any other output.
+
+    Log readers (docker, SageMaker, Kubernetes) get what the unit printed; the
+    step runner's own lines carry a severity and a time worth showing.
+    """
+    if not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _configure_logging(labels: Mapping[str, str]) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonLineFormatter(labels))

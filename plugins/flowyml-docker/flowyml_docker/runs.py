@@ -30,6 +30,7 @@ from flowyml_core.errors import FlowymlError
 from flowyml_core.records import RECORDS_DIR, RunRecords
 from flowyml_core.results import ExecutionStatus
 from flowyml_core.shipping import STACK_CONFIG_ENV
+from flowyml_core.step_runner import json_log_line
 from flowyml_docker import spec
 from flowyml_docker.launcher import readable
 
@@ -93,13 +94,9 @@ def entry(message: str, *, unit: str | None = None, severity: str = "INFO", time
 def line_entry(unit: str, line: str) -> dict[str, Any]:
     """A log entry from one line of a container's output (the step runner writes JSON lines)."""
     severity, stamp = "INFO", None
-    if line.startswith("{"):
-        try:
-            data = json.loads(line)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            severity, stamp = str(data.get("severity") or "INFO"), data.get("time")
+    data = json_log_line(line)
+    if data is not None:
+        severity, stamp = str(data.get("severity") or "INFO"), data.get("time")
     return entry(readable(line), unit=unit, severity=severity, timestamp=stamp)
 
 

@@ -8,8 +8,9 @@ are JSON (severity, message); anything else is kept as it is.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable
+
+from flowyml_core.step_runner import json_log_line
 
 from flowyml_kubernetes.clients import Api, api_errors
 from flowyml_kubernetes.manifests import JOB_NAME_LABEL, LABEL_ROLE, LABEL_RUN, LABEL_UNIT, ROLE_ORCHESTRATOR
@@ -45,13 +46,9 @@ def parse_line(line: str, source: str, pod: str) -> dict[str, Any]:
     if not stamp[:4].isdigit():  # no timestamp: the server was not asked for one
         stamp, text = "", line
     severity, message = "INFO", text
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and "message" in data:
-            severity, message = str(data.get("severity") or "INFO"), str(data["message"])
+    data = json_log_line(text)
+    if data is not None and "message" in data:
+        severity, message = str(data.get("severity") or "INFO"), str(data["message"])
     return {"timestamp": stamp or None, "severity": severity, "message": f"[{source}] {message}", "unit": source,
             "pod": pod, "is_finished": False}
 

@@ -11,7 +11,6 @@ are shown, other lines as they are.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
@@ -19,6 +18,7 @@ from typing import Any, Iterable, Iterator
 from flowyml_core.errors import FlowymlError
 from flowyml_core.remote import count_transient
 from flowyml_core.results import ExecutionStatus
+from flowyml_core.step_runner import json_log_line
 
 from flowyml_sagemaker.states import map_execution_status
 
@@ -42,15 +42,11 @@ def event_dict(event: dict[str, Any], unit: str | None) -> dict[str, Any]:
     """A CloudWatch event as ``{timestamp, severity, message, task}`` (a step runner's JSON line unpacked)."""
     text = str(event.get("message") or "").rstrip("\n")
     severity, message = "DEFAULT", text
-    if text.startswith("{"):
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict) and "message" in payload:
-            severity = str(payload.get("severity") or payload.get("level") or "DEFAULT").upper()
-            message = str(payload["message"])
-            unit = unit or payload.get("execution_group")
+    payload = json_log_line(text)
+    if payload is not None and "message" in payload:
+        severity = str(payload.get("severity") or payload.get("level") or "DEFAULT").upper()
+        message = str(payload["message"])
+        unit = unit or payload.get("execution_group")
     stamp = event.get("timestamp")
     when = datetime.fromtimestamp(stamp / 1000, timezone.utc).isoformat() if stamp is not None else None
     return {"timestamp": when, "severity": severity, "message": message, "task": unit}
