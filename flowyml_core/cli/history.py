@@ -82,8 +82,13 @@ def write_back(entry: Any, status: Any, stack: Any) -> None:
     if status.is_finished:
         from flowyml_core.history import RunJournal
 
+        from flowyml_core.history import flush
+
         entry.ended_at = time.time()  # when it was seen to end: the orchestrator's own time is not asked for
         RunJournal.resume(entry, stack.secrets).record_status(status.value, _pending_steps(entry, stack))
+        # The journal fills ``entry`` on the history's writer thread; the caller shows ``entry`` next, so
+        # wait for it (else `runs show` printed a completed run whose steps were still pending).
+        flush()
 
 
 def _pending_steps(entry: Any, stack: Any) -> dict[str, Any]:

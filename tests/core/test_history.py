@@ -254,11 +254,25 @@ def test_a_detached_remote_run_gets_its_steps_from_the_records(project: Path, mo
     status = pending.submission.wait(120)  # the job ends; no result is collected, as after `flowyml run --no-wait`
     assert status is ExecutionStatus.COMPLETED
     assert find_run(pending.run_id, project).status == "running"
-    write_back(find_run(pending.run_id, project), status, stack)  # what `runs show` / `runs status` do
-    entry = find_run(pending.run_id, project)
-    assert entry.status == "completed" and entry.ended_at is not None
-    assert {name: s.status for name, s in entry.steps.items()} == {"load": "completed", "total": "completed"}
-    assert all(s.duration is not None and s.artifact_uri for s in entry.steps.values())
+    shown = find_run(pending.run_id, project)
+    _keep_the_history_writer_busy(shown, 0.3)  # as on a loaded machine: the write is still queued on return
+    write_back(shown, status, stack)  # what `runs show` / `runs status` do, before printing ``shown``
+    for read in (lambda: shown, lambda: find_run(pending.run_id, project)):  # what they print, what is kept
+        entry = read()
+        assert entry.status == "completed" and entry.ended_at is not None
+        assert {name: s.status for name, s in entry.steps.items()} == {"load": "completed", "total": "completed"}
+        assert all(s.duration is not None and s.artifact_uri for s in entry.steps.values())
+
+
+def _keep_the_history_writer_busy(entry, seconds: float) -> None:
+    """Queue a write that takes ``seconds`` ahead of whatever the test submits next."""
+    import threading
+
+    from flowyml_core import history
+
+    gate = threading.Event()
+    threading.Timer(seconds, gate.set).start()
+    history._WRITER.submit(history.RunJournal.resume(entry), gate.wait, seconds * 10)
 
 
 def test_runs_help_lists_every_action(run_cli, project):
