@@ -150,7 +150,8 @@ class RemoteOrchestrator(Executor):
 
     @abc.abstractmethod
     def stream_logs(self, job_id: str, poll_interval: float | None = None) -> Iterator[dict[str, Any]]:
-        """Yield ``{timestamp, severity, message, is_finished}`` until the job ends."""
+        """Yield log entries (:func:`flowyml_core.log_stream.log_entry`) as they arrive, then one with
+        ``is_finished`` true and the final ``status`` (:func:`~flowyml_core.log_stream.end_entry`)."""
 
     @abc.abstractmethod
     def stop_run(self, job_id: str, graceful: bool = True) -> None: ...

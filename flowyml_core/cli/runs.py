@@ -114,12 +114,13 @@ def _wait_for_remote(stack: Any, submission: Any, timeout: float | None, follow:
 
 
 def _print_log_entries(entries: Any, as_json: bool) -> None:
+    from flowyml_core.log_stream import format_entry
+
     for entry in entries:
         if as_json:
             print(json.dumps(entry, default=str), flush=True)
         else:
-            stamp = entry.get("timestamp") or "-"
-            print(f"[{stamp}] [{entry.get('severity', 'INFO')}] {entry.get('message', '')}", flush=True)
+            print(format_entry(entry), flush=True)
 
 
 # -- runs status|logs|stop ----------------------------------------------------------

@@ -23,6 +23,7 @@ import attrs
 from flowyml_core.components import RemoteOrchestrator
 from flowyml_core.errors import FlowymlError
 from flowyml_core.hookspecs import hookimpl
+from flowyml_core.log_stream import end_entry
 from flowyml_core.remote import RemoteRun, UnitTask
 from flowyml_core.results import ExecutionStatus, RunResult, SubmissionResult
 
@@ -94,8 +95,7 @@ class SubprocessExecutor(RemoteOrchestrator):
 
     def stream_logs(self, job_id: str, poll_interval: float | None = None) -> Iterator[dict[str, Any]]:
         status = self.wait(job_id)
-        yield {"timestamp": None, "severity": "INFO", "message": f"run {job_id} finished: {status.value}",
-               "is_finished": True, "status": status.value}
+        yield end_entry(f"run {job_id}", status)
 
     def stop_run(self, job_id: str, graceful: bool = True) -> None:
         raise FlowymlError("the kit's subprocess executor cannot stop runs")

@@ -30,13 +30,14 @@ from typing import Any, Iterator
 
 from flowyml_core.components import RemoteOrchestrator
 from flowyml_core.errors import FlowymlError
+from flowyml_core.log_stream import end_entry, format_entry
 from flowyml_core.remote import RemoteRun, module_in_project
 from flowyml_core.results import ExecutionStatus, RunResult, SubmissionResult
 from flowyml_docker import spec
 from flowyml_docker.config import DockerExecutorConfig
 from flowyml_docker.engine import connect, engine_url, is_local_engine
 from flowyml_docker.launcher import UnitLauncher
-from flowyml_docker.runs import RunView, create_handle, entry, line_entry, write_end
+from flowyml_docker.runs import RunView, create_handle, line_entry, write_end
 
 logger = logging.getLogger("flowyml.docker")
 
@@ -293,7 +294,7 @@ class DockerExecutor(RemoteOrchestrator):
 
     def get_run_logs(self, job_id: str, max_entries: int = 200) -> str:
         view = RunView(self.client(), job_id, self.engine)
-        return "\n".join(f"[{e['timestamp'] or '-'}] [{e['severity']}] {e['message']}" for e in view.entries(max_entries))
+        return "\n".join(format_entry(e) for e in view.entries(max_entries))
 
     def stream_logs(self, job_id: str, poll_interval: float | None = None) -> Iterator[dict[str, Any]]:
         session = self._session(job_id)
@@ -307,7 +308,7 @@ class DockerExecutor(RemoteOrchestrator):
                 if not session.thread.is_alive() and session.lines.empty():
                     break
         status = self.get_run_status(job_id)
-        yield entry(f"run {job_id} finished: {status.value}", is_finished=True, status=status.value)
+        yield end_entry(f"run {job_id}", status)
 
     def stop_run(self, job_id: str, graceful: bool = True) -> None:
         view = RunView(self.client(), job_id, self.engine)

@@ -27,6 +27,7 @@ import time
 from typing import Any, Iterator
 
 from flowyml_core.errors import FlowymlError
+from flowyml_core.log_stream import end_entry, log_entry
 from flowyml_core.records import RECORDS_DIR, RunRecords
 from flowyml_core.results import ExecutionStatus
 from flowyml_core.shipping import STACK_CONFIG_ENV
@@ -84,20 +85,13 @@ def read_end(records: RunRecords) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == END_FORMAT else None
 
 
-def entry(message: str, *, unit: str | None = None, severity: str = "INFO", timestamp: str | None = None,
-          **extra: Any) -> dict[str, Any]:
-    text = f"[{unit}] {message}" if unit else message
-    return {"timestamp": timestamp, "severity": severity, "message": text, "unit": unit, "is_finished": False,
-            **extra}
-
-
 def line_entry(unit: str, line: str) -> dict[str, Any]:
     """A log entry from one line of a container's output (the step runner writes JSON lines)."""
     severity, stamp = "INFO", None
     data = json_log_line(line)
     if data is not None:
         severity, stamp = str(data.get("severity") or "INFO"), data.get("time")
-    return entry(readable(line), unit=unit, severity=severity, timestamp=stamp)
+    return log_entry(readable(line), unit=unit, severity=severity, timestamp=stamp)
 
 
 class RunView:
@@ -204,11 +198,11 @@ class RunView:
             if record is None:
                 continue
             for line in (record.logs or "").splitlines():
-                found.append(entry(f"[{step}] {line}", unit=unit))
+                found.append(log_entry(f"[{step}] {line}", unit=unit))
             if record.status == "failed":
-                found.append(entry(f"step {step} failed: {record.error}", unit=unit, severity="ERROR"))
+                found.append(log_entry(f"step {step} failed: {record.error}", unit=unit, severity="ERROR"))
             else:
-                found.append(entry(f"step {step} {record.status}", unit=unit))
+                found.append(log_entry(f"step {step} {record.status}", unit=unit))
         return found
 
     def stream(self, poll_interval: float) -> Iterator[dict[str, Any]]:
@@ -230,7 +224,7 @@ class RunView:
                 for unit, steps in self.units.items():
                     if unit not in followed:  # started and removed between two looks
                         yield from self.record_entries(unit, steps)
-                yield entry(f"run {self.run_id} finished: {status.value}", is_finished=True, status=status.value)
+                yield end_entry(f"run {self.run_id}", status)
                 return
 
     # -- stop -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from flowyml_core.log_stream import log_entry
 from flowyml_core.step_runner import json_log_line
 
 from flowyml_kubernetes.clients import Api, api_errors
@@ -49,8 +50,7 @@ def parse_line(line: str, source: str, pod: str) -> dict[str, Any]:
     data = json_log_line(text)
     if data is not None and "message" in data:
         severity, message = str(data.get("severity") or "INFO"), str(data["message"])
-    return {"timestamp": stamp or None, "severity": severity, "message": f"[{source}] {message}", "unit": source,
-            "pod": pod, "is_finished": False}
+    return {**log_entry(message, unit=source, severity=severity, timestamp=stamp or None), "pod": pod}
 
 
 def source_of(pod: Any) -> str:
@@ -100,8 +100,4 @@ def last_lines(api: Api, namespace: str, job_name: str, count: int) -> list[str]
     if not lines:
         reason = stuck_reason(pod)
         return [reason] if reason else []
-    return [parse_line(line, "", pod.metadata.name)["message"][3:] for line in lines]
-
-
-def format_entry(entry: dict[str, Any]) -> str:
-    return f"[{entry.get('timestamp') or '-'}] [{entry.get('severity', 'INFO')}] {entry.get('message', '')}"
+    return [parse_line(line, "", pod.metadata.name)["message"] for line in lines]

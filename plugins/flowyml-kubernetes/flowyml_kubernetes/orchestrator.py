@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 from flowyml_core.components import RemoteOrchestrator
 from flowyml_core.errors import FlowymlError
+from flowyml_core.log_stream import end_entry, format_entry
 from flowyml_core.results import ExecutionStatus
 
 from flowyml_kubernetes.config import KubernetesConfig
@@ -269,7 +270,7 @@ class KubernetesOrchestrator(SubmissionMixin, RemoteOrchestrator):
     # -- logs -----------------------------------------------------------------------------
     def get_run_logs(self, job_id: str, max_entries: int = 200) -> str:
         """The last ``max_entries`` lines of the orchestrator's and the units' pods, in time order."""
-        from flowyml_kubernetes.logs import format_entry, run_entries
+        from flowyml_kubernetes.logs import run_entries
         from flowyml_kubernetes.manifests import LABEL_RUN
 
         job = self._job(job_id)
@@ -295,8 +296,7 @@ class KubernetesOrchestrator(SubmissionMixin, RemoteOrchestrator):
                 seen[pod.metadata.name] = max(done, len(lines))
             yield from merged(fresh)
             if status.is_finished:
-                yield {"timestamp": None, "severity": "ERROR" if status.is_failed else "INFO",
-                       "message": f"run {job_id} finished: {status.value}", "is_finished": True, "status": status.value}
+                yield end_entry(f"run {job_id}", status)
                 return
             time.sleep(interval)
 

@@ -11,12 +11,10 @@ are shown, other lines as they are.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
-from flowyml_core.errors import FlowymlError
-from flowyml_core.remote import count_transient
+from flowyml_core.log_stream import follow, format_entry, log_entry
 from flowyml_core.results import ExecutionStatus
 from flowyml_core.step_runner import json_log_line
 
@@ -39,7 +37,7 @@ def step_jobs(steps: Iterable[dict[str, Any]]) -> dict[str, str]:
 
 
 def event_dict(event: dict[str, Any], unit: str | None) -> dict[str, Any]:
-    """A CloudWatch event as ``{timestamp, severity, message, task}`` (a step runner's JSON line unpacked)."""
+    """A CloudWatch event as a :func:`~flowyml_core.log_stream.log_entry` (a step runner's JSON line unpacked)."""
     text = str(event.get("message") or "").rstrip("\n")
     severity, message = "DEFAULT", text
     payload = json_log_line(text)
@@ -49,13 +47,7 @@ def event_dict(event: dict[str, Any], unit: str | None) -> dict[str, Any]:
         unit = unit or payload.get("execution_group")
     stamp = event.get("timestamp")
     when = datetime.fromtimestamp(stamp / 1000, timezone.utc).isoformat() if stamp is not None else None
-    return {"timestamp": when, "severity": severity, "message": message, "task": unit}
-
-
-def format_line(entry: dict[str, Any]) -> str:
-    stamp = entry["timestamp"][11:19] if entry["timestamp"] else "--:--:--"
-    source = f" [{entry['task']}]" if entry["task"] else ""
-    return f"[{stamp}] [{entry['severity']}]{source} {entry['message']}"
+    return log_entry(message, unit=unit, severity=severity, timestamp=when)
 
 
 class LogsMixin:
@@ -118,7 +110,7 @@ class LogsMixin:
         arn, execution = self._execution(job_id)
         jobs = step_jobs(self._steps(arn))
         start = _ms(execution.get("CreationTime"))
-        lines = [format_line(event_dict(event, unit)) for event, unit in self._read(arn.region, jobs, start)]
+        lines = [format_entry(event_dict(event, unit)) for event, unit in self._read(arn.region, jobs, start)]
         return "\n".join(lines[-max_entries:]) if lines else f"no log entries yet for {arn.arn}"
 
     def error_lines(self, job_id: str) -> dict[str, list[str]]:
@@ -128,58 +120,36 @@ class LogsMixin:
         for event, unit in self._read(arn.region, step_jobs(self._steps(arn)), _ms(execution.get("CreationTime"))):
             entry = event_dict(event, unit)
             if entry["severity"] in ("ERROR", "CRITICAL", "ALERT", "EMERGENCY"):
-                by_unit.setdefault(entry["task"] or "", []).append(entry["message"])
+                by_unit.setdefault(entry["unit"] or "", []).append(entry["message"])
         return by_unit
 
     def stream_logs(self, job_id: str, poll_interval: float | None = None) -> Iterator[dict[str, Any]]:
-        """Yield ``{timestamp, severity, message, task, is_finished}`` as lines arrive, until the execution ends.
-
-        Each poll reads the execution's status and steps *before* their logs,
-        so the lines read after it is seen finished include everything it
-        wrote; one more read follows after a short pause (ingestion lag). The
-        last item has ``is_finished`` true and the final ``status``.
-        """
-        interval = poll_interval or self.config.poll_interval
+        """Yield the execution's log lines (every step's job, merged) as they arrive, then its end
+        (see :mod:`flowyml_core.log_stream`)."""
         arn, execution = self._execution(job_id)
         start = _ms(execution.get("CreationTime"))
         since: dict[str, int] = {}
-        seen: set[str] = set()
-        transient = 0
-        draining = False
-        status: ExecutionStatus | None = None
         jobs: dict[str, str] = {}
-        while True:
-            try:
-                if not draining:
-                    status = map_execution_status(self._execution(arn.arn)[1]["PipelineExecutionStatus"])
-                    jobs = step_jobs(self._steps(arn))
-                events = self._read(arn.region, jobs, {job: since.get(job, start) for job in jobs})
-                transient = 0
-            except FlowymlError as exc:
-                transient = count_transient(exc, transient, arn.arn)
-                time.sleep(interval)
-                continue
-            for event, unit in events:
-                key = str(event.get("eventId") or f"{event.get('logStreamName')}|{event.get('timestamp')}|"
-                                                  f"{event.get('message')}")
+
+        def poll() -> ExecutionStatus:
+            status = map_execution_status(self._execution(arn.arn)[1]["PipelineExecutionStatus"])
+            jobs.clear()
+            jobs.update(step_jobs(self._steps(arn)))
+            return status
+
+        def read() -> list[tuple[str, dict[str, Any]]]:
+            out = []
+            for event, unit in self._read(arn.region, jobs, {job: since.get(job, start) for job in jobs}):
                 job = str(event.get("logStreamName") or "").split("/", 1)[0].lower()
                 if event.get("timestamp") is not None and job:
                     since[job] = max(since.get(job, start), int(event["timestamp"]))
-                if key in seen:
-                    continue
-                seen.add(key)
-                yield {**event_dict(event, unit), "is_finished": False}
-            assert status is not None
-            if status.is_finished and not draining:
-                draining = True
-                time.sleep(min(interval, LOG_DRAIN_SECONDS))
-                continue
-            if status.is_finished:
-                yield {"timestamp": None, "severity": "ERROR" if status.is_failed else "INFO",
-                       "message": f"execution {arn.arn} finished: {status.value}", "task": None,
-                       "is_finished": True, "status": status.value}
-                return
-            time.sleep(interval)
+                key = str(event.get("eventId") or f"{event.get('logStreamName')}|{event.get('timestamp')}|"
+                                                  f"{event.get('message')}")
+                out.append((key, event_dict(event, unit)))
+            return out
+
+        yield from follow(f"execution {arn.arn}", poll, read, interval=poll_interval or self.config.poll_interval,
+                          drain_seconds=LOG_DRAIN_SECONDS)
 
 
 def _ms(value: Any) -> int:

@@ -17,12 +17,10 @@ in batches, because Cloud Logging allows 60 list requests a minute per project.
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
-from flowyml_core.errors import FlowymlError
-from flowyml_core.remote import count_transient
+from flowyml_core.log_stream import follow, format_entry, log_entry
 from flowyml_core.results import ExecutionStatus
 
 from flowyml_vertex.states import JobKind, map_state
@@ -110,13 +108,13 @@ def _entry_time(entry: Any) -> float:
 
 
 def entry_dict(entry: Any, tasks: dict[str, str] | None = None) -> dict[str, Any]:
-    """A Cloud Logging entry as ``{timestamp, severity, message, task, insert_id}``.
+    """A Cloud Logging entry as a :func:`~flowyml_core.log_stream.log_entry` plus its ``insert_id``.
 
     ``flowyml step-runner`` logs JSON lines, which arrive as structured
     payloads: their ``message`` is the text; other lines are text payloads.
-    The task is the one whose CustomJob wrote the entry (``tasks``: job id →
-    task name), else the entry's ``task_name`` label, else the unit the step
-    runner names in its payload.
+    The unit is the task whose CustomJob wrote the entry (``tasks``: job id →
+    task name, one task per unit), else the entry's ``task_name`` label, else
+    the unit the step runner names in its payload.
     """
     payload = entry.payload
     resource = getattr(entry, "resource", None)
@@ -133,13 +131,9 @@ def entry_dict(entry: Any, tasks: dict[str, str] | None = None) -> dict[str, Any
         message = ""
     else:
         message = str(payload)
-    return {
-        "timestamp": entry.timestamp.isoformat() if entry.timestamp else None,
-        "severity": entry.severity or "DEFAULT",
-        "message": str(message).rstrip("\n"),
-        "task": task,
-        "insert_id": entry.insert_id,
-    }
+    return {**log_entry(str(message).rstrip("\n"), unit=task, severity=entry.severity or "DEFAULT",
+                        timestamp=entry.timestamp.isoformat() if entry.timestamp else None),
+            "insert_id": entry.insert_id}
 
 
 class _Follower:
@@ -211,12 +205,7 @@ class LogsMixin:
         tasks = task_jobs(job) if kind == "pipeline" else {}
         entries = self._read(project, job_filters(kind, job, log_start(job)), descending=True,
                              max_results=max_entries)[-max_entries:]
-        lines = []
-        for entry in entries:
-            record = entry_dict(entry, tasks)
-            stamp = record["timestamp"][11:19] if record["timestamp"] else "--:--:--"
-            source = f" [{record['task']}]" if record["task"] else ""
-            lines.append(f"[{stamp}] [{record['severity']}]{source} {record['message']}")
+        lines = [format_entry(entry_dict(entry, tasks)) for entry in entries]
         return "\n".join(lines) if lines else f"no log entries yet for {job.name}"
 
     def error_lines(self, kind: JobKind, project: str, job: Any) -> dict[str, list[str]]:
@@ -233,58 +222,31 @@ class LogsMixin:
         by_task: dict[str, list[str]] = {}
         for entry in self._read(project, filters, max_results=200):
             record = entry_dict(entry, tasks)
-            by_task.setdefault(record["task"] or "", []).append(record["message"])
+            by_task.setdefault(record["unit"] or "", []).append(record["message"])
         return by_task
 
     def stream_logs(self, job_id: str, poll_interval: float | None = None) -> Iterator[dict[str, Any]]:
-        """Yield ``{timestamp, severity, message, task, is_finished}`` as entries arrive, until the job ends.
-
-        Each poll reads the job (its state, and the CustomJobs of its tasks)
-        *before* its logs, so the entries read after the job is seen finished
-        include everything it wrote. The last item has ``is_finished`` true
-        and the final ``status``.
-        """
-        interval = poll_interval or self.config.poll_interval
+        """Yield the job's log entries (pipeline and tasks merged) as they arrive, then its end
+        (see :mod:`flowyml_core.log_stream`)."""
         kind, project, _, job = self._get_job(job_id)
         follower = _Follower(kind, job)
-        seen: set[str] = set()
-        transient = 0
-        draining = False
-        status: ExecutionStatus | None = None
-        tasks: dict[str, str] = {}
-        while True:
-            try:
-                if not draining:
-                    job = self._get_job(job.name)[3]
-                    status = map_state(kind, job.state.name)
-                    tasks = task_jobs(job) if kind == "pipeline" else {}
-                entries = self._read(project, follower.filters(tasks))
-                follower.read(tasks)
-                transient = 0
-            except FlowymlError as exc:
-                transient = count_transient(exc, transient, job.name)
-                time.sleep(interval)
-                continue
+        state: dict[str, Any] = {"job": job, "tasks": {}}
+
+        def poll() -> ExecutionStatus:
+            state["job"] = self._get_job(state["job"].name)[3]
+            state["tasks"] = task_jobs(state["job"]) if kind == "pipeline" else {}
+            return map_state(kind, state["job"].state.name)
+
+        def read() -> list[tuple[str, dict[str, Any]]]:
+            tasks = state["tasks"]
+            entries = self._read(project, follower.filters(tasks))
+            follower.read(tasks)
+            out = []
             for entry in entries:
-                record = entry_dict(entry, tasks)
-                key = record.pop("insert_id") or f"{record['timestamp']}|{record['message']}"
                 follower.saw(entry)
-                if key in seen:
-                    continue
-                seen.add(key)
-                yield {**record, "is_finished": False}
-            assert status is not None
-            if status.is_finished and not draining:
-                # Cloud Logging can deliver the last lines a moment after the job
-                # ends: read once more before reporting the end.
-                draining = True
-                time.sleep(min(interval, LOG_DRAIN_SECONDS))
-                continue
-            if status.is_finished:
-                yield {
-                    "timestamp": None, "severity": "ERROR" if status.is_failed else "INFO",
-                    "message": f"job {job.name} finished: {status.value}", "task": None,
-                    "is_finished": True, "status": status.value,
-                }
-                return
-            time.sleep(interval)
+                record = entry_dict(entry, tasks)
+                out.append((record.pop("insert_id") or f"{record['timestamp']}|{record['message']}", record))
+            return out
+
+        yield from follow(f"job {job.name}", poll, read, interval=poll_interval or self.config.poll_interval,
+                          drain_seconds=LOG_DRAIN_SECONDS)
