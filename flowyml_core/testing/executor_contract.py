@@ -50,7 +50,7 @@ from flowyml_core.execution import Run
 from flowyml_core.grouping import StepGroup
 from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult
 from flowyml_core.testing import samples
-from flowyml_core.testing.project import KitProject, close_component
+from flowyml_core.testing.project import KitProject, author_plugin, close_component
 from flowyml_core.testing.samples import CallLog, SamplePipelines, make_step
 from flowyml_core.testing.stores import DirArtifactStore, DirCacheStore, DirStoreConfig
 
@@ -484,17 +484,8 @@ class ExecutorContract:
     ) -> None:
         if self.flavor is None:
             pytest.skip('set `flavor = "<your flavor>"` on the test class to run a pipeline through stacks.toml')
-        plugins = {}
-        if self.plugin is not None:
-            from flowyml_core.plugins import import_object
-
-            module = import_object(self.plugin)
-            plugins[getattr(module, "__name__", "kit-author-plugin")] = module
-        project = KitProject(tmp_path / "stack-project")
+        project = KitProject(tmp_path / "stack-project", plugins=author_plugin(self.plugin))
         registry = project.registry()
-        if self.flavor not in registry.flavors["executor"]:
-            for name, plugin in plugins.items():
-                registry.register(plugin, name=name)
         assert self.flavor in registry.flavors["executor"], (
             f"no installed plugin registers executor flavor {self.flavor!r}: `pip install -e` your package "
             "(its [project.entry-points.\"flowyml.plugins\"] must point at your plugin module), "

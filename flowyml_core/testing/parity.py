@@ -43,7 +43,7 @@ import pytest
 
 from flowyml_core.results import ExecutionStatus, RunResult
 from flowyml_core.testing import parity_pipelines
-from flowyml_core.testing.project import KitProject, close_component
+from flowyml_core.testing.project import KitProject, author_plugin, close_component
 
 REFERENCE = "parity-local"
 UNDER_TEST = "parity"
@@ -124,8 +124,7 @@ class StackParityContract:
     def parity(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parity_stack: Mapping[str, Any],
                parity_env: Mapping[str, str], routed_store: str) -> Any:
         project_dir = tmp_path / "parity-project"
-        plugins = {"parity-plugin": self.plugin} if self.plugin is not None else {}
-        project = KitProject(project_dir, plugins=plugins)
+        project = KitProject(project_dir, plugins=author_plugin(self.plugin))
         monkeypatch.chdir(project_dir)
         monkeypatch.setenv("FLOWYML_STACKS_FILE", str(project.stacks_file))
         monkeypatch.setenv("XDG_CONFIG_HOME", str(project_dir / ".xdg"))

@@ -72,8 +72,20 @@ def toml_value(value: Any) -> Any:
     return value
 
 
+def author_plugin(plugin: Any | None) -> dict[str, Any]:
+    """The ``plugins`` argument of :class:`KitProject` for a contract's ``plugin`` class attribute."""
+    if plugin is None:
+        return {}
+    name = plugin if isinstance(plugin, str) else getattr(plugin, "__name__", None) or type(plugin).__name__
+    return {name: plugin}
+
+
 class KitProject:
-    """A project directory with a ``stacks.toml`` the test writes, resolved with a private registry."""
+    """A project directory with a ``stacks.toml`` the test writes, resolved with a private registry.
+
+    ``plugins`` maps a name to a plugin registered in process besides the installed ones: a module, an
+    object with hookimpls, or the dotted name of a module (``"mypkg.plugin"``).
+    """
 
     def __init__(self, path: Path, plugins: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
@@ -133,13 +145,15 @@ class KitProject:
     def registry(self) -> Any:
         """Installed plugins (entry points), the kit's stores, the recorder and any extra plugins."""
         if self._registry is None:
-            from flowyml_core.plugins import Registry
+            from flowyml_core.plugins import Registry, import_object
 
             registry = Registry()
             registry.load_entry_points()
             registry.register(KitStoresPlugin(), name=KIT_PLUGIN)
             for name, plugin in self.extra_plugins.items():
-                if name not in registry.plugins:
+                plugin = import_object(plugin)  # "pkg.plugin", as authors write it, or the module itself
+                # Installed already (its entry point loaded it): registering it twice would fail.
+                if name not in registry.plugins and not registry.pm.is_registered(plugin):
                     registry.register(plugin, name=name)
             registry.pm.register(self.recorder, name="flowyml-testing-recorder")
             self._registry = registry

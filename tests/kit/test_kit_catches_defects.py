@@ -307,3 +307,25 @@ def test_a_kit_failure_says_what_the_component_did_wrong(pytester: pytest.Pytest
     assert error.startswith("E       AssertionError: the same step with the same inputs, given the same cache_store, "
                             "must be a cache hit (cached=True, output=10); got ExecutionResult("), error
     assert "cached=False" in error
+
+
+def test_parity_takes_the_plugin_by_its_module_name(pytester: pytest.Pytester) -> None:
+    """``plugin = "pkg.plugin"``, as an author writes it before ``pip install -e`` (ExecutorContract takes it too)."""
+    pytester.makepyfile(thinplugin=textwrap.dedent("""
+        from flowyml_core.hookspecs import hookimpl
+        from flowyml_core.testing.subprocess_executor import SubprocessExecutor
+
+        @hookimpl
+        def register_executors(register):
+            register("thin", SubprocessExecutor)
+    """))
+    pytester.syspathinsert()
+    outcomes = run_kit(pytester, PARITY_HEADER + """
+    class TestIt(StackParityContract):
+        plugin = "thinplugin"
+
+        @pytest.fixture
+        def parity_stack(self, tmp_path):
+            return {"executor": "thin", **stores(tmp_path)}
+    """, "-k", "chain")
+    assert outcomes == {"test_pipeline_matches_the_local_run[chain]": "passed"}, outcomes
