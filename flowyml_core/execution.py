@@ -48,6 +48,9 @@ class Run:
     project_name: str = "default"
     stack_name: str | None = None
     params: dict[str, Any] = attrs.field(factory=dict, repr=False)
+    #: The results of the steps that have ended so far (the core walk fills it as they end), so that a
+    #: run cut short (Ctrl-C) still knows, and records, what it did.
+    steps: dict[str, ExecutionResult] = attrs.field(factory=dict, repr=False)
 
 
 def bind_inputs(

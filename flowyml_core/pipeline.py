@@ -216,10 +216,12 @@ def run_on_stack(
                 journal.record(result)
     except BaseException as exc:
         # Observers that saw the start see an end too, then the error goes on.
-        ended = ExecutionStatus.CANCELLED if isinstance(exc, KeyboardInterrupt) else ExecutionStatus.FAILED
+        # The steps that ended before it (``run.steps``) are kept: a run cut short by Ctrl-C says what it did.
+        ended = RunResult(run_id=run_id, steps=dict(run.steps),
+                          status=ExecutionStatus.CANCELLED if isinstance(exc, KeyboardInterrupt) else ExecutionStatus.FAILED)
         if journal is not None and not journal.submitted:  # a submitted run goes on remotely
-            journal.record(RunResult(run_id=run_id, status=ended))
-        hooks.on_run_end(run=run, result=RunResult(run_id=run_id, status=ExecutionStatus.FAILED))
+            journal.record(ended)
+        hooks.on_run_end(run=run, result=ended)
         raise
     hooks.on_run_end(run=run, result=result)
     return result

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from flowyml_core.calling import keyword_caller
 from flowyml_core.context import Context
+from flowyml_core.daemon_pool import DaemonThreadPool
 from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, result_assets, step_params
 from flowyml_core.grouping import ExecutionUnit, StepGroup, unit_name, unit_steps
 from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult
@@ -168,7 +169,7 @@ class PipelineWalker:
         steps = {s.name: s for s in unit_steps(unit)}
         for result in results:
             step = steps[result.step_name]
-            self.results[step.name] = result
+            self.results[step.name] = self.run_info.steps[step.name] = result
             assets = self._assets_of(step, result)  # may turn a success that breaks its output contract into a failure
             if not result.success:
                 for asset in step.outputs:
@@ -245,7 +246,7 @@ class PipelineWalker:
                     heapq.heappush(ready, child)
 
         own_pool = self.pool is None
-        pool = self.pool or concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="flowyml-unit")
+        pool = self.pool or DaemonThreadPool(self.max_workers)
         running: dict[concurrent.futures.Future[list[ExecutionResult]], int] = {}
         # Completed futures arrive on a queue: concurrent.futures.wait() re-arms a
         # waiter on every pending future per call, O(n²) for n independent units.
@@ -272,9 +273,12 @@ class PipelineWalker:
                     for future in sorted(done, key=running.__getitem__):
                         i = running.pop(future)
                         complete(i, self._collect(units[i], future))
-        finally:
-            if own_pool:
-                pool.shutdown(wait=True)
+        except BaseException:
+            if own_pool:  # Ctrl-C: start nothing more, and do not wait for the steps still running
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        if own_pool:
+            pool.shutdown(wait=True)
 
     def _collect(self, unit: ExecutionUnit, future: concurrent.futures.Future[list[ExecutionResult]]) -> list[ExecutionResult]:
         """The unit's results; a unit whose worker failed (or vanished) fails each of its steps."""

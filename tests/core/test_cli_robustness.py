@@ -78,6 +78,54 @@ def test_ctrl_c_names_the_running_step(slow):
     assert "[1/3] first" in out
 
 
+PARALLEL = """
+    import time
+    from pathlib import Path
+    from flowyml_core import Pipeline, step
+
+    @step(outputs=["a"])
+    def first():
+        return 1
+
+    @step(inputs=["a"], outputs=["b"])
+    def long_one(a):
+        Path("started-one").write_text("yes")
+        time.sleep(60)
+
+    @step(inputs=["a"], outputs=["c"])
+    def long_two(a):
+        Path("started-two").write_text("yes")
+        time.sleep(60)
+
+    pipeline = Pipeline("parallel", [first, long_one, long_two])
+"""
+
+
+def test_ctrl_c_ends_a_parallel_run_at_once_and_its_history_keeps_what_ended(project):
+    """Steps in threads cannot be stopped, but the process must not wait for them (it waited 60 s)."""
+    write(project / "pipe.py", PARALLEL)
+    with (project / "stacks.toml").open("a", encoding="utf-8") as f:
+        f.write('\n[stacks.wide]\nexecutor = { flavor = "local", max_workers = 2 }\n'
+                'artifact_store = { flavor = "local", path = ".flowyml/artifacts" }\n'
+                'cache_store = { flavor = "local", path = ".flowyml/cache" }\n')
+    proc = popen(["run", "pipe.py:pipeline", "--stack", "wide", "--run-id", "cut1"], project)
+    deadline = time.monotonic() + 60
+    while not ((project / "started-one").exists() and (project / "started-two").exists()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    out, err = proc.communicate(timeout=50)
+    assert time.monotonic() - interrupted < 20, "Ctrl-C waited for the steps still running"
+    assert proc.returncode == 130, err
+    assert "interrupted while running steps 'long_one', 'long_two'" in err, err
+    shown = subprocess.run([str(FLOWYML), "runs", "show", "cut1", "--json"], cwd=project, capture_output=True,
+                           text=True, timeout=60)
+    entry = json.loads(shown.stdout)
+    assert entry["status"] == "cancelled", entry
+    assert {name: s["status"] for name, s in entry["steps"].items()} == {"first": "completed"}, entry
+
+
 def test_running_steps_are_found_in_every_thread_and_guessed_otherwise():
     release = threading.Event()
 
