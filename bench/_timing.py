@@ -81,6 +81,48 @@ class FreshArtifacts:
             self.drop(step)()
 
 
+def store_vs_filesystem(store: Any, fs: Any, root: str, data: bytes, array: Any, repeat: int,
+                        bytes_only: bool = False) -> list[tuple[str, Timing, Timing]]:
+    """The four rows of a bucket store against its raw fsspec filesystem (``root``: a writable ``bucket/dir``).
+
+    bytes write/read: ``store.materialize``/``store.load`` vs ``fs.pipe_file``/``fs.cat_file``; npy
+    write/read: the same vs ``np.save`` into memory + ``fs.pipe_file``, ``fs.cat_file`` + ``np.load``.
+    Both sides are checked to round-trip before anything is timed. ``bytes_only``: the filesystem
+    takes no memoryview (s3fs), so the raw npy write pays for a copy of the buffer.
+    """
+    import io
+
+    import numpy as np
+
+    raw_path, npy_path = f"{root}/data.bin", f"{root}/data.npy"
+    writes = FreshArtifacts(store)
+
+    def raw_npy_write() -> None:
+        buf = io.BytesIO()
+        np.save(buf, array)
+        fs.pipe_file(npy_path, buf.getvalue() if bytes_only else buf.getbuffer())
+
+    def raw_npy_read() -> object:
+        return np.load(io.BytesIO(fs.cat_file(npy_path)))
+
+    uri_bytes = store.materialize(data, "payload", "bench", "bytes")
+    uri_npy = store.materialize(array, "array", "bench", "npy")
+    fs.pipe_file(raw_path, data)
+    raw_npy_write()
+    assert store.load(uri_bytes) == data and fs.cat_file(raw_path) == data
+    assert np.array_equal(store.load(uri_npy), array, equal_nan=True)
+    assert np.array_equal(raw_npy_read(), array, equal_nan=True)
+    rows = [
+        ("bytes write", *compare(writes.write(data, "bytes"), lambda: fs.pipe_file(raw_path, data), repeat,
+                                 writes.drop("bytes"))),
+        ("bytes read", *compare(lambda: store.load(uri_bytes), lambda: fs.cat_file(raw_path), repeat)),
+        ("npy write", *compare(writes.write(array, "npy"), raw_npy_write, repeat, writes.drop("npy"))),
+        ("npy read", *compare(lambda: store.load(uri_npy), raw_npy_read, repeat)),
+    ]
+    writes.drop_all()
+    return rows
+
+
 def print_table(title: str, raw_label: str, rows: list[tuple[str, Timing, Timing]], target: float,
                 digits: int = 4) -> None:
     """The benchmark's table: best [median] of the store and of the raw call, their ratio and the verdict."""

@@ -18,7 +18,6 @@ the upload) into the object's header, and checks the digest on read. Target: 1.3
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import tempfile
@@ -28,7 +27,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.servers (the emulator helper)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import FreshArtifacts, compare, print_table  # noqa: E402
+from _timing import print_table, store_vs_filesystem  # noqa: E402
 
 TARGET = 1.3
 
@@ -54,33 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         bucket = emulator.make_bucket("flowyml-bench")
         fs = emulator.filesystem()
         store = GcsArtifactStore(GcsArtifactStoreConfig(url=f"gs://{bucket}/store", endpoint=emulator.url))
-        raw_path = f"{bucket}/raw/data.bin"
-        npy_path = f"{bucket}/raw/data.npy"
-        writes = FreshArtifacts(store)
-
-        def raw_npy_write() -> None:
-            buf = io.BytesIO()
-            np.save(buf, array)
-            fs.pipe_file(npy_path, buf.getbuffer())
-
-        def raw_npy_read() -> object:
-            return np.load(io.BytesIO(fs.cat_file(npy_path)))
-
-        uri_bytes = store.materialize(data, "payload", "bench", "bytes")
-        uri_npy = store.materialize(array, "array", "bench", "npy")
-        fs.pipe_file(raw_path, data)
-        raw_npy_write()
-        assert store.load(uri_bytes) == data
-        assert np.array_equal(store.load(uri_npy), array, equal_nan=True)
-
-        rows = [
-            ("bytes write", *compare(writes.write(data, "bytes"), lambda: fs.pipe_file(raw_path, data), args.repeat,
-                                     writes.drop("bytes"))),
-            ("bytes read", *compare(lambda: store.load(uri_bytes), lambda: fs.cat_file(raw_path), args.repeat)),
-            ("npy write", *compare(writes.write(array, "npy"), raw_npy_write, args.repeat, writes.drop("npy"))),
-            ("npy read", *compare(lambda: store.load(uri_npy), raw_npy_read, args.repeat)),
-        ]
-        writes.drop_all()
+        rows = store_vs_filesystem(store, fs, f"{bucket}/raw", data, array, args.repeat)
 
     print_table(f"flowyml GCS artifact store vs raw gcsfs on fake-gcs-server, {args.size_mb} MB payloads "
                 f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, best of {args.repeat}; median in brackets)",
