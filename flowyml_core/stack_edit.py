@@ -87,11 +87,11 @@ def _header_parts(key: str) -> list[str]:
 def remove_stack(registry: StackRegistry, name: str) -> Path:
     """Cut ``[stacks.NAME]`` and its sub-tables out of the file that defines it.
 
-    Also cut: one blank line right before each of its headers, if there is
-    one. :func:`add_stack` puts it there, so adding and removing a stack, any
-    number of times, leaves the file as it was (blank lines piled up before);
-    a stack written by hand between two others leaves one blank line between
-    them, not two.
+    Also cut: the blank line right before the stack (before each part of it,
+    when its sub-tables are written apart), if there is one. :func:`add_stack`
+    puts it there, so adding and removing a stack, any number of times,
+    leaves the file as it was (blank lines piled up before); a stack written
+    by hand between two others leaves one blank line between them, not two.
     """
     spec = registry.get(name)
     if spec.origin == "built-in":
