@@ -135,20 +135,25 @@ def looks_secret(name: str) -> bool:
 def mask_options(options: Mapping[str, Any], config_cls: type | None = None) -> dict[str, Any]:
     """Options fit to show: env references kept as written, secret fields masked.
 
-    Without a config class (its plugin is disabled, missing or broken) nothing
-    says which fields are secret, so options are masked by name instead
-    (``token``, ``signing_key``, ``password``...), in nested tables too.
+    Only the config class can say which of its fields are secret. Options it
+    does not declare (a typo, an option of another flavor, or every option
+    when the plugin is disabled, missing or broken) have no declaration to go
+    by, so they are masked by name instead (``token``, ``signing_key``,
+    ``password``...), in nested tables too: such an option is refused when
+    the stack is used, but showing it must not print the secret written there.
     """
     import attrs
 
-    if config_cls is None:
+    if config_cls is None or not attrs.has(config_cls):
         return _mask_by_name(options)
-    secret_names = set()
-    if attrs.has(config_cls):
-        secret_names = {f.name for f in attrs.fields(config_cls) if f.metadata.get("secret")}
+    fields = attrs.fields(config_cls)
+    declared = {f.name for f in fields}
+    secret_names = {f.name for f in fields if f.metadata.get("secret")}
     shown: dict[str, Any] = {}
     for key, value in options.items():
-        if key in secret_names and value not in (None, "") and not has_env_ref(value):
+        if key not in declared:
+            shown.update(_mask_by_name({key: value}))
+        elif key in secret_names and value not in (None, "") and not has_env_ref(value):
             shown[key] = MASK
         else:
             shown[key] = value
@@ -167,6 +172,21 @@ def _mask_by_name(options: Mapping[str, Any], inherited: bool = False) -> dict[s
         else:
             shown[key] = value
     return shown
+
+
+def scrub(message: str, secrets: list[str]) -> str:
+    """Remove secret values from a message (they may be echoed by a library).
+
+    Also in the escaped forms ``repr()`` and JSON give them (a backslash or a
+    quote in a token is doubled there), since libraries usually show ``{x!r}``.
+    """
+    import json
+
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            for form in {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]}:
+                message = message.replace(form, MASK)
+    return message
 
 
 def describe_structure_error(exc: BaseException, where: str, secret_paths: set[str]) -> list[str]:

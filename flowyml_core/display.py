@@ -21,6 +21,11 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def count(n: int, noun: str) -> str:
+    """``1 step``, ``3 steps``: a number with its noun, plural only when it should be."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def printable(text: str) -> str:
     """``text`` with control and other invisible characters escaped, for a terminal.
 

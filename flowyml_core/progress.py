@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Iterable, TextIO
 
-from flowyml_core.display import format_duration
+from flowyml_core.display import count, format_duration
 from flowyml_core.hookspecs import hookimpl
 
 #: A step's captured output longer than this many lines is shortened on screen.
@@ -134,7 +134,7 @@ class Progress:
 
         self._filtered_logger.addFilter(self._filter)
         stack = printable(str(run.stack_name))
-        self._write(f"running {run.pipeline_name} on stack {stack} ({self.total} steps, run {run.run_id})\n")
+        self._write(f"running {run.pipeline_name} on stack {stack} ({count(self.total, 'step')}, run {run.run_id})\n")
 
     @hookimpl
     def on_step_end(self, run: Any, result: Any) -> None:
@@ -206,7 +206,8 @@ class Progress:
         if failed:
             head = f"run {result.run_id} FAILED in {format_duration(elapsed)}: {counts}"
         elif steps and cached == len(steps):
-            head = f"run {result.run_id} completed in {format_duration(elapsed)}, fully cached: all {cached} steps came from the cache"
+            head = f"run {result.run_id} completed in {format_duration(elapsed)}, fully cached: " + \
+                ("its one step came from the cache" if cached == 1 else f"all {cached} steps came from the cache")
             if _is_remote(stack):
                 head += "; nothing was built or submitted"
         else:

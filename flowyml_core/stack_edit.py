@@ -62,7 +62,10 @@ def add_stack(registry: StackRegistry, name: str, components: dict[str, Any]) ->
         raise ConfigError(f"stack {name!r} already exists in {registry.stacks[name].origin}; remove it first")
     old_text = target.text if target.exists else ""
     old_data = target.data if target.exists else {}
-    separator = "" if not old_text or old_text.endswith("\n\n") else ("\n" if old_text.endswith("\n") else "\n\n")
+    # One blank line before the new stack, always (even after blank lines already there): remove_stack
+    # takes exactly that line back, so adding then removing leaves the file as it was, byte for byte.
+    # An unfinished last line is ended first, and stays ended.
+    separator = "" if not old_text else ("\n" if old_text.endswith("\n") else "\n\n")
     new_text = old_text + separator + render_stack(name, components)
     expected = dict(old_data)
     expected["stacks"] = {**old_data.get("stacks", {}), name: components}
@@ -82,7 +85,14 @@ def _header_parts(key: str) -> list[str]:
 
 
 def remove_stack(registry: StackRegistry, name: str) -> Path:
-    """Cut ``[stacks.NAME]`` and its sub-tables out of the file that defines it."""
+    """Cut ``[stacks.NAME]`` and its sub-tables out of the file that defines it.
+
+    Also cut: the blank line right before the stack (before each part of it,
+    when its sub-tables are written apart), if there is one. :func:`add_stack`
+    puts it there, so adding and removing a stack, any number of times,
+    leaves the file as it was (blank lines piled up before); a stack written
+    by hand between two others leaves one blank line between them, not two.
+    """
     spec = registry.get(name)
     if spec.origin == "built-in":
         raise ConfigError(f"stack {name!r} is built in; there is nothing to remove")
@@ -103,6 +113,8 @@ def remove_stack(registry: StackRegistry, name: str) -> Path:
             if inside and not starts:
                 keep.extend(pending)
             pending = []
+            if starts and not inside and keep and keep[-1].strip() == "":
+                keep.pop()
             inside = starts
             if inside:
                 continue

@@ -22,6 +22,7 @@ from flowyml_core.config import (
     raise_problems,
     referenced_env_values,
     resolve_env_refs,
+    scrub,
     secret_field_names,
     spec_field_problems,
 )
@@ -435,21 +436,6 @@ class StackRegistry:
 
 def _strings(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
-
-
-def scrub(message: str, secrets: list[str]) -> str:
-    """Remove secret values from a message (they may be echoed by a library).
-
-    Also in the escaped forms ``repr()`` and JSON give them (a backslash or a
-    quote in a token is doubled there), since libraries usually show ``{x!r}``.
-    """
-    import json
-
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            for form in {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]}:
-                message = message.replace(form, "****")
-    return message
 
 
 # -- the stack ``Pipeline.run`` uses, resolved once per process ----------------------------------------

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowyml_core.config import describe_structure_error
+from flowyml_core.config import (
+    describe_structure_error,
+    has_env_ref,
+    scrub,
+    secret_field_names,
+    spec_field_problems,
+)
 
 
 def structure_config(
@@ -26,6 +32,36 @@ def structure_config(
     except Exception as exc:  # cattrs raises grouped errors; each becomes one line
         problems.extend(describe_structure_error(exc, where, secret_paths))
         return None
+
+
+def written_option_problems(config_cls: type | None, options: dict[str, Any], where: str) -> list[str]:
+    """The problems of options as written, found without reading any ``${env:…}`` value.
+
+    ``flowyml stack add`` and ``stack show`` check a stack whose variables
+    may not be set here (they are set where it runs), and must never read or
+    print a secret. So a referenced option is not structured, but its name
+    still is: an unknown one is refused, whatever its value (it was let
+    through when its value was a reference), and a required one stands in as
+    "" (every required option is a string). A reference in an option that goes
+    into a job spec is refused as when the stack is resolved. Messages are
+    worded as ``flowyml stack validate`` words them and hide the values of
+    secret fields.
+    """
+    import attrs
+
+    problems = spec_field_problems(options, config_cls, where)
+    referenced = {k for k, v in options.items() if has_env_ref(v)}
+    fields = {f.name: f for f in attrs.fields(config_cls)} if config_cls is not None and attrs.has(config_cls) else {}
+    plain: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in referenced or key not in fields:
+            plain[key] = value  # an unknown option's value is never structured: its name is what is refused
+        elif fields[key].default is attrs.NOTHING:
+            plain[key] = ""
+    secret_names = secret_field_names(config_cls)
+    structure_config(config_cls, plain, where, referenced | secret_names, problems)
+    literal_secrets = [v for k, v in options.items() if k in secret_names and isinstance(v, str) and k not in referenced]
+    return [scrub(p, literal_secrets) for p in problems]
 
 
 _CONVERTER: Any = None

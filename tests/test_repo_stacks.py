@@ -27,7 +27,7 @@ def test_every_shipped_stack_structures_with_the_installed_plugins(run_cli, proj
         shown = run_cli("stack", "show", name, "--json", env=env)
         assert shown.returncode == 0, shown.stderr
         components = json.loads(shown.stdout)["components"]
-        problems = {kind: c["problem"] for kind, c in components.items() if "problem" in c}
+        problems = {kind: c["problems"] for kind, c in components.items() if "problems" in c}
         assert not problems, f"stack {name}: {problems}"
 
 

@@ -13,14 +13,19 @@ logger = logging.getLogger("flowyml.history")
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    from flowyml_core.history import list_runs
+    from flowyml_core.errors import FlowymlError
+    from flowyml_core.history import list_runs, runs_dir
 
     if args.limit < 0:
-        from flowyml_core.errors import FlowymlError
-
         raise FlowymlError(f"--limit must be 0 (all runs) or more, not {args.limit}")
-    from flowyml_core.history import runs_dir
+    if args.status is not None:
+        from flowyml_core.results import ExecutionStatus
 
+        # A misspelt status matched no run, which read as "no such runs" rather than as a typo.
+        statuses = [s.value for s in ExecutionStatus]
+        if args.status not in statuses:
+            raise FlowymlError(f"--status {args.status!r} is not a run status; "
+                               f"use one of: {', '.join(statuses)}")
     directory = project_dir()
     entries = list_runs(directory, stack=args.stack, pipeline=args.pipeline, status=args.status,
                         limit=args.limit or None)

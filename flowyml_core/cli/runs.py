@@ -193,11 +193,11 @@ def _in_process_run(entry: Any, args: argparse.Namespace) -> int:
     if args.action == "status":
         out({"run_id": entry.run_id, "status": entry.status, "stack": entry.stack}, args.json, lambda: entry.status)
         return 1 if entry.status == "failed" else 0
-    what = "no remote logs" if args.action == "logs" else "nothing to stop"
+    what = "there are no remote logs to read" if args.action == "logs" else "there is nothing to stop"
     raise FlowymlError(
         f"run {printable(entry.run_id)} (stack {printable(entry.stack)}, executor {printable(entry.executor or '?')}) "
         f"has no remote job: it ran in the process that started it, or ended before anything was submitted, so "
-        f"there are {what}; see its steps with: flowyml runs show {printable(entry.run_id)}"
+        f"{what}; see its steps with: flowyml runs show {printable(entry.run_id)}"
     )
 
 

@@ -47,9 +47,17 @@ def cmd_stack_list(args: argparse.Namespace) -> int:
 
 
 def cmd_stack_show(args: argparse.Namespace) -> int:
+    """Show a stack as written, with its problems; informational, so it exits 0 even when there are some.
+
+    The problems are those ``stack validate`` reports about what is written
+    (a flavor no plugin provides, unknown options, wrong types), worded the
+    same; ``${env:…}`` values are not read here: ``stack validate`` resolves
+    them and runs each component's validate(), and exits 1 on a problem.
+    """
     from flowyml_core.config import mask_options
     from flowyml_core.errors import PluginError
     from flowyml_core.plugins import get_registry
+    from flowyml_core.structuring import written_option_problems
 
     registry = stack_registry()
     name, why = registry.active(args.name)
@@ -57,15 +65,20 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
     plugins = get_registry()
     components = {}
     for kind, comp in spec.components.items():
+        where = f"{spec.origin}: stack {name!r}, {kind} {comp.flavor!r}"
         entry: dict[str, Any] = {"flavor": comp.flavor}
         try:
             flavor = plugins.flavor(kind, comp.flavor)
             entry["plugin"] = flavor.plugin
             config_cls = flavor.load()[1]
         except PluginError as exc:
-            entry["problem"] = str(exc)
+            problems = [f"{where}: {exc}"]
             config_cls = None
+        else:
+            problems = written_option_problems(config_cls, comp.options, where)
         entry["options"] = mask_options(comp.options, config_cls)
+        if problems:  # absent when there is none, as in the listing of a healthy stack before
+            entry["problems"] = problems
         components[kind] = entry
     data = {"name": name, "origin": spec.origin, "active_because": why if not args.name else "named", "components": components}
 
@@ -78,8 +91,7 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
             lines.append(f"  {kind}: {printable(entry['flavor'])}{plugin}")
             for key, value in entry["options"].items():
                 lines.append(f"    {printable(str(key))} = {value!r}")
-            if "problem" in entry:
-                lines.append(f"    PROBLEM: {entry['problem']}")
+            lines.extend(f"    PROBLEM: {printable(problem)}" for problem in entry.get("problems", ()))
         return "\n".join(lines)
 
     out(data, args.json, text)
@@ -121,11 +133,10 @@ def cmd_stack_add(args: argparse.Namespace) -> int:
 
 
 def _check_flavors(spec: Any, problems: list[str]) -> None:
-    """Structure each component's options without resolving env references."""
-    from flowyml_core.config import has_env_ref
+    """Structure each component's options as ``stack show`` does: no ``${env:…}`` reference is resolved."""
     from flowyml_core.errors import PluginError
     from flowyml_core.plugins import get_registry
-    from flowyml_core.structuring import structure_config
+    from flowyml_core.structuring import written_option_problems
 
     plugins = get_registry()
     for kind, comp in spec.components.items():
@@ -135,15 +146,7 @@ def _check_flavors(spec: Any, problems: list[str]) -> None:
         except PluginError as exc:
             problems.append(f"{where}: {exc}")
             continue
-        plain = {k: v for k, v in comp.options.items() if not has_env_ref(v)}
-        if config_cls is not None:
-            import attrs
-
-            required = {f.name for f in attrs.fields(config_cls) if f.default is attrs.NOTHING}
-            plain.update({k: "" for k, v in comp.options.items() if has_env_ref(v) and k in required})
-        local: list[str] = []
-        structure_config(config_cls, plain, where, set(), local)
-        problems.extend(local)
+        problems.extend(written_option_problems(config_cls, comp.options, where))
 
 
 def cmd_stack_remove(args: argparse.Namespace) -> int:

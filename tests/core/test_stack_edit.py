@@ -113,7 +113,7 @@ def test_remove_cuts_only_the_stack_and_its_sub_tables(stacks, project):
     assert stacks.read_text() == expected_after_removing(
         HAND_WRITTEN,
         '[ stacks . b ]   # spaced header\nexecutor = { flavor = "echo", prefix = "B" }\n',
-        '[stacks.b.cache_store]\nflavor = "memory"\n',
+        '\n[stacks.b.cache_store]\nflavor = "memory"\n',  # with the blank line before it: none piles up
     )
     assert set(parse(stacks)["stacks"]) == {"a", "bb", "gcp-prod"}
 
@@ -122,13 +122,14 @@ def test_remove_quoted_name_with_sub_table(stacks, project):
     remove_stack(registry(project), "gcp-prod")
     assert stacks.read_text() == expected_after_removing(
         HAND_WRITTEN,
-        '[stacks."gcp-prod"]\nexecutor = "echo"\n\n[stacks."gcp-prod".cache_store]\nflavor = "memory"\nmax_entries = 10\n',
+        # With the blank line before it: two blank lines were left between bb and b.cache_store.
+        '\n[stacks."gcp-prod"]\nexecutor = "echo"\n\n[stacks."gcp-prod".cache_store]\nflavor = "memory"\nmax_entries = 10\n',
     )
 
 
 def test_remove_similar_prefix_keeps_the_other(stacks, project):
     remove_stack(registry(project), "bb")
-    assert stacks.read_text() == expected_after_removing(HAND_WRITTEN, '[stacks.bb]\nexecutor = "echo"\n')
+    assert stacks.read_text() == expected_after_removing(HAND_WRITTEN, '\n[stacks.bb]\nexecutor = "echo"\n')
     assert "b" in parse(stacks)["stacks"]
 
 
@@ -223,8 +224,8 @@ def test_cli_add_and_remove(stacks, project, run_cli):
     assert parse(stacks)["stacks"]["dev"]["executor"] == {"flavor": "echo", "prefix": "DEV", "token": "${env:TOK}"}
     assert run_cli("stack", "validate", "dev", cwd=project, env=env).returncode == 0
     out = run_cli("stack", "remove", "dev", cwd=project)
-    # Only the blank line that add put before the new header remains.
-    assert out.returncode == 0 and stacks.read_text() == HAND_WRITTEN + "\n"
+    # Even the blank line that add put before the new header goes.
+    assert out.returncode == 0 and stacks.read_text() == HAND_WRITTEN
 
 
 @pytest.mark.parametrize(
@@ -275,7 +276,7 @@ def test_crlf_line_ends_are_kept_and_a_lone_carriage_return_is_invalid(project):
     path.write_bytes(b'default = "a"\r\n[stacks.a]\r\nexecutor = "local"\r\n')
     add_stack(StackRegistry.load(), "b", {"executor": "local"})
     remove_stack(StackRegistry.load(), "b")
-    assert path.read_bytes() == b'default = "a"\r\n[stacks.a]\r\nexecutor = "local"\r\n\n'
+    assert path.read_bytes() == b'default = "a"\r\n[stacks.a]\r\nexecutor = "local"\r\n'
     path.write_bytes(b"\r")
     with pytest.raises(ConfigError, match=r"stacks.toml: invalid TOML: .*\(at line 1, column 1\)"):
         StackRegistry.load()
