@@ -253,17 +253,21 @@ def check_definition(s: Step) -> None:
     A ``retry="2"`` used to surface as ``'<' not supported`` deep in a run, and
     duplicate output names or an input with no parameter to receive it lost
     data without a word. All problems of one step are reported at once, in one
-    line that names the step and where its function is defined.
+    line that names the step and where its function is defined. The checks
+    test the common types first: a pipeline file may define hundreds of steps.
     """
     problems: list[str] = []
-    if not isinstance(s.name, str) or not s.name.strip():
-        problems.append(f"name must be a non-empty string, got {s.name!r}")
-    for field in ("inputs", "outputs"):
-        problems += _name_problems(field, getattr(s, field))
-    if not isinstance(s.cache, bool):
-        problems.append(f"cache must be True or False, got {s.cache!r} ({_a(s.cache)})")
-    if isinstance(s.retry, bool) or not isinstance(s.retry, int) or s.retry < 0:
-        problems.append(f"retry must be a whole number >= 0 (the extra attempts), got {s.retry!r} ({_a(s.retry)})")
+    name, inputs, outputs, cache, retry = s.name, s.inputs, s.outputs, s.cache, s.retry
+    if type(name) is not str or not name.strip():
+        problems.append(f"name must be a non-empty string, got {name!r}")
+    if inputs:
+        problems += _name_problems("inputs", inputs)
+    if outputs:
+        problems += _name_problems("outputs", outputs)
+    if cache is not True and cache is not False:
+        problems.append(f"cache must be True or False, got {cache!r} ({_a(cache)})")
+    if type(retry) is not int and (isinstance(retry, bool) or not isinstance(retry, int)) or retry < 0:
+        problems.append(f"retry must be a whole number >= 0 (the extra attempts), got {retry!r} ({_a(retry)})")
     if not _seconds(s.retry_delay):
         problems.append(f"retry_delay must be a number of seconds >= 0, got {s.retry_delay!r} ({_a(s.retry_delay)})")
     if s.timeout is not None and not _seconds(s.timeout):
@@ -273,25 +277,34 @@ def check_definition(s: Step) -> None:
             f"condition must be a function of the parameters and assets it names (e.g. lambda deploy: deploy) "
             f"or None, got {s.condition!r} ({_a(s.condition)})"
         )
-    if s.execution_group is not None and (not isinstance(s.execution_group, str) or not s.execution_group):
-        problems.append(f"execution_group must be a non-empty string or None, got {s.execution_group!r}")
-    if not isinstance(s.tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in s.tags.items()):
-        problems.append(f"tags must be a dict of strings (e.g. {{'team': 'ml'}}), got {s.tags!r}")
-    if s.version is not None and (isinstance(s.version, bool) or not isinstance(s.version, (str, int))):
-        problems.append(f"version must be a string, an int or None, got {s.version!r} ({_a(s.version)})")
+    group = s.execution_group
+    if group is not None and (not isinstance(group, str) or not group):
+        problems.append(f"execution_group must be a non-empty string or None, got {group!r}")
+    tags = s.tags
+    if not isinstance(tags, dict) or tags and not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        problems.append(f"tags must be a dict of strings (e.g. {{'team': 'ml'}}), got {tags!r}")
+    version = s.version
+    if version is not None and type(version) is not str and (isinstance(version, bool) or not isinstance(version, int)):
+        problems.append(f"version must be a string, an int or None, got {version!r} ({_a(version)})")
     if s.resources is not None:
         from flowyml_core.resources import ResourceConfig  # already loaded: the user built one
 
         if not isinstance(s.resources, ResourceConfig):
             problems.append(f"resources must be a ResourceConfig(...) or None, got {s.resources!r}")
-    if not problems and s.inputs and not s.accepts_any_kwargs:
+    if not problems and inputs and not s.accepts_any_kwargs:
         problems += _unreceived_inputs(s)
     if problems:
-        label = repr(s.name) if isinstance(s.name, str) and s.name.strip() else f"of function {_func_name(s.func)!r}"
+        label = repr(name) if isinstance(name, str) and name.strip() else f"of function {_func_name(s.func)!r}"
         raise DefinitionError(f"step {label}{_defined_at(s.func)}: " + "; ".join(problems))
 
 
 def _name_problems(field: str, names: tuple[Any, ...]) -> list[str]:
+    for n in names:
+        if type(n) is not str or not n:
+            break
+    else:
+        if len(set(names)) == len(names):
+            return []  # the common case, decided without building anything
     bad = [n for n in names if not isinstance(n, str) or not n]
     if bad:
         return [f"{field} must be asset names (non-empty strings), got {', '.join(f'{n!r} ({_a(n)})' for n in bad)}"]
@@ -339,7 +352,10 @@ def _unreceived_inputs(s: Step) -> list[str]:
 
 def _seconds(value: Any) -> bool:
     """A duration: an int or float >= 0 (not a bool, not NaN)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+    kind = type(value)
+    if kind is not float and kind is not int and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return False
+    return value >= 0
 
 
 def _a(value: Any) -> str:
