@@ -111,7 +111,8 @@ def _unknown_message(pipeline: Any, unknown: list[str], declared: dict[str, Decl
         which = " ".join(f"--param {n}" for n in unknown)
         messages.insert(0, (
             f"{which}: pipeline {pipeline.name!r} takes no parameter{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(repr(n) for n in unknown)} (its parameters: {names})" + (f"; {' '.join(hints)}" if hints else "")
+            f"{', '.join(repr(n) for n in unknown)} (its parameters: {names})"
+            + (f"; {' '.join(hints)}" if hints else "")
         ))
     return "; ".join(messages)
 
@@ -124,7 +125,8 @@ def _asset_message(pipeline: Any, name: str) -> str:
     never reach it: the person reading only the step's signature cannot see that.
     """
     producers = [s.name for s in pipeline.steps if name in s.outputs]
-    receivers = [s.name for s in pipeline.steps if name not in s.outputs and (name in s.param_names or name in s.inputs)]
+    receivers = [s.name for s in pipeline.steps
+                 if name not in s.outputs and (name in s.param_names or name in s.inputs)]
     made = (f"produced by {_steps(producers)}" if producers
             else f"declared as an input of {_steps([s.name for s in pipeline.steps if name in s.inputs])}")
     takes = f" and passed to {_steps(receivers)} by name" if receivers else ""

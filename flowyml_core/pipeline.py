@@ -164,7 +164,10 @@ def as_context(value: Context | Mapping[str, Any] | None, where: str) -> Context
         return Context.coerce(value)
     if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
         return Context.coerce(value)
-    what = "a dict whose keys are not all strings" if isinstance(value, Mapping) else f"{value!r} ({type(value).__name__})"
+    if isinstance(value, Mapping):
+        what = "a dict whose keys are not all strings"
+    else:
+        what = f"{value!r} ({type(value).__name__})"
     raise DefinitionError(
         f"{where} takes a Context(...) or a dict of parameters by name (e.g. {{'epochs': 10}}), got {what}"
     )

@@ -281,7 +281,9 @@ def check_definition(s: Step) -> None:
     if group is not None and (not isinstance(group, str) or not group):
         problems.append(f"execution_group must be a non-empty string or None, got {group!r}")
     tags = s.tags
-    if not isinstance(tags, dict) or tags and not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+    if not isinstance(tags, dict) or tags and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
         problems.append(f"tags must be a dict of strings (e.g. {{'team': 'ml'}}), got {tags!r}")
     version = s.version
     if version is not None and type(version) is not str and (isinstance(version, bool) or not isinstance(version, int)):

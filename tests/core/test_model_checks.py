@@ -164,7 +164,8 @@ def test_flowyml_run_of_a_file_with_a_bad_step_prints_one_line_naming_it(project
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.count("\n") == 1
     # line 3 is the @step line: a decorated function's code starts at its decorator
-    assert "step 'load' (pipe.py:3): retry must be a whole number >= 0 (the extra attempts), got '2' (a str)" in out.stderr
+    assert "step 'load' (pipe.py:3): retry must be a whole number >= 0 (the extra attempts), got '2' (a str)" \
+        in out.stderr
 
 
 # -- 4. resources and containers --------------------------------------------------------
