@@ -288,11 +288,13 @@ def check_definition(s: Step) -> None:
     version = s.version
     if version is not None and type(version) is not str and (isinstance(version, bool) or not isinstance(version, int)):
         problems.append(f"version must be a string, an int or None, got {version!r} ({_a(version)})")
-    if s.resources is not None:
+    if s.resources is not None and not isinstance(s.resources, Mapping):  # a mapping: the docker executor reads one
         from flowyml_core.resources import ResourceConfig  # already loaded: the user built one
 
         if not isinstance(s.resources, ResourceConfig):
-            problems.append(f"resources must be a ResourceConfig(...) or None, got {s.resources!r}")
+            problems.append(
+                f"resources must be a ResourceConfig(...), a dict of its fields or None, got {s.resources!r}"
+            )
     if not problems and inputs and not s.accepts_any_kwargs:
         problems += _unreceived_inputs(s)
     if problems:

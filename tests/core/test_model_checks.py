@@ -108,7 +108,8 @@ BAD_SETTINGS = [
     ({"version": 1.5}, "version must be a string, an int or None", "got 1.5 (a float)"),
     ({"version": True}, "version must be a string, an int or None", "got True (a bool)"),
     ({"execution_group": 3}, "execution_group must be a non-empty string or None", "got 3"),
-    ({"resources": {"cpu": "1"}}, "resources must be a ResourceConfig(...) or None", "got {'cpu': '1'}"),
+    ({"resources": ["cpu", "1"]}, "resources must be a ResourceConfig(...), a dict of its fields or None",
+     "got ['cpu', '1']"),
     ({"outputs": 5}, "outputs must be asset names (non-empty strings)", "got 5 (an int)"),
     ({"outputs": ["ok", ""]}, "outputs must be asset names (non-empty strings)", "got '' (a str)"),
 ]
