@@ -258,7 +258,7 @@ def check_definition(s: Step) -> None:
     """
     problems: list[str] = []
     name, inputs, outputs, cache, retry = s.name, s.inputs, s.outputs, s.cache, s.retry
-    if type(name) is not str or not name.strip():
+    if not isinstance(name, str) or not name.strip():
         problems.append(f"name must be a non-empty string, got {name!r}")
     if inputs:
         problems += _name_problems("inputs", inputs)
