@@ -16,6 +16,16 @@ class PipelineDefinitionError(FlowymlError):
     """The pipeline's steps do not form a valid DAG."""
 
 
+class DefinitionError(FlowymlError, ValueError, TypeError):
+    """A step, resource or container setting that cannot work, refused where it is written.
+
+    Raised by ``@step``, ``ResourceConfig`` and ``DockerConfig`` when they are
+    made, not when the run reaches them. It is also a ``ValueError`` and a
+    ``TypeError`` because those are what such mistakes raised before; code
+    that catches them keeps working.
+    """
+
+
 class ConfigError(FlowymlError):
     """A ``stacks.toml`` file or a component's options are wrong."""
 

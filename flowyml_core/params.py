@@ -79,7 +79,7 @@ def check_params(pipeline: Any, raw: dict[str, str]) -> dict[str, Any]:
     declared, open_ended = declared_params(pipeline)
     unknown = sorted(set(raw) - set(declared))
     if unknown and not open_ended:
-        raise FlowymlError(_unknown_message(pipeline.name, unknown, declared))
+        raise FlowymlError(_unknown_message(pipeline, unknown, declared))
     values: dict[str, Any] = {}
     problems = []
     for name, text in raw.items():
@@ -95,18 +95,51 @@ def check_params(pipeline: Any, raw: dict[str, str]) -> dict[str, Any]:
     return values
 
 
-def _unknown_message(pipeline_name: str, unknown: list[str], declared: dict[str, Declared]) -> str:
+def _unknown_message(pipeline: Any, unknown: list[str], declared: dict[str, Declared]) -> str:
     names = ", ".join(sorted(declared)) or "none"
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, list(declared), n=1)
-        if close:
-            hints.append(f"did you mean {close[0]!r} for {name!r}?")
-    which = " ".join(f"--param {n}" for n in unknown)
+    assets = {a for s in pipeline.steps for a in (*s.outputs, *s.inputs)}
+    messages = [_asset_message(pipeline, name) for name in unknown if name in assets]
+    unknown = [name for name in unknown if name not in assets]
+    if not unknown:
+        messages[-1] += f" (its parameters: {names})"
+    else:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, list(declared), n=1)
+            if close:
+                hints.append(f"did you mean {close[0]!r} for {name!r}?")
+        which = " ".join(f"--param {n}" for n in unknown)
+        messages.insert(0, (
+            f"{which}: pipeline {pipeline.name!r} takes no parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(n) for n in unknown)} (its parameters: {names})"
+            + (f"; {' '.join(hints)}" if hints else "")
+        ))
+    return "; ".join(messages)
+
+
+def _asset_message(pipeline: Any, name: str) -> str:
+    """Why ``--param NAME`` cannot set an argument that is named like an asset, and how to make it settable.
+
+    A parameter named like an asset receives the asset (``bind_inputs`` maps
+    assets onto parameters by name), so a run parameter of that name would
+    never reach it: the person reading only the step's signature cannot see that.
+    """
+    producers = [s.name for s in pipeline.steps if name in s.outputs]
+    receivers = [s.name for s in pipeline.steps
+                 if name not in s.outputs and (name in s.param_names or name in s.inputs)]
+    made = (f"produced by {_steps(producers)}" if producers
+            else f"declared as an input of {_steps([s.name for s in pipeline.steps if name in s.inputs])}")
+    takes = f" and passed to {_steps(receivers)} by name" if receivers else ""
+    fix = (f"rename the argument of {_steps(receivers)} or the output of {_steps(producers)}"
+           if receivers and producers else "rename the argument or the asset")
     return (
-        f"{which}: pipeline {pipeline_name!r} takes no parameter{'s' if len(unknown) > 1 else ''} "
-        f"{', '.join(repr(n) for n in unknown)} (its parameters: {names})" + (f"; {' '.join(hints)}" if hints else "")
+        f"--param {name}: pipeline {pipeline.name!r} has an asset {name!r} ({made}{takes}), so {name!r} is not a "
+        f"parameter; to set it with --param, {fix} so that the two names differ"
     )
+
+
+def _steps(names: list[str]) -> str:
+    return f"step{'s' if len(names) > 1 else ''} {', '.join(repr(n) for n in names)}"
 
 
 def _parameters(func: Callable[..., Any]) -> list[tuple[str, Any, str]]:

@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from flowyml_core.context import Context
+from flowyml_core.errors import DefinitionError
 from flowyml_core.step import Step
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,7 +59,7 @@ class Pipeline:
     ) -> None:
         self.name = name
         self.project_name = project_name
-        self.context = Context.coerce(context)
+        self.context = as_context(context, f"Pipeline({name!r}, context=...)")
         self.steps: list[Step] = []
         self.dag: DAG | None = None
         self._units: list[ExecutionUnit] | None = None
@@ -127,6 +128,7 @@ class Pipeline:
         call logs one warning naming the file and returns a run with status
         ``CANCELLED`` and no steps.
         """
+        context = as_context(context, f"pipeline {self.name!r}: run(context=...)")
         if inside_unit_runner():
             return self._refuse_nested_run(run_id)
         from flowyml_core.stacks import cached_stack
@@ -150,6 +152,25 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, steps={[s.name for s in self.steps]})"
+
+
+def as_context(value: Context | Mapping[str, Any] | None, where: str) -> Context:
+    """``value`` as a :class:`Context`, or one line saying what ``context`` takes.
+
+    ``Context.coerce`` would fail on a list with ``cannot convert dictionary
+    update sequence element #0``, which names neither the argument nor the fix.
+    """
+    if value is None or isinstance(value, Context):
+        return Context.coerce(value)
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return Context.coerce(value)
+    if isinstance(value, Mapping):
+        what = "a dict whose keys are not all strings"
+    else:
+        what = f"{value!r} ({type(value).__name__})"
+    raise DefinitionError(
+        f"{where} takes a Context(...) or a dict of parameters by name (e.g. {{'epochs': 10}}), got {what}"
+    )
 
 
 def new_run_id(pipeline_name: str) -> str:
@@ -181,7 +202,7 @@ def run_on_stack(
 
     pipeline.build()
     hooks = ObserverHooks((registry or get_registry()).hook)
-    ctx = pipeline.context.with_updates(Context.coerce(context).params)
+    ctx = pipeline.context.with_updates(as_context(context, f"pipeline {pipeline.name!r}: context").params)
     run_id = run_id or new_run_id(pipeline.name)
     run = Run(run_id=run_id, pipeline_name=pipeline.name, project_name=pipeline.project_name,
               stack_name=stack.name, params=ctx.params)

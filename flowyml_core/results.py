@@ -83,7 +83,10 @@ class SubmissionResult:
     """A remote run that was submitted; ``wait`` blocks until it finishes.
 
     ``wait_for_completion`` is called as ``fn(timeout)`` and must return the
-    final :class:`ExecutionStatus` (or raise :class:`TimeoutError`).
+    final :class:`ExecutionStatus` (or raise :class:`TimeoutError`). A callback
+    that takes no argument (the seed's ``wait_pipeline()``) is called as
+    ``fn()``, in a daemon thread when :meth:`wait` has a timeout, so that the
+    timeout still holds (see docs/reference/model.md, "Waiting for a submitted run").
     ``collect``, when the executor can tell per-step results (every executor
     built on :class:`flowyml_core.remote.RemoteRun` can), is called as
     ``fn(status, hooks, run)`` once the run finished and returns its
@@ -93,13 +96,16 @@ class SubmissionResult:
     def __init__(
         self,
         job_id: str,
-        wait_for_completion: Callable[[float | None], ExecutionStatus] | None = None,
+        wait_for_completion: Callable[[float | None], ExecutionStatus] | Callable[[], Any] | None = None,
         metadata: dict[str, Any] | None = None,
         collect: Callable[..., RunResult] | None = None,
     ) -> None:
         self.job_id = job_id
         self.metadata = dict(metadata or {})
         self._wait = wait_for_completion
+        # Decided once, here, not on every wait: how the callback is called.
+        self._wait_takes_timeout = wait_for_completion is None or _takes_an_argument(wait_for_completion)
+        self._background: _BackgroundCall | None = None  # a zero-argument wait still running after a timeout
         self._collect = collect
         self._observers: tuple[Any, Any] = (None, None)
         self._listeners: list[Callable[[RunResult], None]] = []
@@ -122,12 +128,33 @@ class SubmissionResult:
             if self._status is not None:
                 return self._status
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            status = self._wait(remaining)
+            if self._wait_takes_timeout:
+                status = self._wait(remaining)
+            else:
+                status = self._wait_in_background(remaining, timeout)
             if not isinstance(status, ExecutionStatus) or status.is_finished:
                 self._status = status
             return status
         finally:
             self._lock.release()
+
+    def _wait_in_background(self, remaining: float | None, timeout: float | None) -> Any:
+        """Call a zero-argument callback and give up on it after ``remaining`` seconds.
+
+        Python cannot interrupt the call, so it runs in a daemon thread; a wait
+        that timed out leaves it running, and the next wait joins that same
+        call instead of starting another.
+        """
+        assert self._wait is not None
+        if remaining is None and self._background is None:
+            return self._wait()
+        if self._background is None:
+            self._background = _BackgroundCall(self._wait, name=f"flowyml-wait-{self.job_id}")
+        call = self._background
+        if not call.done.wait(remaining):
+            raise TimeoutError(f"run {self.job_id} did not finish within {timeout:g}s")
+        self._background = None
+        return call.outcome()
 
     def observe(self, hooks: Any, run: Any) -> None:
         """Remember the run's observers: :meth:`result` tells them each step's end."""
@@ -154,6 +181,42 @@ class SubmissionResult:
 
     def __repr__(self) -> str:
         return f"SubmissionResult(job_id={self.job_id!r}, metadata={self.metadata!r})"
+
+
+def _takes_an_argument(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` can be given the timeout positionally (a callable Python cannot inspect is assumed to)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)
+    return any(p.kind in positional for p in parameters)
+
+
+class _BackgroundCall:
+    """``fn()`` running in a daemon thread; :meth:`outcome` is its value, or raises its exception."""
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        self.done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # handed to the waiting thread by outcome()
+            self._error = exc
+        finally:
+            self.done.set()
+
+    def outcome(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 @attrs.define

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import attrs
 
-from flowyml_core.errors import UnfingerprintableError
+from flowyml_core.errors import DefinitionError, UnfingerprintableError
 from flowyml_core.fingerprint import (
     code_fingerprint,
     combine,
@@ -44,12 +44,10 @@ def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         return (value,)
-    return tuple(value)
-
-
-def _non_negative(_inst: Any, attribute: attrs.Attribute, value: float | int | None) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+    try:
+        return tuple(value)
+    except TypeError:  # not a list of names: the definition check says so, naming the step
+        return (value,)  # type: ignore[return-value]
 
 
 @attrs.define(eq=False, repr=False, slots=False)
@@ -65,9 +63,9 @@ class Step:
     inputs: tuple[str, ...] = attrs.field(default=(), converter=_names)
     outputs: tuple[str, ...] = attrs.field(default=(), converter=_names)
     cache: bool = True
-    retry: int = attrs.field(default=0, validator=_non_negative)
-    retry_delay: float = attrs.field(default=1.0, validator=_non_negative)
-    timeout: float | None = attrs.field(default=None, validator=_non_negative)
+    retry: int = 0
+    retry_delay: float = 1.0
+    timeout: float | None = None
     condition: Callable[..., Any] | None = None
     resources: ResourceConfig | None = None
     execution_group: str | None = None
@@ -83,10 +81,11 @@ class Step:
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.func):
-            raise TypeError(f"a step wraps a callable, got {self.func!r}")
+            raise DefinitionError(f"a step wraps a function (a callable), got {self.func!r} ({_a(self.func)})")
         if self.name is None:
             self.name = getattr(self.func, "__name__", "step")
         self.param_names, self.accepts_any_kwargs = signature_names(self.func)
+        check_definition(self)
         functools.update_wrapper(self, self.func, updated=())
         # The code is hashed now, when the step is defined, not when a key is first
         # needed: a file edited between import and run must not have the old
@@ -248,6 +247,139 @@ class Step:
             return "type:" + exc.type_name
 
 
+def check_definition(s: Step) -> None:
+    """Refuse, when the step is defined, what would fail or be silently dropped when it runs.
+
+    A ``retry="2"`` used to surface as ``'<' not supported`` deep in a run, and
+    duplicate output names or an input with no parameter to receive it lost
+    data without a word. All problems of one step are reported at once, in one
+    line that names the step and where its function is defined. The checks
+    test the common types first: a pipeline file may define hundreds of steps.
+    """
+    problems: list[str] = []
+    name, inputs, outputs, cache, retry = s.name, s.inputs, s.outputs, s.cache, s.retry
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"name must be a non-empty string, got {name!r}")
+    if inputs:
+        problems += _name_problems("inputs", inputs)
+    if outputs:
+        problems += _name_problems("outputs", outputs)
+    if cache is not True and cache is not False:
+        problems.append(f"cache must be True or False, got {cache!r} ({_a(cache)})")
+    if type(retry) is not int and (isinstance(retry, bool) or not isinstance(retry, int)) or retry < 0:
+        problems.append(f"retry must be a whole number >= 0 (the extra attempts), got {retry!r} ({_a(retry)})")
+    if not _seconds(s.retry_delay):
+        problems.append(f"retry_delay must be a number of seconds >= 0, got {s.retry_delay!r} ({_a(s.retry_delay)})")
+    if s.timeout is not None and not _seconds(s.timeout):
+        problems.append(f"timeout must be None or a number of seconds >= 0, got {s.timeout!r} ({_a(s.timeout)})")
+    if s.condition is not None and not callable(s.condition):
+        problems.append(
+            f"condition must be a function of the parameters and assets it names (e.g. lambda deploy: deploy) "
+            f"or None, got {s.condition!r} ({_a(s.condition)})"
+        )
+    group = s.execution_group
+    if group is not None and (not isinstance(group, str) or not group):
+        problems.append(f"execution_group must be a non-empty string or None, got {group!r}")
+    tags = s.tags
+    if not isinstance(tags, dict) or tags and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        problems.append(f"tags must be a dict of strings (e.g. {{'team': 'ml'}}), got {tags!r}")
+    version = s.version
+    if version is not None and type(version) is not str and (isinstance(version, bool) or not isinstance(version, int)):
+        problems.append(f"version must be a string, an int or None, got {version!r} ({_a(version)})")
+    if s.resources is not None and not isinstance(s.resources, Mapping):  # a mapping: the docker executor reads one
+        from flowyml_core.resources import ResourceConfig  # already loaded: the user built one
+
+        if not isinstance(s.resources, ResourceConfig):
+            problems.append(
+                f"resources must be a ResourceConfig(...), a dict of its fields or None, got {s.resources!r}"
+            )
+    if not problems and inputs and not s.accepts_any_kwargs:
+        problems += _unreceived_inputs(s)
+    if problems:
+        label = repr(name) if isinstance(name, str) and name.strip() else f"of function {_func_name(s.func)!r}"
+        raise DefinitionError(f"step {label}{_defined_at(s.func)}: " + "; ".join(problems))
+
+
+def _name_problems(field: str, names: tuple[Any, ...]) -> list[str]:
+    for n in names:
+        if type(n) is not str or not n:
+            break
+    else:
+        if len(set(names)) == len(names):
+            return []  # the common case, decided without building anything
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        return [f"{field} must be asset names (non-empty strings), got {', '.join(f'{n!r} ({_a(n)})' for n in bad)}"]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        return [
+            f"{field} {list(names)} name {', '.join(map(repr, twice))} more than once; "
+            f"each of a step's {field} needs its own name"
+        ]
+    return []
+
+
+def _unreceived_inputs(s: Step) -> list[str]:
+    """Inputs no parameter would receive, binding as ``execution.bind_inputs`` does.
+
+    An input goes to the parameter of its name, else to the parameter at its
+    position if that one is still free; a later input bound by name takes a
+    parameter from an earlier one bound by position. The executor passes
+    arguments by keyword only, so ``*args`` receives nothing; ``**kwargs`` receives all.
+    """
+    params = s.param_names
+    holder: dict[str, str] = {}  # parameter -> input it receives
+    lost: list[str] = []
+    for i, asset in enumerate(s.inputs):
+        if asset in params:
+            previous = holder.get(asset)
+            if previous is not None:
+                lost.append(previous)
+            holder[asset] = asset
+        elif i < len(params) and params[i] not in holder:
+            holder[params[i]] = asset
+        else:
+            lost.append(asset)
+    if not lost:
+        return []
+    lost = [a for a in s.inputs if a in lost]
+    takes = f"its parameters: {', '.join(params)}" if params else "it takes no named parameters"
+    return [
+        f"input{'s' if len(lost) > 1 else ''} {', '.join(map(repr, lost))} would reach no parameter of "
+        f"{_func_name(s.func)}() ({takes}); an input goes to the parameter of its name, else to the one at its "
+        f"position. Add a parameter for {'each' if len(lost) > 1 else 'it'} (or **kwargs), or remove "
+        f"{'them' if len(lost) > 1 else 'it'} from inputs"
+    ]
+
+
+def _seconds(value: Any) -> bool:
+    """A duration: an int or float >= 0 (not a bool, not NaN)."""
+    kind = type(value)
+    if kind is not float and kind is not int and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return False
+    return value >= 0
+
+
+def _a(value: Any) -> str:
+    """``a str``, ``an int``: the type of a refused value, for messages."""
+    name = type(value).__name__
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
+def _func_name(func: Any) -> str:
+    return getattr(func, "__name__", None) or type(func).__name__
+
+
+def _defined_at(func: Any) -> str:
+    """`` (pipe.py:12)`` where the function is written, when Python knows it."""
+    code = getattr(inspect.unwrap(func), "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return ""
+    return f" ({code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})"
+
+
 #: Globals every module has, set by the import system: the module identity in the code hash
 #: already says which module it is, and ``__file__`` is an absolute path (another one in a
 #: container), ``__name__`` is ``__main__`` in a script and the file's stem elsewhere.
@@ -329,7 +461,7 @@ def step(
             condition=condition,
             resources=resources,
             execution_group=execution_group,
-            tags=dict(tags or {}),
+            tags={} if tags is None else dict(tags) if isinstance(tags, Mapping) else tags,
             version=version,
         )
 
