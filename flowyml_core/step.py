@@ -296,7 +296,7 @@ def check_definition(s: Step) -> None:
                 f"resources must be a ResourceConfig(...), a dict of its fields or None, got {s.resources!r}"
             )
     if not problems and inputs and not s.accepts_any_kwargs:
-        problems += _unreceived_inputs(s)
+        _warn_unreceived_inputs(s)
     if problems:
         label = repr(name) if isinstance(name, str) and name.strip() else f"of function {_func_name(s.func)!r}"
         raise DefinitionError(f"step {label}{_defined_at(s.func)}: " + "; ".join(problems))
@@ -321,13 +321,16 @@ def _name_problems(field: str, names: tuple[Any, ...]) -> list[str]:
     return []
 
 
-def _unreceived_inputs(s: Step) -> list[str]:
-    """Inputs no parameter would receive, binding as ``execution.bind_inputs`` does.
+def _warn_unreceived_inputs(s: Step) -> None:
+    """Warn about inputs neither the function nor its condition receives, binding as ``bind_inputs`` does.
 
     An input goes to the parameter of its name, else to the parameter at its
     position if that one is still free; a later input bound by name takes a
     parameter from an earlier one bound by position. The executor passes
     arguments by keyword only, so ``*args`` receives nothing; ``**kwargs`` receives all.
+    Such an input is not an error: the seed drops it, a condition may be what
+    reads it, and it still orders the step after its producer. But dropping
+    it without a word hid typos, so it is said once, when the step is defined.
     """
     params = s.param_names
     holder: dict[str, str] = {}  # parameter -> input it receives
@@ -342,16 +345,23 @@ def _unreceived_inputs(s: Step) -> list[str]:
             holder[params[i]] = asset
         else:
             lost.append(asset)
+    if lost and s.condition is not None:
+        condition_params, condition_takes_any = signature_names(s.condition)
+        lost = [] if condition_takes_any else [a for a in lost if a not in condition_params]
     if not lost:
-        return []
+        return
+    import logging
+
     lost = [a for a in s.inputs if a in lost]
     takes = f"its parameters: {', '.join(params)}" if params else "it takes no named parameters"
-    return [
-        f"input{'s' if len(lost) > 1 else ''} {', '.join(map(repr, lost))} would reach no parameter of "
-        f"{_func_name(s.func)}() ({takes}); an input goes to the parameter of its name, else to the one at its "
-        f"position. Add a parameter for {'each' if len(lost) > 1 else 'it'} (or **kwargs), or remove "
-        f"{'them' if len(lost) > 1 else 'it'} from inputs"
-    ]
+    func = _func_name(s.func)
+    these = f"inputs {', '.join(map(repr, lost))} reach" if len(lost) > 1 else f"input {lost[0]!r} reaches"
+    logging.getLogger("flowyml.step").warning(
+        "step %r%s: %s no parameter of %s() (%s)%s: not passed, only waited for. An input goes to the parameter "
+        "of its name, else to the one at its position; if %s() needs the value, add a parameter (or **kwargs)",
+        s.name, _defined_at(s.func), these, func, takes, " nor its condition" if s.condition is not None else "",
+        func,
+    )
 
 
 def _seconds(value: Any) -> bool:
