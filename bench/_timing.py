@@ -134,3 +134,36 @@ def print_table(title: str, raw_label: str, rows: list[tuple[str, Timing, Timing
         verdict = "ok" if ratio <= target else "OVER TARGET"
         print(f"{name:<14}{s_best:>8.{digits}f}s [{s_med:.3f}]{r_best:>8.{digits}f}s [{r_med:.3f}]"
               f"{ratio:>7.2f}x{target:>7.1f}x  {verdict}")
+
+
+def bucket_bench(doc: str, argv: list[str] | None, service: str, raw_label: str,
+                 rows_on_server: Callable[[bytes, Any, int], list[tuple[str, Timing, Timing]]]) -> int:
+    """``main()`` of a bucket store benchmark: options, the payloads, the rows measured on a server, the table.
+
+    ``rows_on_server(data, array, repeat)`` starts the service, builds the
+    store and returns :func:`store_vs_filesystem`'s rows.
+    """
+    import argparse
+    import os
+    import sys
+    import tempfile
+
+    import numpy as np
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="flowyml-bench-xdg-"))
+    size = args.size_mb * 1024 * 1024
+    data = os.urandom(size)
+    array = np.frombuffer(os.urandom(size), dtype="float64").copy()
+    rows = rows_on_server(data, array, args.repeat)
+    print_table(f"flowyml {service} artifact store vs {raw_label}, {args.size_mb} MB payloads "
+                f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, best of {args.repeat}; median in brackets)",
+                raw_label.split(" on ")[0], rows, BUCKET_TARGET, digits=3)
+    return 0
+
+
+#: Store read or write against the raw fsspec call on the same server (bench_gcs, bench_s3).
+BUCKET_TARGET = 1.3

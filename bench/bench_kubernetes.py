@@ -114,7 +114,7 @@ def main() -> int:
     best_ours, best_floor, best_cached = min(ours), min(floor), min(cached_times)
     rows = [
         ("whole run, 4 units (2 parallel)", f"{best_ours:.2f} s", f"{best_floor:.2f} s (subprocess units)",
-         f"≤ floor + 3 s", best_ours <= best_floor + 3.0),
+         "≤ floor + 3 s", best_ours <= best_floor + 3.0),
         ("fully cached run", f"{best_cached:.3f} s", "-", "≤ 0.5 s", best_cached <= 0.5),
     ]
     print(f"{'case':34} {'kubernetes':>12} {'floor':>28} {'target':>14}  ok")

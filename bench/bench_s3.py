@@ -15,48 +15,33 @@ interpreter with both sides alike; absolute figures are not S3's.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.servers (the moto helper)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import print_table, store_vs_filesystem  # noqa: E402
-
-TARGET = 1.3
+from _timing import bucket_bench, store_vs_filesystem  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mb", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args(argv)
-
-    import numpy as np
-
-    from tests.servers.moto_s3 import MotoS3
-
-    os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="flowyml-bench-xdg-"))
+def rows_on_moto(data: bytes, array: Any, repeat: int) -> list:
     from flowyml_s3.config import S3ArtifactStoreConfig
     from flowyml_s3.stores import S3ArtifactStore
+    from tests.servers.moto_s3 import MotoS3
 
-    size = args.size_mb * 1024 * 1024
-    data = os.urandom(size)
-    array = np.frombuffer(os.urandom(size), dtype="float64").copy()
     with MotoS3() as moto:
         bucket = moto.make_bucket("flowyml-bench")
         store = S3ArtifactStore(S3ArtifactStoreConfig(url=f"s3://{bucket}/store", **moto.store_options))
-        rows = store_vs_filesystem(store, moto.filesystem(), f"{bucket}/raw", data, array, args.repeat,
-                                   bytes_only=True)
-        moto.delete_bucket(bucket)
+        try:  # s3fs takes no memoryview: the raw npy write pays for a copy
+            return store_vs_filesystem(store, moto.filesystem(), f"{bucket}/raw", data, array, repeat,
+                                       bytes_only=True)
+        finally:
+            moto.delete_bucket(bucket)
 
-    print_table(f"flowyml S3 artifact store vs raw s3fs on moto, {args.size_mb} MB payloads "
-                f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, best of {args.repeat}; median in brackets)",
-                "raw s3fs", rows, TARGET, digits=3)
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    return bucket_bench(__doc__, argv, "S3", "raw s3fs on moto", rows_on_moto)
 
 
 if __name__ == "__main__":
