@@ -141,6 +141,8 @@ def mask_options(options: Mapping[str, Any], config_cls: type | None = None) -> 
     by, so they are masked by name instead (``token``, ``signing_key``,
     ``password``...), in nested tables too: such an option is refused when
     the stack is used, but showing it must not print the secret written there.
+    A declared table (``env_vars = { WANDB_API_KEY = "…" }``) is masked by the
+    names of its keys as well.
     """
     import attrs
 
@@ -155,6 +157,8 @@ def mask_options(options: Mapping[str, Any], config_cls: type | None = None) -> 
             shown.update(_mask_by_name({key: value}))
         elif key in secret_names and value not in (None, "") and not has_env_ref(value):
             shown[key] = MASK
+        elif isinstance(value, Mapping):  # a table of names (env_vars, labels): its secret-looking keys are masked
+            shown[key] = _mask_by_name(value)
         else:
             shown[key] = value
     return shown

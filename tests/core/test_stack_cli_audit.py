@@ -59,6 +59,19 @@ def test_show_reports_what_validate_refuses_and_masks_undeclared_secret_options(
     assert components["artifact_store"]["options"] == {"path": "a", "signing_key": "****"}  # declared secret
 
 
+def test_show_masks_secret_looking_keys_inside_a_declared_table(project, run_cli):
+    """env_vars is declared (not secret), but a key like WANDB_API_KEY in it holds one."""
+    write(project / "stacks.toml", """
+        [stacks.d]
+        executor = { flavor = "docker", env_vars = { WANDB_API_KEY = "literal-wandb-1", MODE = "fast" } }
+    """)
+    shown = run_cli("stack", "show", "d", "--json", cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert "literal-wandb-1" not in shown.stdout
+    assert json.loads(shown.stdout)["components"]["executor"]["options"]["env_vars"] == {
+        "WANDB_API_KEY": "****", "MODE": "fast"}
+
+
 def test_show_of_a_healthy_stack_has_no_problem_and_reads_no_env_value(project, run_cli):
     write(project / "stacks.toml", """
         [stacks.ok]
