@@ -288,18 +288,41 @@ def check_definition(s: Step) -> None:
     version = s.version
     if version is not None and type(version) is not str and (isinstance(version, bool) or not isinstance(version, int)):
         problems.append(f"version must be a string, an int or None, got {version!r} ({_a(version)})")
-    if s.resources is not None and not isinstance(s.resources, Mapping):  # a mapping: the docker executor reads one
-        from flowyml_core.resources import ResourceConfig  # already loaded: the user built one
-
-        if not isinstance(s.resources, ResourceConfig):
-            problems.append(
-                f"resources must be a ResourceConfig(...), a dict of its fields or None, got {s.resources!r}"
-            )
+    if s.resources is not None:
+        problems += _resource_problems(s)
     if not problems and inputs and not s.accepts_any_kwargs:
         _warn_unreceived_inputs(s)
     if problems:
         label = repr(name) if isinstance(name, str) and name.strip() else f"of function {_func_name(s.func)!r}"
         raise DefinitionError(f"step {label}{_defined_at(s.func)}: " + "; ".join(problems))
+
+
+def _resource_problems(s: Step) -> list[str]:
+    """Check ``resources``; a dict of its fields becomes the :class:`ResourceConfig` it describes.
+
+    Every executor (and the grouping, which merges a group's resources) then
+    reads one type; a dict used to reach only the docker executor intact and
+    broke a group's merge elsewhere. A bad field is refused here, like in
+    ``ResourceConfig(...)``.
+    """
+    from flowyml_core.resources import ResourceConfig
+
+    value = s.resources
+    if isinstance(value, ResourceConfig):
+        return []
+    if not isinstance(value, Mapping):
+        return [f"resources must be a ResourceConfig(...), a dict of its fields or None, got {value!r}"]
+    fields = attrs.fields_dict(ResourceConfig)
+    unknown = [str(k) for k in value if k not in fields]
+    if unknown:
+        many = len(unknown) > 1
+        return [f"resources field{'s' if many else ''} {', '.join(map(repr, unknown))} {'are' if many else 'is'} "
+                f"unknown (fields: {', '.join(fields)})"]
+    try:
+        s.resources = ResourceConfig(**value)
+    except (TypeError, ValueError) as exc:
+        return [f"resources: {exc}"]
+    return []
 
 
 def _name_problems(field: str, names: tuple[Any, ...]) -> list[str]:

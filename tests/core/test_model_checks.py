@@ -198,6 +198,31 @@ def test_flowyml_run_of_a_file_with_a_bad_step_prints_one_line_naming_it(project
         in out.stderr
 
 
+# -- resources given as a dict --------------------------------------------------------------
+def test_a_dict_of_resources_becomes_a_resource_config_checked_where_it_is_written():
+    made = step(resources={"cpu": "2", "memory": "512Mi"})(_p)
+    assert made.resources == ResourceConfig(cpu="2", memory="512Mi")  # what every executor and group merge reads
+    with pytest.raises(DefinitionError, match=r"step '_p' .*resources: invalid memory '4GB': memory is bytes"):
+        step(resources={"memory": "4GB"})(_p)
+    with pytest.raises(DefinitionError, match=r"resources field 'ram' is unknown \(fields: cpu, memory"):
+        step(resources={"ram": "4Gi"})(_p)
+
+
+def test_a_group_of_steps_with_dict_resources_merges_them():
+    from flowyml_core import Pipeline
+
+    @step(outputs=["a"], execution_group="g", resources={"cpu": "1", "memory": "1Gi"})
+    def first():
+        return 1
+
+    @step(inputs=["a"], outputs=["b"], execution_group="g", resources={"cpu": "2"})
+    def second(a):
+        return a
+
+    (unit,) = Pipeline("grouped", [first, second]).execution_units()
+    assert unit.aggregated_resources == ResourceConfig(cpu="2", memory="1Gi")
+
+
 # -- 4. resources and containers --------------------------------------------------------
 @pytest.mark.parametrize("field, value, says", [
     ("disk_size", "abc", "invalid disk_size 'abc': disk_size is bytes with a Kubernetes suffix"),

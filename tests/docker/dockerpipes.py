@@ -68,9 +68,14 @@ def gpu_step() -> int:
 gpu = Pipeline("gpu", [gpu_step])
 
 
-@step(outputs=["m"], resources={"memory": "4GB"})
+@step(outputs=["m"])
 def bad_memory() -> int:
     return 1
+
+
+# Set after the step is defined (where "4GB" would be refused at once): the executor checks a step's
+# resources again before it starts anything.
+bad_memory.resources = {"memory": "4GB"}
 
 
 bad_resources = Pipeline("bad_resources", [bad_memory])
