@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -72,3 +73,34 @@ class DockerConfig:
                                                   validator=_strings)
     args: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(_str_tuple),
                                                validator=_strings)
+
+
+class ImageSource(NamedTuple):
+    """Where a remote run's image comes from: the pipeline's :class:`DockerConfig` over the executor's options.
+
+    Every remote orchestrator (docker-built images for Vertex AI, SageMaker,
+    Kubernetes) decides the same three things before it submits anything.
+    """
+
+    #: The directory an image is built from (also the project the units import the pipeline from).
+    build_context: Path
+    #: The image to run as given, or None: build one from ``build_context``.
+    image: str | None
+    #: Extra environment of every unit: the executor's ``env_vars``, then the pipeline's.
+    env_vars: dict[str, str]
+
+    @classmethod
+    def choose(cls, options: Any, docker_config: DockerConfig | None) -> ImageSource:
+        """``options``: an executor config with ``build_context``, ``image`` and ``env_vars``."""
+        context = options.build_context
+        if docker_config is not None and docker_config.build_context != ".":
+            context = docker_config.build_context
+        image = (docker_config.image if docker_config is not None else None) or options.image
+        env_vars = {**options.env_vars, **(docker_config.env_vars if docker_config is not None else {})}
+        return cls(Path(context), image, env_vars)
+
+    @property
+    def project_root(self) -> Path:
+        """Where the units' working directory comes from: the build context, or for a given image
+        (built elsewhere from the project), the directory flowyml runs in."""
+        return Path.cwd() if self.image else self.build_context

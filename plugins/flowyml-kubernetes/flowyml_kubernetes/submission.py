@@ -15,9 +15,10 @@ from typing import Any, Mapping
 
 import attrs
 
+from flowyml_core.container import DockerConfig, ImageSource
 from flowyml_core.errors import FlowymlError
 from flowyml_core.remote import RemoteRun, module_in_project, store_url
-from flowyml_core.resources import DockerConfig, ResourceConfig
+from flowyml_core.resources import ResourceConfig
 from flowyml_core.results import RunResult, SubmissionResult
 
 from flowyml_kubernetes.clients import API_SERVER_ENV, KubernetesAPIError, api_errors
@@ -90,24 +91,20 @@ class SubmissionMixin:
         if stack is not None:
             artifact_store, cache_store, router, stack_name = (
                 stack.artifact_store, stack.cache_store, stack.router, stack.name)
-        build_dir = cfg.build_context
-        if docker_config is not None and docker_config.build_context != ".":
-            build_dir = docker_config.build_context
-        explicit_image = (docker_config.image if docker_config else None) or cfg.image
-        if not explicit_image and not cfg.registry:
+        source = ImageSource.choose(cfg, docker_config)
+        if not source.image and not cfg.registry:
             raise FlowymlError(
                 "the kubernetes executor needs an image: set image (a pre-built image holding the project and "
                 "flowyml-kubernetes) or registry (where to push one built from this directory) in its stack options")
         check_stores(artifact_store, cache_store, stack_name)
-        module = pipeline_module and module_in_project(pipeline_module, Path.cwd() if explicit_image else Path(build_dir))
+        module = pipeline_module and module_in_project(pipeline_module, source.project_root)
         remote = RemoteRun(
             pipeline, run_id, pipeline_module=module, context=context, stack=stack, cache_store=cache_store,
             artifact_store=artifact_store, router=router, stack_name=stack_name, inputs=inputs, resources=resources)
         if not remote.tasks:
             return remote.nothing_to_submit(hooks=hooks, run=run)
-        image = explicit_image or self._build_image(docker_config, Path(build_dir))
-        env_vars = {**cfg.env_vars, **(docker_config.env_vars if docker_config is not None else {})}
-        settings = attrs.evolve(JobSettings.from_config(cfg, image), env_vars=env_vars)
+        image = source.image or self._build_image(docker_config, source.build_context)
+        settings = attrs.evolve(JobSettings.from_config(cfg, image), env_vars=source.env_vars)
         manifest = orchestrator_job(settings, run_id=run_id, pipeline=pipeline.name, env={})
         name = manifest["metadata"]["name"]
         env = {k: v for k, v in remote.tasks[0].env.items() if k not in UNIT_OWN}

@@ -16,9 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from flowyml_core.container import DockerConfig, ImageSource
 from flowyml_core.errors import FlowymlError
 from flowyml_core.remote import RemoteRun, module_in_project, store_url, warn_unshared_signing_keys
-from flowyml_core.resources import DockerConfig, ResourceConfig
+from flowyml_core.resources import ResourceConfig
 from flowyml_core.results import RunResult, SubmissionResult
 
 from flowyml_sagemaker.definition import StepPlan, build_definition, definition_json, plan_steps
@@ -59,12 +60,8 @@ class SubmissionMixin:
         stack = kwargs.get("stack")
         artifact_store = stack.artifact_store if stack is not None else kwargs.get("artifact_store")
         stack_name = stack.name if stack is not None else kwargs.get("stack_name")
-        context_dir = cfg.build_context
-        if docker_config is not None and docker_config.build_context != ".":
-            context_dir = docker_config.build_context
-        build_context = Path(context_dir)
-        explicit_image = (docker_config.image if docker_config else None) or cfg.image
-        if not explicit_image and not cfg.registry:
+        source = ImageSource.choose(cfg, docker_config)
+        if not source.image and not cfg.registry:
             raise FlowymlError(
                 "the sagemaker executor needs an image: set image (an ECR image with the project and flowyml "
                 "installed) or registry (e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com) to build and push one"
@@ -76,7 +73,7 @@ class SubmissionMixin:
                 f"`flowyml run path/to/file.py:pipeline --stack {stack_name or 'STACK'}`, or from a module "
                 "importable from the project"
             )
-        module = module_in_project(pipeline_module, Path.cwd() if explicit_image else build_context)
+        module = module_in_project(pipeline_module, source.project_root)
         check_artifact_store(artifact_store, stack_name)
         cache_store = stack.cache_store if stack is not None else kwargs.get("cache_store")
         warn_unshared_signing_keys({"artifact_store": artifact_store, "cache_store": cache_store}, stack_name,
@@ -84,12 +81,11 @@ class SubmissionMixin:
         remote = RemoteRun.from_run_args(pipeline, run_id, pipeline_module=module, resources=resources, **kwargs)
         if not remote.tasks:
             return remote.nothing_to_submit(hooks=hooks, run=run)
-        env = {**cfg.env_vars, **(docker_config.env_vars if docker_config is not None else {})}
-        plans = plan_steps(remote.tasks, cfg, env)
+        plans = plan_steps(remote.tasks, cfg, source.env_vars)
         self._check_instance_types(plans)
         logger.info("pipeline %r: %d of its %d steps to run, as %d SageMaker step(s)", pipeline.name,
                     sum(len(p.steps) for p in plans), len(pipeline.steps), len(plans))
-        image = explicit_image or self._build_image(docker_config, build_context)
+        image = source.image or self._build_image(docker_config, source.build_context)
         definition = build_definition(plans, cfg, image, role)
         name = pipeline_name(cfg.pipeline_prefix, pipeline.name)
         arn = self._start(name, definition, pipeline, run_id, role)

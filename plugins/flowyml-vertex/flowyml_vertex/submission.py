@@ -16,9 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from flowyml_core.container import DockerConfig, ImageSource
 from flowyml_core.errors import FlowymlError
 from flowyml_core.remote import module_in_project, store_url, warn_unshared_signing_keys
-from flowyml_core.resources import DockerConfig, ResourceConfig
+from flowyml_core.resources import ResourceConfig
 from flowyml_core.results import RunResult, SubmissionResult
 
 from flowyml_vertex.names import display_name, job_id, label_value
@@ -72,11 +73,7 @@ class SubmissionMixin:
         if stack is not None:
             artifact_store, cache_store, router, stack_name = (
                 stack.artifact_store, stack.cache_store, stack.router, stack.name)
-        context_dir = cfg.build_context
-        if docker_config is not None and docker_config.build_context != ".":
-            context_dir = docker_config.build_context
-        build_context = Path(context_dir)
-        explicit_image = (docker_config.image if docker_config else None) or cfg.image
+        source = ImageSource.choose(cfg, docker_config)
         # Everything that can be refused is checked before an image is built (minutes) and pushed.
         if not pipeline_module:
             raise FlowymlError(
@@ -86,7 +83,7 @@ class SubmissionMixin:
                 "from the project, `flowyml run package.module:pipeline`, with the pipeline defined at the top "
                 "level of that file or module"
             )
-        module = module_in_project(pipeline_module, Path.cwd() if explicit_image else build_context)
+        module = module_in_project(pipeline_module, source.project_root)
         check_artifact_store(artifact_store, stack_name, shared_disk=single)
         warn_unshared_signing_keys({"artifact_store": artifact_store, "cache_store": cache_store}, stack_name, "Vertex AI")
         # One container that runs every step may keep a local store, and then it must run every step:
@@ -99,18 +96,15 @@ class SubmissionMixin:
         )
         if not remote.tasks:
             return remote.nothing_to_submit(hooks=hooks, run=run)
-        env = dict(cfg.env_vars)
-        if docker_config is not None:
-            env.update(docker_config.env_vars)
         plans = plan_tasks(pipeline, units=[task.unit for task in remote.tasks], env_for_unit=remote.unit_env,
-                           base_env=env, default_resources=resources, single_job=single)
+                           base_env=source.env_vars, default_resources=resources, single_job=single)
         submitted = sum(len(p.steps) for p in plans)
         logger.info(
             "pipeline %r: %d of its %d steps to run, as %s", pipeline.name, submitted, len(pipeline.steps),
             "one CustomJob" if single else f"a pipeline of {len(plans)} task(s)",
         )
         pipeline_root = None if single else self._pipeline_root(artifact_store)
-        image = explicit_image or self._build_image(docker_config, build_context)
+        image = source.image or self._build_image(docker_config, source.build_context)
         labels = {**cfg.labels, "flowyml-run-id": label_value(run_id), "flowyml-pipeline": label_value(pipeline.name)}
         title = display_name(pipeline.name, f"-{run_id}")
         if single:
