@@ -8,29 +8,18 @@ the test's ``os.environ``): ``default_base_env`` (shared with the other fakes) u
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 from .fake_kubernetes import FakeKubernetes
-from .vertex_fixtures import default_base_env
+from .vertex_fixtures import started_fakes
 
 
 @pytest.fixture
 def fake_kubernetes_factory(tmp_path: Path) -> Iterator[Callable[..., FakeKubernetes]]:
     """Start fakes with custom options (``base_env`` merged over ``default_base_env``); all stop at teardown."""
-    started: list[FakeKubernetes] = []
-
-    def make(**options: Any) -> FakeKubernetes:
-        options.setdefault("workdir", tmp_path)
-        options["base_env"] = {**default_base_env(tmp_path), **(options.get("base_env") or {})}
-        fake = FakeKubernetes(**options).start()
-        started.append(fake)
-        return fake
-
-    yield make
-    for fake in reversed(started):
-        fake.stop()
+    yield from started_fakes(FakeKubernetes, tmp_path)
 
 
 @pytest.fixture

@@ -13,30 +13,19 @@ function scope:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 from tests.servers.fake_sagemaker import FakeSageMaker
-from tests.servers.vertex_fixtures import default_base_env
+from tests.servers.vertex_fixtures import started_fakes
 
 __all__ = ["fake_sagemaker", "fake_sagemaker_factory"]
 
 
 @pytest.fixture
 def fake_sagemaker_factory(tmp_path: Path) -> Iterator[Callable[..., FakeSageMaker]]:
-    started: list[FakeSageMaker] = []
-
-    def make(**options: Any) -> FakeSageMaker:
-        options.setdefault("workdir", tmp_path)
-        options["base_env"] = {**default_base_env(tmp_path), **(options.get("base_env") or {})}
-        fake = FakeSageMaker(**options).start()
-        started.append(fake)
-        return fake
-
-    yield make
-    for fake in reversed(started):
-        fake.stop()
+    yield from started_fakes(FakeSageMaker, tmp_path)
 
 
 @pytest.fixture

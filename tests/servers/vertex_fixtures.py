@@ -44,23 +44,30 @@ def fake_gcp(tmp_path: Path) -> Iterator[FakeGoogleCloud]:
         yield fake
 
 
-@pytest.fixture
-def fake_gcp_factory(tmp_path: Path) -> Iterator[Callable[..., FakeGoogleCloud]]:
-    """Build fakes with custom options (base_env, image_map, ...); all are
-    stopped at teardown.  workdir defaults to tmp_path and base_env to
-    default_base_env(tmp_path) merged under any given base_env."""
-    started: list[FakeGoogleCloud] = []
+def started_fakes(fake_class: Callable[..., Any], tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """A factory of started fakes of ``fake_class`` (Vertex, SageMaker, Kubernetes), all stopped at teardown.
 
-    def make(**options: Any) -> FakeGoogleCloud:
+    ``workdir`` defaults to tmp_path, and ``base_env`` is merged over
+    :func:`default_base_env`. Use it as a fixture body: ``yield from started_fakes(...)``.
+    """
+    started: list[Any] = []
+
+    def make(**options: Any) -> Any:
         options.setdefault("workdir", tmp_path)
         options["base_env"] = {**default_base_env(tmp_path), **(options.get("base_env") or {})}
-        fake = FakeGoogleCloud(**options).start()
+        fake = fake_class(**options).start()
         started.append(fake)
         return fake
 
     yield make
     for fake in reversed(started):
         fake.stop()
+
+
+@pytest.fixture
+def fake_gcp_factory(tmp_path: Path) -> Iterator[Callable[..., FakeGoogleCloud]]:
+    """Build fakes with custom options (base_env, image_map, ...); see :func:`started_fakes`."""
+    yield from started_fakes(FakeGoogleCloud, tmp_path)
 
 
 # ------------------------------------------------------------------ clients
