@@ -279,22 +279,15 @@ class KubernetesOrchestrator(SubmissionMixin, RemoteOrchestrator):
 
     def stream_logs(self, job_id: str, poll_interval: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield new log entries as the pods write them, then one ``is_finished`` entry when the run ends."""
-        from flowyml_kubernetes.logs import merged, parse_line, pod_lines, run_pods, source_of
+        from flowyml_kubernetes.logs import PodLogFollower
         from flowyml_kubernetes.manifests import LABEL_RUN
 
         interval = poll_interval or self.config.poll_interval
         job = self._job(job_id)
-        namespace, run_label = job.metadata.namespace or self.config.namespace, job.metadata.labels[LABEL_RUN]
-        seen: dict[str, int] = {}
+        follower = PodLogFollower(self.api, job.metadata.namespace or self.config.namespace, job.metadata.labels[LABEL_RUN])
         while True:
             status = self.get_run_status(job_id)  # a run whose orchestrator cannot start ends the stream too
-            fresh = []
-            for pod in run_pods(self.api, namespace, run_label):
-                lines = pod_lines(self.api, namespace, pod)
-                done = seen.get(pod.metadata.name, 0)
-                fresh.extend(parse_line(line, source_of(pod), pod.metadata.name) for line in lines[done:])
-                seen[pod.metadata.name] = max(done, len(lines))
-            yield from merged(fresh)
+            yield from follower.read()
             if status.is_finished:
                 yield end_entry(f"run {job_id}", status)
                 return
