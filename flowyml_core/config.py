@@ -202,7 +202,7 @@ def describe_structure_error(exc: BaseException, where: str, secret_paths: set[s
     def walk(error: BaseException, path: str) -> None:
         if isinstance(error, ForbiddenExtraKeysError):
             for key in sorted(error.extra_fields):
-                lines.append(f"{where}: unknown option {path + key!r}")
+                lines.append(f"{where}: unknown option {path + key!r}{_known_options_hint(key, error.cl)}")
             return
         if isinstance(error, (ClassValidationError, IterableValidationError)):
             with_notes, others = error.group_exceptions()
@@ -225,6 +225,24 @@ def describe_structure_error(exc: BaseException, where: str, secret_paths: set[s
 
     walk(exc, "")
     return lines or [f"{where}: {_plain(exc)}"]
+
+
+def _known_options_hint(key: str, config_cls: Any) -> str:
+    """Say how to fix an unknown option: the closest option's name, and every option the class takes.
+
+    A misspelled option is the usual cause; naming the right spelling (and the
+    whole list) saves a trip to the plugin's README.
+    """
+    import difflib
+
+    import attrs
+
+    names = [f.name for f in attrs.fields(config_cls)] if attrs.has(config_cls) else []
+    if not names:
+        return " (this component takes no options)"
+    close = difflib.get_close_matches(key, names, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f" ({guess}options: {', '.join(sorted(names))})"
 
 
 def _plain(error: BaseException) -> str:

@@ -459,7 +459,8 @@ class Registry:
         blocked = [p for p in self.plugins.values() if p.blocked and package and p.distribution == package]
         if blocked:
             raise PluginError(
-                f"{label} flavor {name!r} comes from plugin {blocked[0].name!r}, which FLOWYML_DISABLE_PLUGINS disables"
+                f"{label} flavor {name!r} comes from plugin {blocked[0].name!r}, which FLOWYML_DISABLE_PLUGINS disables; "
+                f"remove {blocked[0].name!r} from FLOWYML_DISABLE_PLUGINS to use it"
             )
         broken = [p for p in self.plugins.values() if p.error and package and p.distribution == package]
         if broken:

@@ -193,6 +193,17 @@ def parse_stack(name: str, raw: Any, origin: str, problems: list[str]) -> StackS
     return StackSpec(name, origin, components, description if isinstance(description, str) else "") if len(problems) == before else None
 
 
+def choice_hint(why: str | None) -> str:
+    """How to fix an active-stack choice that names no stack, by where the choice came from."""
+    if why and why.startswith("flowyml stack use"):
+        return "choose another with: flowyml stack use NAME"
+    if why == "FLOWYML_STACK":
+        return "unset FLOWYML_STACK or set it to a known stack"
+    if why and why.startswith("default in "):
+        return f"set 'default' in {why[len('default in '):]} to a known stack"
+    return "name one of the stacks listed"
+
+
 def _toml_key(name: str) -> str:
     """``name`` as it is written in a TOML table header (quoted and escaped when needed)."""
     if re.fullmatch(r"[A-Za-z0-9_-]+", name):
@@ -375,10 +386,9 @@ class StackRegistry:
             files = ", ".join(str(f.path) for f in self.files if f.exists) or "no stacks.toml found"
             # A name that came from FLOWYML_STACK or `stack use` is easy to forget about: say so.
             chosen = f", chosen by {why}" if why and why != "--stack" else ""
-            if why and why.startswith("flowyml stack use"):
-                chosen += "; choose another with: flowyml stack use NAME"
-            elif why == "FLOWYML_STACK":
-                chosen += "; unset FLOWYML_STACK or set it to a known stack"
+            hint = choice_hint(why)
+            if hint and not hint.startswith("name one"):
+                chosen += f"; {hint}"
             raise ConfigError(
                 f"unknown stack {name!r}{chosen} (known: {_names(self.stacks)}; read from: {files})"
             ) from None

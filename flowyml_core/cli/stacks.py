@@ -27,7 +27,7 @@ def cmd_stack_list(args: argparse.Namespace) -> int:
     data = {"active": active, "active_because": why, "stacks": rows}
 
     def text() -> str:
-        from flowyml_core.stacks import printable
+        from flowyml_core.stacks import choice_hint, printable
 
         names = {r["name"]: printable(r["name"]) for r in rows}
         width = max(len(n) for n in names.values())
@@ -37,7 +37,7 @@ def cmd_stack_list(args: argparse.Namespace) -> int:
             for r in rows
         ]
         if active not in registry.stacks:
-            lines.append(f"active stack {active!r} ({printable(why)}) is not defined")
+            lines.append(f"active stack {active!r} ({printable(why)}) is not defined; {choice_hint(why)}")
         else:
             lines.append(f"(* active: {printable(active)}, from {printable(why)})")
         return "\n".join(lines)
@@ -125,7 +125,10 @@ def cmd_stack_add(args: argparse.Namespace) -> int:
     if spec is not None:
         _check_flavors(spec, problems)
     if problems:
-        raise FlowymlError("stack not added:\n  " + "\n  ".join(problems))
+        # Name the stack and the file it was meant for, as errors about a written stack do.
+        header = f"stack not added: nothing was written to {registry.project_file.path}"
+        problems = [p if p.startswith("command line:") else f"stack {args.name!r}, {p}" for p in problems]
+        raise FlowymlError(header + ("\n  " + "\n  ".join(problems) if len(problems) > 1 else "; " + problems[0]))
     created = not registry.project_file.exists
     path = add_stack(registry, args.name, components)
     print(f"added stack {printable(args.name)} to {path}" + (" (new file)" if created else ""))

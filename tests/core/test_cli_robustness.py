@@ -190,7 +190,8 @@ def test_json_on_failure_prints_a_json_error(project, run_cli):
     assert invalid.returncode == 1
     data = json.loads(invalid.stdout)
     assert data["name"] == "bad" and data["valid"] is False
-    assert data["problems"] == [f"{project / 'stacks.toml'}: stack 'bad', executor 'local': unknown option 'no_such_option'"]
+    assert data["problems"] == [f"{project / 'stacks.toml'}: stack 'bad', executor 'local': unknown option 'no_such_option' "
+                                "(options: isolation, max_workers)"]
     unknown = run_cli("stack", "show", "nope", "--json", cwd=project)
     assert unknown.returncode == 1 and "unknown stack 'nope'" in json.loads(unknown.stdout)["error"]
     assert json.loads(unknown.stdout)["command"] == "stack show"

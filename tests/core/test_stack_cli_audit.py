@@ -39,9 +39,11 @@ def test_show_reports_what_validate_refuses_and_masks_undeclared_secret_options(
     assert validate.returncode == 1
     refused = json.loads(validate.stdout)["problems"]
     where = f"{project / 'stacks.toml'}: stack 'g'"
-    assert set(refused) >= {f"{where}, executor 'local': unknown option 'api_key'",
-                            f"{where}, executor 'local': unknown option 'max_workerz'",
-                            f"{where}, cache_store 'local': unknown option 'password'"}
+    assert set(refused) >= {f"{where}, executor 'local': unknown option 'api_key' (options: isolation, max_workers)",
+                            f"{where}, executor 'local': unknown option 'max_workerz' "
+                            "(did you mean 'max_workers'? options: isolation, max_workers)",
+                            f"{where}, cache_store 'local': unknown option 'password' "
+                            "(options: allow_unsigned_pickle, path, signing_key, storage_options)"}
 
     shown = run_cli("stack", "show", "g", cwd=project)
     # Informational, like show of a stack whose plugin is missing: exit 0, the problems in the listing.
