@@ -21,18 +21,24 @@ def _lazy_exports(namespace: dict, exports: dict):
 
     Defined here rather than in a module of its own: ``import flowyml_core``
     (and the pytest plugin) must load nothing but this file.
+
+    A name is looked up in the module ``sys.modules`` holds *now*, never kept
+    in the package: pytester's in-process runs (how plugin authors test with
+    the kit) drop the modules a run imported, and a kept name would then be
+    a class from the old copy of its module, which ``isinstance`` against
+    the new copy rejects. The lookup costs a dictionary access.
     """
     import importlib
 
     package = namespace["__name__"]
+    modules = _sys.modules
 
     def __getattr__(name: str):
         module_name = exports.get(name)
         if module_name is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module_name), name)
-        namespace[name] = value
-        return value
+        module = modules.get(module_name)
+        return getattr(module if module is not None else importlib.import_module(module_name), name)
 
     def __dir__() -> list:
         return sorted(set(namespace) | set(exports))

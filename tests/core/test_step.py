@@ -208,3 +208,24 @@ def test_public_exports_are_lazy_and_complete():
         assert getattr(flowyml_core, name) is not None
     with pytest.raises(AttributeError):
         flowyml_core.no_such_name  # noqa: B018
+
+
+def test_public_names_follow_the_module_that_is_loaded_now():
+    """pytester's in-process runs unload modules; a name kept from the old copy would fail isinstance checks."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, flowyml_core, flowyml_core.testing\n"
+        "old, old_kit = flowyml_core.ExecutionResult, flowyml_core.testing.CallLog\n"
+        "for name in ['flowyml_core.results', 'flowyml_core.testing.samples']:\n"
+        "    del sys.modules[name]\n"
+        "from flowyml_core.results import ExecutionResult\n"
+        "from flowyml_core.testing.samples import CallLog\n"
+        "assert ExecutionResult is not old and flowyml_core.ExecutionResult is ExecutionResult\n"
+        "assert CallLog is not old_kit and flowyml_core.testing.CallLog is CallLog\n"
+        "import flowyml_core.step\n"
+        "assert callable(flowyml_core.step) and not isinstance(flowyml_core.step, type(sys))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
