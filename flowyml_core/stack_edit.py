@@ -58,7 +58,8 @@ def add_stack(registry: StackRegistry, name: str, components: dict[str, Any]) ->
             f"{label}: directory {target.path.parent.absolute()} does not exist; create it, fix the path, "
             "or unset FLOWYML_STACKS_FILE to use ./stacks.toml"
         )
-    if name in registry.stacks and registry.stacks[name].origin != "built-in":
+    # A stack of the user's file may be overridden here: a stack named in both files is the project's.
+    if name in registry.stacks and registry.stacks[name].origin == str(target.path):
         raise ConfigError(f"stack {name!r} already exists in {registry.stacks[name].origin}; remove it first")
     old_text = target.text if target.exists else ""
     old_data = target.data if target.exists else {}

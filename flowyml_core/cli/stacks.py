@@ -130,8 +130,12 @@ def cmd_stack_add(args: argparse.Namespace) -> int:
         problems = [p if p.startswith("command line:") else f"stack {args.name!r}, {p}" for p in problems]
         raise FlowymlError(header + ("\n  " + "\n  ".join(problems) if len(problems) > 1 else "; " + problems[0]))
     created = not registry.project_file.exists
+    shadowed = registry.stacks.get(args.name)
     path = add_stack(registry, args.name, components)
-    print(f"added stack {printable(args.name)} to {path}" + (" (new file)" if created else ""))
+    note = " (new file)" if created else ""
+    if shadowed is not None and shadowed.origin not in ("built-in", str(path)):
+        note += f"; it overrides the stack of that name in {shadowed.origin}"
+    print(f"added stack {printable(args.name)} to {path}{note}")
     return 0
 
 

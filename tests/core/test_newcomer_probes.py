@@ -94,3 +94,26 @@ def test_the_walkthrough_adopts_the_stack_parity_contract_in_a_block_that_runs()
     assert "class TestMyexecStackParity(StackParityContract):" in block
     assert '"flavor": "myexec"' in block and "def parity_stack(self" in block
     assert re.search(r"python -m pytest tests/test_parity\.py\s*$", block)
+
+
+# -- stack add: a stack of the user's file may be overridden by the project's -------------------------------
+def test_stack_add_overrides_a_stack_of_the_users_file_and_remove_brings_it_back(project, run_cli):
+    import os
+
+    user_file = Path(os.environ["XDG_CONFIG_HOME"]) / "flowyml" / "stacks.toml"
+    user_file.parent.mkdir(parents=True, exist_ok=True)
+    write(user_file, '[stacks.shared]\nexecutor = { flavor = "local", max_workers = 2 }\n')
+    user_bytes = user_file.read_bytes()
+    added = run_cli("stack", "add", "shared", "--executor", "local:max_workers=4", cwd=project)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == (f"added stack shared to {project / 'stacks.toml'} (new file); "
+                                    f"it overrides the stack of that name in {user_file}")
+    assert user_file.read_bytes() == user_bytes
+    shown = json.loads(run_cli("stack", "show", "shared", "--json", cwd=project).stdout)
+    assert shown["origin"] == str(project / "stacks.toml") and shown["components"]["executor"]["options"]["max_workers"] == 4
+    again = run_cli("stack", "add", "shared", "--executor", "local", cwd=project)
+    assert again.returncode == 1 and f"already exists in {project / 'stacks.toml'}; remove it first" in again.stderr
+    removed = run_cli("stack", "remove", "shared", cwd=project)
+    assert removed.returncode == 0, removed.stderr
+    back = json.loads(run_cli("stack", "show", "shared", "--json", cwd=project).stdout)
+    assert back["origin"] == str(user_file) and user_file.read_bytes() == user_bytes
