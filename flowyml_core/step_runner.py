@@ -83,6 +83,35 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class UnitLogHandler(logging.StreamHandler):
+    """The step runner's log handler: JSON lines, except what a step itself logs, which is the step's output.
+
+    Locally a step's ``logging`` calls reach the user while the step runs
+    (the terminal, or its captured output). Here they would be JSON lines of
+    the unit's stream only, which no record keeps: lost with the container.
+    So a record logged by a non-flowyml logger while a step captures its
+    output in this thread goes into that output, as ``LEVEL logger: message``
+    (the command line's format), and travels with the step's record.
+    """
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        super().__init__(sys.stdout)
+        self.setFormatter(JsonLineFormatter(labels))
+        self.plain = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from flowyml_core.capture import current_capture
+
+        buffer = current_capture()
+        if buffer is None or record.name == "flowyml" or record.name.startswith("flowyml."):
+            super().emit(record)
+            return
+        try:
+            buffer.write(self.plain.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - logging's own contract: report through handleError, never raise
+            self.handleError(record)
+
+
 def json_log_line(text: str) -> dict[str, Any] | None:
     """``text`` read back as a :class:`JsonLineFormatter` line, or None when it is any other output.
 
@@ -99,8 +128,7 @@ def json_log_line(text: str) -> dict[str, Any] | None:
 
 
 def _configure_logging(labels: Mapping[str, str]) -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonLineFormatter(labels))
+    handler = UnitLogHandler(labels)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
