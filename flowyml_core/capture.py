@@ -45,6 +45,11 @@ def _install() -> None:
             sys.stderr = _RoutedStream(sys.stderr)  # type: ignore[assignment]
 
 
+def current_capture() -> io.StringIO | None:
+    """The buffer collecting this thread's step output, or None when no step is capturing here."""
+    return _current.get()
+
+
 class capture_output:  # noqa: N801 - used like the function it replaced
     """Collect this thread's (and its copied context's) prints into a buffer.
 

@@ -83,6 +83,53 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class UnitLogHandler(logging.StreamHandler):
+    """The step runner's log handler: JSON lines, and what a step itself logs kept with the step's output.
+
+    Locally a step's ``logging`` calls reach the user while the step runs
+    (the terminal, or its captured output). Here a JSON line of the unit's
+    stream alone is lost with the container, since no record keeps it. So a
+    record logged by a non-flowyml logger while a step captures its output in
+    this thread is streamed at once, as before (``runs logs --follow`` sees it
+    live), and also written into that output as ``LEVEL logger: message`` (the
+    command line's format), which travels with the step's record. The lines
+    streamed so are counted in :attr:`streamed`, so that relaying the step's
+    output afterwards does not stream them twice.
+    """
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        import collections
+
+        super().__init__(sys.stdout)
+        self.setFormatter(JsonLineFormatter(labels))
+        self.plain = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+        self.streamed: collections.Counter[str] = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from flowyml_core.capture import current_capture
+
+        super().emit(record)
+        buffer = current_capture()
+        if buffer is None or record.name == "flowyml" or record.name.startswith("flowyml."):
+            return
+        try:
+            text = self.plain.format(record)
+            buffer.write(text + "\n")
+        except Exception:  # noqa: BLE001 - logging's own contract: report through handleError, never raise
+            self.handleError(record)
+            return
+        with self.lock:
+            self.streamed.update(text.splitlines())
+
+    def already_streamed(self, line: str) -> bool:
+        """Whether ``line`` of a step's output was streamed when it was logged (each streamed line counts once)."""
+        with self.lock:
+            if self.streamed[line] <= 0:
+                return False
+            self.streamed[line] -= 1
+            return True
+
+
 def json_log_line(text: str) -> dict[str, Any] | None:
     """``text`` read back as a :class:`JsonLineFormatter` line, or None when it is any other output.
 
@@ -99,8 +146,7 @@ def json_log_line(text: str) -> dict[str, Any] | None:
 
 
 def _configure_logging(labels: Mapping[str, str]) -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonLineFormatter(labels))
+    handler = UnitLogHandler(labels)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -293,13 +339,15 @@ class UnitRunner:
             fingerprints=fingerprints, blocked=blocked, initial=initial,
         )
         result = walker.run()
+        handler = next(iter(logging.getLogger().handlers), None)
         failed = False
         for name, step_result in result.steps.items():
             if name not in executor.written:  # skipped without running: no record yet
                 executor.write(pipeline.dag.steps[name], step_result, walker.not_run.get(name))
             if step_result.logs:
                 for line in step_result.logs.rstrip("\n").splitlines():
-                    logger.info("[%s] %s", name, line)
+                    if not (isinstance(handler, UnitLogHandler) and handler.already_streamed(line)):
+                        logger.info("[%s] %s", name, line)
             if not step_result.success:
                 failed = True
                 logger.error("step %s failed: %s", name, step_result.error)

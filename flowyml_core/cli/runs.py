@@ -42,7 +42,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             if submission is not None and not args.no_wait:
                 status = _wait_for_remote(stack, submission, args.timeout, args.follow)
                 result = submission.result(status, result.run_id)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if submission is not None and str(exc):  # the executor says what it did about the run (stopped it)
+            raise KeyboardInterrupt(str(exc)) from None
         if submission is not None:
             raise KeyboardInterrupt(
                 f"while waiting for {submission.job_id}, which goes on remotely; cancel it with: "

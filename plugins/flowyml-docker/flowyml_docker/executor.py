@@ -61,17 +61,17 @@ def _finish_walks_at_exit() -> None:
     units (once ``concurrent.futures`` has shut its pools, nothing more could).
     """
     for session in list(_live):
-        if not session.thread.is_alive():
+        if session.done.is_set():
             continue
         run_id = session.remote.run_id
         logger.warning("run %s goes on: this process starts its remaining units and exits when it ends "
                        "(stop it with: flowyml runs stop %s --stack %s)", run_id, run_id,
                        session.remote.stack_name or "STACK")
         try:
-            session.thread.join()
+            session.done.wait()
         except KeyboardInterrupt:  # Ctrl-C while waiting to exit: stop the run rather than orphan it
             session.stop_running()
-            session.thread.join()
+            session.done.wait()
 
 
 def _keep_process_for_walks() -> None:
@@ -98,6 +98,10 @@ class _Session:
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue(MAX_QUEUED_LINES)
         self.result: RunResult | None = None
         self.error: BaseException | None = None
+        # Set when the walk has ended. Waiters wait on this, never on ``thread.join``: in CPython 3.11 a
+        # join interrupted by Ctrl-C marks the still running thread as stopped, and the process would
+        # then exit without waiting for the units it was stopping (their containers and records lost).
+        self.done = threading.Event()
         launcher.on_line = self.push
         # The process waits for the run to end before exiting (see _finish_walks_at_exit).
         self.thread = threading.Thread(target=self._walk, args=(max_parallel, hooks, run),
@@ -117,6 +121,12 @@ class _Session:
             logger.debug("output of unit %s not queued for --follow (queue full)", unit)
 
     def _walk(self, max_parallel: int, hooks: Any, run: Any) -> None:
+        try:
+            self._walk_and_record(max_parallel, hooks, run)
+        finally:
+            self.done.set()
+
+    def _walk_and_record(self, max_parallel: int, hooks: Any, run: Any) -> None:
         try:
             self.result = self.remote.walk(self.launcher, max_parallel=max_parallel, hooks=hooks, run=run)
             status = self.result.status
@@ -259,14 +269,23 @@ class DockerExecutor(RemoteOrchestrator):
         if session is None:  # a run walked by another process: watch its records
             return self._wait_elsewhere(job_id, timeout)
         try:
-            session.thread.join(timeout)
+            finished = session.done.wait(timeout)
         except KeyboardInterrupt:  # Ctrl-C where the run is walked: stop it rather than orphan its containers
             logger.warning("run %s: interrupted; stopping its containers (Ctrl-C again to leave them)", job_id)
             RunView(self.client(), job_id, self.engine).stop(INTERRUPT_REASON, self.config.stop_timeout)
-            raise
-        if session.thread.is_alive():
+            stack = self._stack_name(session)
+            raise KeyboardInterrupt(
+                f"run {job_id} was stopped: its running containers were stopped and nothing more starts; "
+                f"see it with: flowyml runs show {job_id} (or runs logs {job_id} --stack {stack})") from None
+        if not finished:
             raise TimeoutError(f"run {job_id} is still running after {timeout}s")
         return self._result(job_id).status
+
+    @staticmethod
+    def _stack_name(session: _Session) -> str:
+        from flowyml_core.display import printable
+
+        return printable(session.remote.stack_name) if session.remote.stack_name else "STACK"
 
     def _wait_elsewhere(self, job_id: str, timeout: float | None) -> ExecutionStatus:
         import time
@@ -284,7 +303,7 @@ class DockerExecutor(RemoteOrchestrator):
     # -- run control --------------------------------------------------------------------------------
     def get_run_status(self, job_id: str) -> ExecutionStatus:
         session = self._session(job_id)
-        if session is not None and not session.thread.is_alive() and session.result is not None:
+        if session is not None and session.done.is_set() and session.result is not None:
             return session.result.status
         return RunView(self.client(), job_id, self.engine).status()
 
@@ -305,7 +324,7 @@ class DockerExecutor(RemoteOrchestrator):
             try:
                 yield session.lines.get(timeout=self.config.poll_interval)
             except queue.Empty:
-                if not session.thread.is_alive() and session.lines.empty():
+                if session.done.is_set() and session.lines.empty():
                     break
         status = self.get_run_status(job_id)
         yield end_entry(f"run {job_id}", status)
