@@ -44,6 +44,7 @@ from flowyml_core.records import OutputRef, RunRecords, StepRecord
 from flowyml_core.resources import ResourceConfig
 from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult, SubmissionResult
 from flowyml_core.shipping import STACK_CONFIG_ENV, stack_payload
+from flowyml_core.step import Step, signature_names
 from flowyml_core.walker import PipelineWalker
 
 logger = logging.getLogger("flowyml.remote")
@@ -290,14 +291,15 @@ class RemoteRun:
 
         Each key is computed by the step's own ``get_cache_key`` from the
         fingerprints recorded with the entries upstream, as a local run would.
-        A step with a condition or ``cache=False``, or one whose inputs come
-        from a unit that must run, makes the whole unit run.
+        A step with ``cache=False``, one whose condition does not hold here
+        (:meth:`_condition_holds`), or one whose inputs come from a unit that
+        must run, makes the whole unit run.
         """
         fps = dict(known)
         records: list[StepRecord] = []
         lookup = getattr(self.cache_store, "lookup", None) or self.cache_store.get
         for step in unit_steps(unit):
-            if step.condition is not None or not step.cache:
+            if not step.cache or (step.condition is not None and not self._condition_holds(step)):
                 return None
             if any(asset not in fps for asset in step.inputs):
                 return None
@@ -322,6 +324,30 @@ class RemoteRun:
             ))
         known.update(fps)
         return records
+
+    def _condition_holds(self, step: Step) -> bool:
+        """Whether the step's condition is true, when the client can tell from the run's parameters alone.
+
+        Locally a condition is checked before the cache, with the run's
+        parameters, the values produced so far and the step's inputs. The
+        client has only the parameters, so it asks the condition only when
+        each name it takes is a parameter that no asset of the pipeline
+        shadows (an asset would win at run time); a condition that takes
+        ``**kwargs``, reads anything else, or raises is left to the unit,
+        which then runs, as does a condition that is false here: the unit
+        reports the skip as a local run would.
+        """
+        names, takes_all = signature_names(step.condition)
+        params = step_params(self.context, step)
+        assets = self.initial.union(*(s.outputs for s in self.pipeline.steps))
+        if takes_all or any(name not in params or name in assets for name in names):
+            return False
+        try:
+            return bool(step.condition(**{name: params[name] for name in names}))
+        except Exception as exc:  # noqa: BLE001 - the unit checks it again and reports the error as its step's
+            logger.debug("run %s: condition of step %s not checked before submitting (%s: %s)",
+                         self.run_id, step.name, type(exc).__name__, exc)
+            return False
 
     def unit_env(self, unit: ExecutionUnit) -> dict[str, str]:
         """The ``FLOWYML_*`` variables of ``flowyml step-runner`` for one unit (no secret values).

@@ -249,3 +249,39 @@ def test_initial_inputs_reach_steps_by_parameter_name(kit: KitProject, project: 
                             registry=kit.registry()) for raw in ([1, 2, 3], [1, 2, 3], [5])]
     assert [r.outputs["summed"] for r in results] == [12, 12, 10]
     assert [r.status for r in results] == [ExecutionStatus.COMPLETED, ExecutionStatus.CACHED, ExecutionStatus.COMPLETED]
+
+
+CONDITIONS = """
+    from flowyml_core import Pipeline, step
+
+    @step(outputs=["data"])
+    def load(n: int = 3):
+        return list(range(n))
+
+    @step(inputs=["data"], outputs=["report"], condition=lambda publish: publish)
+    def publish_report(data):
+        return sum(data)
+
+    @step(inputs=["data"], outputs=["flag"], condition=lambda data: len(data) > 1)
+    def reads_an_asset(data):
+        return True
+
+    pipeline = Pipeline("cond", [load, publish_report, reads_an_asset], context={"n": 3, "publish": True})
+"""
+
+
+def test_a_condition_on_parameters_is_checked_by_the_client_so_a_cached_rerun_submits_nothing(
+        kit: KitProject, project: Path) -> None:
+    (project / "pipe.py").write_text(textwrap.dedent(CONDITIONS))
+    first, executor = run(kit)
+    assert first.status is ExecutionStatus.COMPLETED, first.failed_steps
+    assert executor.launched == ["load", "publish_report", "reads_an_asset"]
+    second, executor = run(kit)
+    # The condition on a parameter holds here, so the step is a cache hit as locally; the one that reads an
+    # asset cannot be asked without its value, so its unit runs (and hits the cache there).
+    assert executor.launched == ["reads_an_asset"]
+    assert flags(second) == {"load": "cached", "publish_report": "cached", "reads_an_asset": "cached"}
+    assert second.outputs["report"] == 3
+    skipped, executor = run(kit, publish=False)
+    assert "publish_report" in executor.launched, "a false condition is left to the unit, which reports the skip"
+    assert flags(skipped)["publish_report"] == "skipped"
