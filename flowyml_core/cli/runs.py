@@ -166,7 +166,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return _in_process_run(entry, args)
     if entry is not None:
         job_id, stack_name = entry.job_id, args.stack or entry.stack
-    stack = remote_stack(stack_name)
+    try:
+        stack = remote_stack(stack_name)
+    except FlowymlError:
+        if entry is not None or args.stack is not None:
+            raise
+        # Neither a recorded run nor a job of the active stack: say that first, not that the stack is local.
+        from flowyml_core.cli.history import project_dir
+        from flowyml_core.history import runs_dir
+
+        raise FlowymlError(
+            f"no run {printable(args.job_id)} is recorded in {runs_dir(project_dir())} (see: flowyml runs "
+            "list), and the active stack is not a remote one; for a job this project did not record, pass --stack "
+            "with the remote stack it ran on"
+        ) from None
     orchestrator = stack.executor
     if args.action == "status":
         status = orchestrator.get_run_status(job_id)

@@ -197,6 +197,15 @@ def test_runs_needs_a_remote_stack(demo, run_cli):
     assert "does not track remote runs" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_runs_of_an_unknown_run_on_a_local_stack_says_no_such_run(demo, run_cli):
+    for action in ("status", "logs", "stop"):
+        out = run_cli("runs", action, "zzzz", cwd=demo)
+        assert out.returncode == 1, out.stdout
+        assert out.stderr.startswith(f"error: no run zzzz is recorded in {demo / '.flowyml' / 'runs'} (see: flowyml "
+                                     "runs list)"), out.stderr
+        assert "pass --stack with the remote stack it ran on" in out.stderr and "Traceback" not in out.stderr
+
+
 # -- exit codes, errors, --debug -----------------------------------------------------------------
 @pytest.mark.parametrize("args", [[], ["nope"], ["stack"], ["stack", "add", "x"], ["run"], ["stack", "list", "--bogus"],
                                   ["runs", "pause", "j"]])
