@@ -90,14 +90,18 @@ def write_back(entry: Any, status: Any, stack: Any) -> None:
         from flowyml_core.history import flush
 
         entry.ended_at = time.time()  # when it was seen to end: the orchestrator's own time is not asked for
-        RunJournal.resume(entry, stack.secrets).record_status(status.value, _pending_steps(entry, stack))
+        RunJournal.resume(entry, stack.secrets).record_status(status.value, _pending_steps(entry, stack, status))
         # The journal fills ``entry`` on the history's writer thread; the caller shows ``entry`` next, so
         # wait for it (else `runs show` printed a completed run whose steps were still pending).
         flush()
 
 
-def _pending_steps(entry: Any, stack: Any) -> dict[str, Any]:
-    """The results of the steps still pending in ``entry``, from their records; a step without one did not run."""
+def _pending_steps(entry: Any, stack: Any, status: Any) -> dict[str, Any]:
+    """The results of the steps still pending in ``entry``, from their records; a step without one did not run.
+
+    Why it did not run is said from how the run ended: a run that was stopped
+    or failed starts nothing more, which is the reason the user looks for.
+    """
     from flowyml_core.errors import FlowymlError
     from flowyml_core.records import RunRecords
     from flowyml_core.results import ExecutionResult
@@ -106,6 +110,8 @@ def _pending_steps(entry: Any, stack: Any) -> dict[str, Any]:
     if not pending or stack.artifact_store is None:
         return {}
     records = RunRecords(stack.artifact_store, entry.run_id, entry.project)
+    why = {"stopped": "not run: the run was stopped first", "cancelled": "not run: the run was cancelled first",
+           "failed": "not run: the run failed first"}.get(status.value, "not run: it left no record")
     results = {}
     for name in pending:
         try:
@@ -114,7 +120,7 @@ def _pending_steps(entry: Any, stack: Any) -> dict[str, Any]:
             logger.warning("run %s: the record of step %s cannot be read (%s)", entry.run_id, name, exc)
             continue
         results[name] = record.to_result() if record is not None else ExecutionResult(
-            step_name=name, success=True, skipped=True, error="not run: it left no record")
+            step_name=name, success=True, skipped=True, error=why)
     return results
 
 

@@ -71,6 +71,9 @@ def test_stop_by_run_id_kills_the_running_units_and_starts_nothing_more(k8s_proj
     assert orchestrator["spec"]["suspend"] is True
     assert not any("join" in e.task_name for e in fake.executions), "nothing started after the stop"
     assert _status(run_cli, project, "stopped0001") == "stopped"
+    shown = json.loads(run_cli("runs", "show", "stopped0001", "--json", cwd=project).stdout)
+    assert shown["status"] == "stopped"
+    assert shown["steps"]["join"]["error"] == "not run: the run was stopped first", shown["steps"]["join"]
     again = run_cli("runs", "stop", "stopped0001", cwd=project)
     assert again.returncode != 0 and "already finished (stopped)" in again.stderr
     assert "Traceback" not in again.stderr
