@@ -226,12 +226,13 @@ class Step:
         return parts
 
     def _function_reads(
-        self, function: types.FunctionType, reads: tuple[tuple[str, ...], ...], prefix: str, of: str, parts: list[str]
+        self, function: types.FunctionType, reads: tuple[tuple[str, ...], ...], prefix: str, of: str, parts: list[str],
+        seen: frozenset[int] = frozenset(),
     ) -> None:
         for i, value in enumerate(function.__defaults__ or ()):
-            parts.append(f"{prefix}d:{i}={self._read_value(value, f'default #{i}{of}')}")
+            parts.append(f"{prefix}d:{i}={self._read_value(value, f'default #{i}{of}', seen=seen)}")
         for key, value in sorted((function.__kwdefaults__ or {}).items()):
-            parts.append(f"{prefix}d:{key}={self._read_value(value, f'default {key!r}{of}')}")
+            parts.append(f"{prefix}d:{key}={self._read_value(value, f'default {key!r}{of}', seen=seen)}")
         for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
             try:
                 value = cell.cell_contents
@@ -241,7 +242,7 @@ class Step:
             if any(value is part for part in self._parts):  # its code is in the code hash
                 parts.append(f"{prefix}c:{name}=part:{value.__qualname__}")
                 continue
-            parts.append(f"{prefix}c:{name}={self._read_value(value, f'closure variable {name!r}{of}')}")
+            parts.append(f"{prefix}c:{name}={self._read_value(value, f'closure variable {name!r}{of}', seen=seen)}")
         namespace = function.__globals__
         for read in reads:
             name = read[0]
@@ -249,7 +250,7 @@ class Step:
                 continue
             value = namespace[name]
             if len(read) == 1:
-                parts.append(f"{prefix}g:{name}={self._read_value(value, f'global {name!r}{of}')}")
+                parts.append(f"{prefix}g:{name}={self._read_value(value, f'global {name!r}{of}', seen=seen)}")
                 continue
             self._chain_read(value, read, f"{prefix}g:", parts)
 
@@ -261,7 +262,7 @@ class Step:
         if value is not _OWN_STATE:
             parts.append(f"{label}{'.'.join(read)}={self._read_value(value, '', quiet=True)}")
 
-    def _read_value(self, value: Any, where: str, quiet: bool = False) -> str:
+    def _read_value(self, value: Any, where: str, quiet: bool = False, seen: frozenset[int] = frozenset()) -> str:
         """A value the code reads: code by its qualified name, data by its fingerprint.
 
         A global that cannot be fingerprinted (a client, a lock, a connection) is
@@ -270,6 +271,10 @@ class Step:
         through one would make the cache useless. ``quiet`` (an attribute read
         through a module or class, such as ``sys.stdout``) keys it the same way
         without the warning: the module or class holding it is in the key by name.
+
+        A lambda or a function made inside another function (``SCALE = lambda x: x * 2``,
+        ``SCALER = make_scaler(10)``) has no name of its own that tells two apart:
+        it is keyed by its code and what it reads, as the step's own function is.
         """
         if value is _MISSING:
             return "<missing>"
@@ -277,6 +282,13 @@ class Step:
             return "module:" + module_identity(value)
         if isinstance(value, Step):
             return "step:" + qualified_name(value._target)
+        if isinstance(value, types.FunctionType) and "<" in value.__qualname__:  # <lambda>, <locals>
+            if id(value) in seen:  # a local function that calls itself
+                return "recursion"
+            inner: list[str] = []
+            reads = tuple(r for r in global_reads(value.__code__) if r[0] not in _MODULE_MACHINERY)
+            self._function_reads(value, reads, "", f" of {where}", inner, seen | {id(value)})
+            return "fn:" + combine(code_fingerprint(value), *inner)
         if isinstance(value, type) or inspect.isroutine(value):
             owner = getattr(value, "__self__", None)
             name = "code:" + qualified_name(value)

@@ -284,3 +284,61 @@ def test_a_same_size_edit_within_the_second_of_a_pyc_is_keyed_by_what_runs(proje
     os.utime(path, ns=((second + 5) * 10**9,) * 2)  # another second: the next import compiles it again
     fresh = run_in_process()
     assert fresh == {"outputs": {"v": 2}, "cached": {"v": False}}
+
+
+# -- functions held in globals that have no name of their own ---------------------------------------
+ANONYMOUS = """
+from flowyml_core import Pipeline, step
+
+def make_scaler(k):
+    def scale(x):
+        return x * k
+    return scale
+
+SCALE = lambda x: x * LAMBDA_FACTOR
+SCALER = make_scaler(SCALER_FACTOR)
+
+@step(outputs=["by_lambda"])
+def by_lambda():
+    return SCALE(3)
+
+@step(outputs=["by_closure"])
+def by_closure():
+    return SCALER(3)
+
+pipeline = Pipeline("anonymous", [by_lambda, by_closure])
+"""
+
+
+def anonymous_file(lambda_factor: int, scaler_factor: int) -> str:
+    return ANONYMOUS.replace("LAMBDA_FACTOR", str(lambda_factor)).replace("SCALER_FACTOR", str(scaler_factor))
+
+
+def test_a_global_lambda_is_keyed_by_its_code_not_its_name(project: Path, module_name: str) -> None:
+    path = write(project / "anonymous.py", anonymous_file(2, 10))
+    assert run(load_module(path, module_name).pipeline)[0]["by_lambda"] == 6
+    write(path, anonymous_file(5, 10))
+    outputs, cached = run(load_module(path, module_name).pipeline)
+    assert outputs["by_lambda"] == 15 and not cached["by_lambda"] and cached["by_closure"]
+
+
+def test_a_global_made_by_a_factory_is_keyed_by_what_it_closes_over(project: Path, module_name: str) -> None:
+    path = write(project / "anonymous.py", anonymous_file(2, 10))
+    assert run(load_module(path, module_name).pipeline)[0]["by_closure"] == 30
+    write(path, anonymous_file(2, 7))
+    outputs, cached = run(load_module(path, module_name).pipeline)
+    assert outputs["by_closure"] == 21 and not cached["by_closure"] and cached["by_lambda"]
+
+
+def test_a_recursive_local_function_read_by_a_step_does_not_hang(project: Path) -> None:
+    from flowyml_core import step
+
+    def make() -> Any:
+        def countdown(n: int) -> int:
+            return 0 if n == 0 else countdown(n - 1) + 1
+        return countdown
+
+    counter = make()
+    pipeline = Pipeline("recursive", [step(lambda: counter(5), name="count", outputs=["n"])])
+    assert run(pipeline) == ({"n": 5}, {"count": False})
+    assert run(pipeline) == ({"n": 5}, {"count": True})
