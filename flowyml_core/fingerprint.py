@@ -123,12 +123,23 @@ def _sorted_digests(items: set[Any] | frozenset[Any]) -> list[bytes]:
     return sorted(map(_digest, items))
 
 
+def _float_text(value: float) -> bytes:
+    """Exact, ``-0.0`` apart from ``0.0``; ``hex()`` drops the sign of a NaN, which
+    ``math.copysign`` and ``np.signbit`` still see (``inf * 0`` is ``-nan`` on x86)."""
+    text = value.hex()
+    if text == "nan":
+        import math
+
+        return b"-nan" if math.copysign(1.0, value) < 0 else b"nan"
+    return text.encode()
+
+
 _HANDLERS: dict[type, Callable[[Any, Any], None]] = {
     type(None): lambda h, v: h.update(b"N"),
     bool: lambda h, v: h.update(b"T" if v else b"F"),
     int: lambda h, v: h.update(b"i%x;" % v),  # hex: no digit limit for big ints
-    float: lambda h, v: h.update(b"f" + v.hex().encode() + b";"),
-    complex: lambda h, v: h.update(b"c" + v.real.hex().encode() + b"," + v.imag.hex().encode() + b";"),
+    float: lambda h, v: h.update(b"f" + _float_text(v) + b";"),
+    complex: lambda h, v: h.update(b"c" + _float_text(v.real) + b"," + _float_text(v.imag) + b";"),
     str: _feed_str,
     bytes: _feed_bytes,
     bytearray: _feed_bytes,

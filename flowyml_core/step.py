@@ -217,22 +217,26 @@ class Step:
             owner = self._bound[-1][1]  # what the target's first argument is bound to
             for read in self._self_reads:
                 self._chain_read(owner, read, "s:", parts)
+        home = getattr(self._target, "__module__", None)
         for index, (function, reads) in enumerate(zip(self._parts, self._global_reads)):
             if function is self._target:
-                prefix, of = "", ""
+                self._function_reads(function, reads, "", "", parts)
             else:
-                prefix, of = f"{index}.", f" of {function.__qualname__}()"
-            self._function_reads(function, reads, prefix, of, parts)
+                # A library's decorator reads its own module's objects (locks, registries): keyed like
+                # the others, but the warning about one that cannot be fingerprinted is not the user's.
+                quiet = function.__module__ != home
+                self._function_reads(function, reads, f"{index}.", f" of {function.__qualname__}()", parts,
+                                     quiet=quiet)
         return parts
 
     def _function_reads(
         self, function: types.FunctionType, reads: tuple[tuple[str, ...], ...], prefix: str, of: str, parts: list[str],
-        seen: frozenset[int] = frozenset(),
+        seen: frozenset[int] = frozenset(), quiet: bool = False,
     ) -> None:
         for i, value in enumerate(function.__defaults__ or ()):
-            parts.append(f"{prefix}d:{i}={self._read_value(value, f'default #{i}{of}', seen=seen)}")
+            parts.append(f"{prefix}d:{i}={self._read_value(value, f'default #{i}{of}', quiet, seen)}")
         for key, value in sorted((function.__kwdefaults__ or {}).items()):
-            parts.append(f"{prefix}d:{key}={self._read_value(value, f'default {key!r}{of}', seen=seen)}")
+            parts.append(f"{prefix}d:{key}={self._read_value(value, f'default {key!r}{of}', quiet, seen)}")
         for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
             try:
                 value = cell.cell_contents
@@ -242,7 +246,7 @@ class Step:
             if any(value is part for part in self._parts):  # its code is in the code hash
                 parts.append(f"{prefix}c:{name}=part:{value.__qualname__}")
                 continue
-            parts.append(f"{prefix}c:{name}={self._read_value(value, f'closure variable {name!r}{of}', seen=seen)}")
+            parts.append(f"{prefix}c:{name}={self._read_value(value, f'closure variable {name!r}{of}', quiet, seen)}")
         namespace = function.__globals__
         for read in reads:
             name = read[0]
@@ -250,7 +254,7 @@ class Step:
                 continue
             value = namespace[name]
             if len(read) == 1:
-                parts.append(f"{prefix}g:{name}={self._read_value(value, f'global {name!r}{of}', seen=seen)}")
+                parts.append(f"{prefix}g:{name}={self._read_value(value, f'global {name!r}{of}', quiet, seen)}")
                 continue
             self._chain_read(value, read, f"{prefix}g:", parts)
 
@@ -287,7 +291,7 @@ class Step:
                 return "recursion"
             inner: list[str] = []
             reads = tuple(r for r in global_reads(value.__code__) if r[0] not in _MODULE_MACHINERY)
-            self._function_reads(value, reads, "", f" of {where}", inner, seen | {id(value)})
+            self._function_reads(value, reads, "", f" of {where}", inner, seen | {id(value)}, quiet)
             return "fn:" + combine(code_fingerprint(value), *inner)
         if isinstance(value, type) or inspect.isroutine(value):
             owner = getattr(value, "__self__", None)

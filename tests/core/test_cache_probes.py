@@ -342,3 +342,17 @@ def test_a_recursive_local_function_read_by_a_step_does_not_hang(project: Path) 
     pipeline = Pipeline("recursive", [step(lambda: counter(5), name="count", outputs=["n"])])
     assert run(pipeline) == ({"n": 5}, {"count": False})
     assert run(pipeline) == ({"n": 5}, {"count": True})
+
+
+# -- values that compare alike but are not the same ---------------------------------------------
+def test_a_negative_nan_parameter_is_not_a_hit_of_a_positive_one(project: Path) -> None:
+    """``float.hex()`` gives ``nan`` for both; ``math.copysign`` (and ``np.signbit``) tell them apart."""
+    import math
+
+    from flowyml_core import step
+
+    pipeline = Pipeline("nan", [step(lambda x: math.copysign(1.0, x), name="sign", outputs=["sign"])])
+    nan = float("nan")
+    assert pipeline.run(context={"x": nan}).outputs == {"sign": 1.0}
+    result = pipeline.run(context={"x": -nan})
+    assert result.outputs == {"sign": -1.0} and not result.steps["sign"].cached
