@@ -215,8 +215,9 @@ class Step:
         parts = [f"b:{label}={self._read_value(value, label)}" for label, value in self._bound]
         if self._self_reads:
             owner = self._bound[-1][1]  # what the target's first argument is bound to
+            whole = parts[-1]
             for read in self._self_reads:
-                self._chain_read(owner, read, "s:", parts)
+                self._chain_read(owner, read, "s:", parts, whole[whole.index("=") + 1:])
         home = getattr(self._target, "__module__", None)
         for index, (function, reads) in enumerate(zip(self._parts, self._global_reads)):
             if function is self._target:
@@ -248,21 +249,25 @@ class Step:
                 continue
             parts.append(f"{prefix}c:{name}={self._read_value(value, f'closure variable {name!r}{of}', quiet, seen)}")
         namespace = function.__globals__
+        keyed: dict[str, str] = {}  # each global once, however many attributes are read through it
         for read in reads:
             name = read[0]
             if name not in namespace:  # a builtin, or not defined yet
                 continue
             value = namespace[name]
-            if len(read) == 1:
-                parts.append(f"{prefix}g:{name}={self._read_value(value, f'global {name!r}{of}', quiet, seen)}")
-                continue
-            self._chain_read(value, read, f"{prefix}g:", parts)
+            whole = keyed.get(name)
+            if whole is None:
+                whole = keyed[name] = self._read_value(value, f'global {name!r}{of}', quiet, seen)
+                parts.append(f"{prefix}g:{name}={whole}")
+            if len(read) > 1:
+                self._chain_read(value, read, f"{prefix}g:", parts, whole)
 
-    def _chain_read(self, value: Any, read: tuple[str, ...], label: str, parts: list[str]) -> None:
+    def _chain_read(self, value: Any, read: tuple[str, ...], label: str, parts: list[str], whole: str) -> None:
         """``Config.ROWS``, ``settings.THRESHOLD``, ``self.FACTOR``: the value at the end of an
         attribute chain. A module or class is keyed by its name and an object by its own state, so
-        what is read through them (module data, class attributes) is keyed here."""
-        value = _chain_value(value, read[1:])
+        what is read through them (module data, class attributes) is keyed here; and so is an
+        object's own attribute when the object itself could only be keyed by its type (``whole``)."""
+        value = _chain_value(value, read[1:], own_state=whole.startswith("type:"))
         if value is not _OWN_STATE:
             parts.append(f"{label}{'.'.join(read)}={self._read_value(value, '', quiet=True)}")
 
@@ -306,7 +311,8 @@ class Step:
                 return "type:" + exc.type_name
             warn_once(
                 (self.name, where, exc.type_name),
-                "step %r: %s is a %s, which cannot be fingerprinted (%s); the cache key covers its type only. "
+                "step %r: %s is a %s, which cannot be fingerprinted (%s); the cache key covers its type, and the "
+                "attributes the step reads from it by name (x.rows), only. "
                 "If what it holds changes the step's result, pass it as a parameter or bump the step's version=",
                 self.name, where, exc.type_name, exc.reason,
             )
@@ -491,13 +497,13 @@ _MISSING = object()  # an attribute a step reads that is not there when the key 
 _OWN_STATE = object()  # an attribute of an object's own state: in the key with the object
 
 
-def _chain_value(value: Any, attributes: tuple[str, ...]) -> Any:
+def _chain_value(value: Any, attributes: tuple[str, ...], own_state: bool = False) -> Any:
     """What ``value.a.b`` reads, without running an object's code.
 
     Through a module or a class, ``getattr``. On another object, an attribute in
-    its ``__dict__`` is its own state (fingerprinted with it: ``_OWN_STATE``);
-    any other is looked up on its class (``self.FACTOR``), where a property is
-    the property object, not a call.
+    its ``__dict__`` is its own state (fingerprinted with it: ``_OWN_STATE``,
+    unless ``own_state`` asks for its value); any other is looked up on its
+    class (``self.FACTOR``), where a property is the property object, not a call.
     """
     for attribute in attributes:
         try:
@@ -506,7 +512,12 @@ def _chain_value(value: Any, attributes: tuple[str, ...]) -> Any:
                 continue
             own = getattr(value, "__dict__", None)
             if isinstance(own, dict) and attribute in own:
-                return _OWN_STATE
+                if not own_state:
+                    return _OWN_STATE
+                value = own[attribute]
+                if isinstance(value, (type, types.ModuleType)):
+                    continue
+                return value
             value = getattr(type(value), attribute)
         except Exception:  # not there (yet), or a lazy attribute that failed: running the step says so
             return _MISSING

@@ -356,3 +356,40 @@ def test_a_negative_nan_parameter_is_not_a_hit_of_a_positive_one(project: Path) 
     assert pipeline.run(context={"x": nan}).outputs == {"sign": 1.0}
     result = pipeline.run(context={"x": -nan})
     assert result.outputs == {"sign": -1.0} and not result.steps["sign"].cached
+
+
+OBJECTS = """
+import threading
+from flowyml_core import Pipeline, step
+
+class Model:
+    def __init__(self, bias):
+        self.bias = bias
+
+class Resource:  # cannot be fingerprinted (a lock): keyed by its type, and what the step reads of it
+    def __init__(self, rows):
+        self.rows = rows
+        self.lock = threading.Lock()
+
+MODEL = Model(BIAS)
+RESOURCE = Resource(ROWS)
+
+@step(outputs=["bias"])
+def bias():
+    return MODEL.bias
+
+@step(outputs=["rows"])
+def rows():
+    return RESOURCE.rows
+
+pipeline = Pipeline("objects", [bias, rows])
+"""
+
+
+def test_an_attribute_of_a_global_object_is_in_the_key(project: Path, module_name: str) -> None:
+    path = write(project / "objects.py", OBJECTS.replace("BIAS", "1").replace("ROWS", "3"))
+    assert run(load_module(path, module_name).pipeline)[0] == {"bias": 1, "rows": 3}
+    write(path, OBJECTS.replace("BIAS", "2").replace("ROWS", "4"))
+    outputs, cached = run(load_module(path, module_name).pipeline)
+    assert outputs == {"bias": 2, "rows": 4} and cached == {"bias": False, "rows": False}
+    assert run(load_module(path, module_name).pipeline)[1] == {"bias": True, "rows": True}
