@@ -289,8 +289,10 @@ class Step:
             return "<missing>"
         if isinstance(value, types.ModuleType):
             return "module:" + module_identity(value)
-        if isinstance(value, Step):
-            return "step:" + qualified_name(value._target)
+        if isinstance(value, Step):  # a step called as a helper: by name, as a function is
+            if "<" not in getattr(value._target, "__qualname__", ""):
+                return "step:" + qualified_name(value._target)
+            return "step:" + self._read_value(value._target, where, quiet, seen) + f"|version={value.version!r}"
         if isinstance(value, types.FunctionType) and "<" in value.__qualname__:  # <lambda>, <locals>
             if id(value) in seen:  # a local function that calls itself
                 return "recursion"

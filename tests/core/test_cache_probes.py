@@ -393,3 +393,23 @@ def test_an_attribute_of_a_global_object_is_in_the_key(project: Path, module_nam
     outputs, cached = run(load_module(path, module_name).pipeline)
     assert outputs == {"bias": 2, "rows": 4} and cached == {"bias": False, "rows": False}
     assert run(load_module(path, module_name).pipeline)[1] == {"bias": True, "rows": True}
+
+
+def test_a_lambda_step_called_by_another_step_is_keyed_by_its_code(project: Path, module_name: str) -> None:
+    source = """
+        from flowyml_core import Pipeline, step
+
+        FIVE = step(lambda: VALUE, name="five")
+        PING = step(lambda n=1: 0 if n <= 0 else PONG(n - 1) + 1, name="ping")  # each reads the other
+        PONG = step(lambda n=1: 0 if n <= 0 else PING(n - 1) + 10, name="pong")
+
+        @step(outputs=["six"])
+        def six():
+            return FIVE() + PING(0)
+
+        pipeline = Pipeline("helper_steps", [six])
+    """
+    path = write(project / "helper_steps.py", source.replace("VALUE", "5"))
+    assert run(load_module(path, module_name).pipeline) == ({"six": 5}, {"six": False})
+    write(path, source.replace("VALUE", "7"))
+    assert run(load_module(path, module_name).pipeline) == ({"six": 7}, {"six": False})
