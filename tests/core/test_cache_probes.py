@@ -413,3 +413,29 @@ def test_a_lambda_step_called_by_another_step_is_keyed_by_its_code(project: Path
     assert run(load_module(path, module_name).pipeline) == ({"six": 5}, {"six": False})
     write(path, source.replace("VALUE", "7"))
     assert run(load_module(path, module_name).pipeline) == ({"six": 7}, {"six": False})
+
+
+# -- housekeeping on a real store ------------------------------------------------------------------
+def test_cache_prune_older_than_removes_old_entries_and_nothing_else(project: Path, run_cli) -> None:
+    """A cache directory may be one a person also keeps files in: only entries are pruned by age."""
+    from flowyml_core import step
+
+    write(project / "stacks.toml", """
+        [stacks.mine]
+        executor = "local"
+        cache_store = { flavor = "local", path = "cache" }
+    """)
+    result = Pipeline("prunable", [step(lambda: [1, 2], name="rows", outputs=["rows"])]).run(stack="mine")
+    assert result.success
+    entries = [p for p in (project / "cache").iterdir() if p.is_file()]
+    assert len(entries) == 1
+    notes = write(project / "cache" / "notes.txt", "kept by a person\n")
+    nested = write(project / "cache" / "old" / "data.csv", "a,b\n")
+    old = time.time() - 10 * 86400
+    for path in (*entries, notes, nested):
+        os.utime(path, (old, old))
+    out = run_cli("cache", "prune", "--stack", "mine", "--older-than", "1d", "--json", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["stores"]["cache_store"]["removed"] == {"entries": 1}
+    assert not entries[0].exists()
+    assert notes.read_text() == "kept by a person\n" and nested.read_text() == "a,b\n"
