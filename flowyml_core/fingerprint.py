@@ -352,7 +352,9 @@ def global_reads(code: types.CodeType) -> tuple[tuple[str, ...], ...]:
     return known
 
 
-_LOCAL_OPS = frozenset({"LOAD_FAST", "LOAD_DEREF", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR"})
+_LOCAL_OPS = frozenset({"LOAD_FAST", "LOAD_DEREF", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR", "LOAD_FAST_BORROW"})
+#: Two locals loaded by one instruction (3.13+): the second one is what a following attribute is read from.
+_LOCAL_PAIR_OPS = frozenset({"LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW"})
 
 
 def attribute_reads(code: types.CodeType, name: str) -> tuple[tuple[str, ...], ...]:
@@ -378,6 +380,8 @@ def _chains(code: types.CodeType, start: frozenset[str], name: str | None) -> tu
             chain = None
         if opname in start and (name is None or instruction.argval == name):
             chain = [instruction.argval]
+        elif name is not None and opname in _LOCAL_PAIR_OPS and instruction.argval[-1] == name:
+            chain = [name]
     if chain is not None:
         reads.add(tuple(chain))
     for const in code.co_consts:
