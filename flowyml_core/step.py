@@ -511,21 +511,20 @@ def _chain_value(value: Any, attributes: tuple[str, ...], own_state: bool = Fals
         try:
             if isinstance(value, (type, types.ModuleType)):
                 value = getattr(value, attribute)
-                continue
-            own = getattr(value, "__dict__", None)
-            if isinstance(own, dict) and attribute in own:
-                if not own_state:
-                    return _OWN_STATE
-                value = own[attribute]
-                if isinstance(value, (type, types.ModuleType)):
-                    continue
-                return value
-            value = getattr(type(value), attribute)
+            else:
+                own = getattr(value, "__dict__", None)
+                if isinstance(own, dict) and attribute in own:
+                    if not own_state:
+                        return _OWN_STATE
+                    value = own[attribute]
+                else:
+                    value = getattr(type(value), attribute)
         except Exception:  # not there (yet), or a lazy attribute that failed: running the step says so
             return _MISSING
         if not isinstance(value, (type, types.ModuleType)):
-            return value
+            return value  # the data read (``cfg.name`` of ``cfg.name.upper()``), not a method of it
     return value
+
 
 #: How many functions of its own a step may bring into its key (decorator layers, functions in
 #: closure cells): a bound on a walk that could otherwise wander into a library.

@@ -182,6 +182,26 @@ def test_class_attributes_read_through_an_object_are_in_the_key(reads: Path, mod
     assert not cached["method"] and not cached["callable"] and not cached["by_instance"]
 
 
+def test_a_method_called_on_a_class_attribute_keys_the_attribute(project: Path, module_name: str) -> None:
+    """``Config.NAME.upper()`` reads ``Config.NAME``: the key holds its value, not only ``str.upper``."""
+    source = """
+        from flowyml_core import Pipeline, step
+
+        class Config:
+            NAME = "VALUE"
+
+        @step(outputs=["shout"])
+        def shout():
+            return Config.NAME.upper()
+
+        pipeline = Pipeline("shout", [shout])
+    """
+    path = write(project / "shout.py", source.replace("VALUE", "abc"))
+    assert run(load_module(path, module_name).pipeline) == ({"shout": "ABC"}, {"shout": False})
+    write(path, source.replace("VALUE", "xyz"))
+    assert run(load_module(path, module_name).pipeline) == ({"shout": "XYZ"}, {"shout": False})
+
+
 def test_an_attribute_that_is_not_there_yet_does_not_break_the_key(project: Path, module_name: str) -> None:
     path = write(project / "late.py", """
         from flowyml_core import Pipeline, step
