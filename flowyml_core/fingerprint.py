@@ -123,12 +123,23 @@ def _sorted_digests(items: set[Any] | frozenset[Any]) -> list[bytes]:
     return sorted(map(_digest, items))
 
 
+def _float_text(value: float) -> bytes:
+    """Exact, ``-0.0`` apart from ``0.0``; ``hex()`` drops the sign of a NaN, which
+    ``math.copysign`` and ``np.signbit`` still see (``inf * 0`` is ``-nan`` on x86)."""
+    text = value.hex()
+    if text == "nan":
+        import math
+
+        return b"-nan" if math.copysign(1.0, value) < 0 else b"nan"
+    return text.encode()
+
+
 _HANDLERS: dict[type, Callable[[Any, Any], None]] = {
     type(None): lambda h, v: h.update(b"N"),
     bool: lambda h, v: h.update(b"T" if v else b"F"),
     int: lambda h, v: h.update(b"i%x;" % v),  # hex: no digit limit for big ints
-    float: lambda h, v: h.update(b"f" + v.hex().encode() + b";"),
-    complex: lambda h, v: h.update(b"c" + v.real.hex().encode() + b"," + v.imag.hex().encode() + b";"),
+    float: lambda h, v: h.update(b"f" + _float_text(v) + b";"),
+    complex: lambda h, v: h.update(b"c" + _float_text(v.real) + b"," + _float_text(v.imag) + b";"),
     str: _feed_str,
     bytes: _feed_bytes,
     bytearray: _feed_bytes,
@@ -250,8 +261,9 @@ def code_fingerprint(func: Callable[..., Any]) -> str:
         return _CODE_HASHES[(code, name)]
     try:
         text = "source:" + inspect.getsource(target)
-        if code is not None and code.co_name == "<lambda>":
+        if code is not None and (code.co_name == "<lambda>" or _bytecode_may_be_stale(target)):
             # The source of a lambda is its whole line: two lambdas on one line need their code.
+            # And code loaded from a .pyc that may predate the source is keyed by what runs too.
             text += "\x1f" + _code_digest(code)
     except (OSError, TypeError):
         text = "code:" + _code_digest(code) if code is not None else "builtin"
@@ -259,6 +271,35 @@ def code_fingerprint(func: Callable[..., Any]) -> str:
     if code is not None:
         _CODE_HASHES[(code, name)] = digest
     return digest
+
+
+_STALE_BYTECODE: dict[tuple[int, str], bool] = {}  # per import (a reload makes a new spec) of a .pyc
+
+
+def _bytecode_may_be_stale(func: Any) -> bool:
+    """Whether ``func``'s module may have been loaded from a ``.pyc`` older than its source.
+
+    Python trusts a ``.pyc`` whose recorded source mtime (whole seconds) and size
+    match the file: a same-size edit within the second of the last compile (a
+    script or a test that rewrites a pipeline file and runs it again) runs the
+    old code while ``inspect.getsource`` reads the new text. Keyed by the
+    source alone, the old code's result would be stored under the new code's
+    key. A ``.pyc`` written by an import is newer than the source it was
+    compiled from, so a source at least as new as its ``.pyc`` is suspect.
+    """
+    module = sys.modules.get(getattr(func, "__module__", None) or "")
+    spec = getattr(module, "__spec__", None)
+    cached, origin = getattr(spec, "cached", None), getattr(spec, "origin", None)
+    if not cached or not origin:
+        return False
+    known = _STALE_BYTECODE.get((id(spec), cached))
+    if known is None:
+        try:
+            known = os.stat(origin).st_mtime_ns >= os.stat(cached).st_mtime_ns
+        except OSError:  # no .pyc (not written, or removed since): nothing to compare, nothing stale known
+            known = False
+        _STALE_BYTECODE[(id(spec), cached)] = known
+    return known
 
 
 def _code_digest(code: types.CodeType) -> str:
@@ -280,6 +321,8 @@ def _code_digest(code: types.CodeType) -> str:
 
 
 _GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
+_ATTR_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_GLOBAL_READS: dict[types.CodeType, tuple[tuple[str, ...], ...]] = {}
 
 
 def global_names(code: types.CodeType) -> tuple[str, ...]:
@@ -291,15 +334,60 @@ def global_names(code: types.CodeType) -> tuple[str, ...]:
     known = _GLOBAL_NAMES.get(code)
     if known is not None:
         return known
-    names: set[str] = set()
+    result = _GLOBAL_NAMES[code] = tuple(sorted({read[0] for read in global_reads(code)}))
+    return result
+
+
+def global_reads(code: types.CodeType) -> tuple[tuple[str, ...], ...]:
+    """Each global a code object loads, with the attributes read right after it, sorted.
+
+    ``Config.ROWS`` gives ``("Config", "ROWS")``, ``np.linalg.norm`` gives
+    ``("np", "linalg", "norm")``, a bare ``ROWS`` gives ``("ROWS",)``. The key
+    reads the value at the end of such a chain when the global is a module or a
+    class: their names alone say nothing of the data they hold.
+    """
+    known = _GLOBAL_READS.get(code)
+    if known is None:
+        known = _GLOBAL_READS[code] = _chains(code, _GLOBAL_OPS, None)
+    return known
+
+
+_LOCAL_OPS = frozenset({"LOAD_FAST", "LOAD_DEREF", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR", "LOAD_FAST_BORROW"})
+#: Two locals loaded by one instruction (3.13+): the second one is what a following attribute is read from.
+_LOCAL_PAIR_OPS = frozenset({"LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW"})
+
+
+def attribute_reads(code: types.CodeType, name: str) -> tuple[tuple[str, ...], ...]:
+    """The attribute chains a code object (and the code inside it) reads from its local ``name``.
+
+    For a method, ``self.FACTOR`` gives ``("self", "FACTOR")``: the class
+    attributes a bound method or a callable object reads are not in the
+    object's own state.
+    """
+    return _chains(code, _LOCAL_OPS, name)
+
+
+def _chains(code: types.CodeType, start: frozenset[str], name: str | None) -> tuple[tuple[str, ...], ...]:
+    reads: set[tuple[str, ...]] = set()
+    chain: list[str] | None = None
     for instruction in dis.get_instructions(code):
-        if instruction.opname in _GLOBAL_OPS:
-            names.add(instruction.argval)
+        opname = instruction.opname
+        if chain is not None and opname in _ATTR_OPS:
+            chain.append(instruction.argval)
+            continue
+        if chain is not None:
+            reads.add(tuple(chain))
+            chain = None
+        if opname in start and (name is None or instruction.argval == name):
+            chain = [instruction.argval]
+        elif name is not None and opname in _LOCAL_PAIR_OPS and instruction.argval[-1] == name:
+            chain = [name]
+    if chain is not None:
+        reads.add(tuple(chain))
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names.update(global_names(const))
-    result = _GLOBAL_NAMES[code] = tuple(sorted(names))
-    return result
+            reads.update(_chains(const, start, name))
+    return tuple(sorted(reads))
 
 
 _WARNED: set[Any] = set()

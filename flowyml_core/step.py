@@ -15,7 +15,8 @@ from flowyml_core.fingerprint import (
     code_fingerprint,
     combine,
     fingerprint,
-    global_names,
+    attribute_reads,
+    global_reads,
     module_identity,
     qualified_name,
     warn_once,
@@ -76,7 +77,9 @@ class Step:
     _code_hash: str = attrs.field(init=False, default="")
     _target: Any = attrs.field(init=False, default=None)
     _bound: tuple[tuple[str, Any], ...] = attrs.field(init=False, default=())
-    _global_names: tuple[str, ...] = attrs.field(init=False, default=())
+    _parts: tuple[types.FunctionType, ...] = attrs.field(init=False, default=())
+    _global_reads: tuple[tuple[tuple[str, ...], ...], ...] = attrs.field(init=False, default=())
+    _self_reads: tuple[tuple[str, ...], ...] = attrs.field(init=False, default=())
     _reads_values: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -90,16 +93,24 @@ class Step:
         # The code is hashed now, when the step is defined, not when a key is first
         # needed: a file edited between import and run must not have the old
         # function's result stored under the new source's hash.
-        self._target, self._bound = _resolve(self.func)
-        code = getattr(self._target, "__code__", None)
-        if isinstance(code, types.CodeType):
-            self._global_names = tuple(n for n in global_names(code) if n not in _MODULE_MACHINERY)
+        self._target, self._bound, layers = _resolve(self.func)
         target = self._target
-        self._reads_values = bool(self._bound or self._global_names) or isinstance(target, types.FunctionType) and bool(
-            target.__closure__ or target.__defaults__ or target.__kwdefaults__
+        self._parts = _parts_of(target, layers)
+        self._global_reads = tuple(
+            tuple(read for read in global_reads(part.__code__) if read[0] not in _MODULE_MACHINERY)
+            for part in self._parts
         )
+        code = getattr(target, "__code__", None)
+        if self._bound and self._bound[-1][0] == "self" and isinstance(code, types.CodeType) and code.co_argcount:
+            self._self_reads = tuple(r for r in attribute_reads(code, code.co_varnames[0]) if len(r) > 1)
+        self._reads_values = bool(self._bound or any(self._global_reads)) or any(
+            part.__closure__ or part.__defaults__ or part.__kwdefaults__ for part in self._parts
+        )
+        # The decorators' wrappers and the functions held in closure cells (a decorator's ``f``, a
+        # local helper) are code of this step: their source is in the hash, not only their names.
+        others = [code_fingerprint(part) for part in self._parts if part is not target]
         self._code_hash = combine(
-            module_identity(self._target), code_fingerprint(self._target), f"version={self.version!r}"
+            module_identity(target), code_fingerprint(target), *others, f"version={self.version!r}"
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -114,10 +125,14 @@ class Step:
         ``module.qualname`` is sent as that reference; any other (a step in
         ``__main__``, in a function, or in a module cloudpickle ships by value)
         is pickled field by field as before.
+
+        The reference carries the code hash: the process that loads it imports
+        the module from disk, and if the file was edited since this process
+        imported it, the new code would run under the old code's cache key.
         """
         reference = self._reference()
         if reference is not None:
-            return (_step_by_reference, reference)
+            return (_step_by_reference, (*reference, self._code_hash))
         return super().__reduce_ex__(protocol)
 
     def _reference(self) -> tuple[str, str] | None:
@@ -197,38 +212,94 @@ class Step:
 
     def _reads(self) -> list[str]:
         """The values the function reads besides its arguments, as they are now."""
-        target = self._target
         parts = [f"b:{label}={self._read_value(value, label)}" for label, value in self._bound]
-        if isinstance(target, types.FunctionType):
-            for i, value in enumerate(target.__defaults__ or ()):
-                parts.append(f"d:{i}={self._read_value(value, f'default #{i}')}")
-            for key, value in sorted((target.__kwdefaults__ or {}).items()):
-                parts.append(f"d:{key}={self._read_value(value, f'default {key!r}')}")
-            for name, cell in zip(target.__code__.co_freevars, target.__closure__ or ()):
-                try:
-                    value = cell.cell_contents
-                except ValueError:  # a cell not assigned yet
-                    parts.append(f"c:{name}=<empty>")
-                    continue
-                parts.append(f"c:{name}={self._read_value(value, f'closure variable {name!r}')}")
-            namespace = target.__globals__
-            for name in self._global_names:
-                if name in namespace:  # else a builtin, or not defined yet
-                    parts.append(f"g:{name}={self._read_value(namespace[name], f'global {name!r}')}")
+        if self._self_reads:
+            owner = self._bound[-1][1]  # what the target's first argument is bound to
+            whole = parts[-1]
+            for read in self._self_reads:
+                self._chain_read(owner, read, "s:", parts, whole[whole.index("=") + 1:])
+        home = getattr(self._target, "__module__", None)
+        for index, (function, reads) in enumerate(zip(self._parts, self._global_reads)):
+            if function is self._target:
+                self._function_reads(function, reads, "", "", parts)
+            else:
+                # A library's decorator reads its own module's objects (locks, registries): keyed like
+                # the others, but the warning about one that cannot be fingerprinted is not the user's.
+                quiet = function.__module__ != home
+                self._function_reads(function, reads, f"{index}.", f" of {function.__qualname__}()", parts,
+                                     quiet=quiet)
         return parts
 
-    def _read_value(self, value: Any, where: str) -> str:
+    def _function_reads(
+        self, function: types.FunctionType, reads: tuple[tuple[str, ...], ...], prefix: str, of: str, parts: list[str],
+        seen: frozenset[int] = frozenset(), quiet: bool = False,
+    ) -> None:
+        for i, value in enumerate(function.__defaults__ or ()):
+            parts.append(f"{prefix}d:{i}={self._read_value(value, f'default #{i}{of}', quiet, seen)}")
+        for key, value in sorted((function.__kwdefaults__ or {}).items()):
+            parts.append(f"{prefix}d:{key}={self._read_value(value, f'default {key!r}{of}', quiet, seen)}")
+        for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # a cell not assigned yet
+                parts.append(f"{prefix}c:{name}=<empty>")
+                continue
+            if any(value is part for part in self._parts):  # its code is in the code hash
+                parts.append(f"{prefix}c:{name}=part:{value.__qualname__}")
+                continue
+            parts.append(f"{prefix}c:{name}={self._read_value(value, f'closure variable {name!r}{of}', quiet, seen)}")
+        namespace = function.__globals__
+        keyed: dict[str, str] = {}  # each global once, however many attributes are read through it
+        for read in reads:
+            name = read[0]
+            if name not in namespace:  # a builtin, or not defined yet
+                continue
+            value = namespace[name]
+            whole = keyed.get(name)
+            if whole is None:
+                whole = keyed[name] = self._read_value(value, f'global {name!r}{of}', quiet, seen)
+                parts.append(f"{prefix}g:{name}={whole}")
+            if len(read) > 1:
+                self._chain_read(value, read, f"{prefix}g:", parts, whole)
+
+    def _chain_read(self, value: Any, read: tuple[str, ...], label: str, parts: list[str], whole: str) -> None:
+        """``Config.ROWS``, ``settings.THRESHOLD``, ``self.FACTOR``: the value at the end of an
+        attribute chain. A module or class is keyed by its name and an object by its own state, so
+        what is read through them (module data, class attributes) is keyed here; and so is an
+        object's own attribute when the object itself could only be keyed by its type (``whole``)."""
+        value = _chain_value(value, read[1:], own_state=whole.startswith("type:"))
+        if value is not _OWN_STATE:
+            parts.append(f"{label}{'.'.join(read)}={self._read_value(value, '', quiet=True)}")
+
+    def _read_value(self, value: Any, where: str, quiet: bool = False, seen: frozenset[int] = frozenset()) -> str:
         """A value the code reads: code by its qualified name, data by its fingerprint.
 
         A global that cannot be fingerprinted (a client, a lock, a connection) is
         keyed by its type, with one warning: such objects are resources, not the
         data a result depends on, and refusing to cache every step that logs
-        through one would make the cache useless.
+        through one would make the cache useless. ``quiet`` (an attribute read
+        through a module or class, such as ``sys.stdout``) keys it the same way
+        without the warning: the module or class holding it is in the key by name.
+
+        A lambda or a function made inside another function (``SCALE = lambda x: x * 2``,
+        ``SCALER = make_scaler(10)``) has no name of its own that tells two apart:
+        it is keyed by its code and what it reads, as the step's own function is.
         """
+        if value is _MISSING:
+            return "<missing>"
         if isinstance(value, types.ModuleType):
             return "module:" + module_identity(value)
-        if isinstance(value, Step):
-            return "step:" + qualified_name(value._target)
+        if isinstance(value, Step):  # a step called as a helper: by name, as a function is
+            if "<" not in getattr(value._target, "__qualname__", ""):
+                return "step:" + qualified_name(value._target)
+            return "step:" + self._read_value(value._target, where, quiet, seen) + f"|version={value.version!r}"
+        if isinstance(value, types.FunctionType) and "<" in value.__qualname__:  # <lambda>, <locals>
+            if id(value) in seen:  # a local function that calls itself
+                return "recursion"
+            inner: list[str] = []
+            reads = tuple(r for r in global_reads(value.__code__) if r[0] not in _MODULE_MACHINERY)
+            self._function_reads(value, reads, "", f" of {where}", inner, seen | {id(value)}, quiet)
+            return "fn:" + combine(code_fingerprint(value), *inner)
         if isinstance(value, type) or inspect.isroutine(value):
             owner = getattr(value, "__self__", None)
             name = "code:" + qualified_name(value)
@@ -238,9 +309,12 @@ class Step:
         try:
             return fingerprint(value)
         except UnfingerprintableError as exc:
+            if quiet:
+                return "type:" + exc.type_name
             warn_once(
                 (self.name, where, exc.type_name),
-                "step %r: %s is a %s, which cannot be fingerprinted (%s); the cache key covers its type only. "
+                "step %r: %s is a %s, which cannot be fingerprinted (%s); the cache key covers its type, and the "
+                "attributes the step reads from it by name (x.rows), only. "
                 "If what it holds changes the step's result, pass it as a parameter or bump the step's version=",
                 self.name, where, exc.type_name, exc.reason,
             )
@@ -421,17 +495,61 @@ _MODULE_MACHINERY = frozenset(
 )
 
 
-def _resolve(func: Callable[..., Any]) -> tuple[Any, tuple[tuple[str, Any], ...]]:
-    """The Python function whose code runs, and the values bound to it outside that code.
+_MISSING = object()  # an attribute a step reads that is not there when the key is computed
+_OWN_STATE = object()  # an attribute of an object's own state: in the key with the object
+
+
+def _chain_value(value: Any, attributes: tuple[str, ...], own_state: bool = False) -> Any:
+    """What ``value.a.b`` reads, without running an object's code.
+
+    Through a module or a class, ``getattr``. On another object, an attribute in
+    its ``__dict__`` is its own state (fingerprinted with it: ``_OWN_STATE``,
+    unless ``own_state`` asks for its value); any other is looked up on its
+    class (``self.FACTOR``), where a property is the property object, not a call.
+    """
+    for attribute in attributes:
+        try:
+            if isinstance(value, (type, types.ModuleType)):
+                value = getattr(value, attribute)
+            else:
+                own = getattr(value, "__dict__", None)
+                if isinstance(own, dict) and attribute in own:
+                    if not own_state:
+                        return _OWN_STATE
+                    value = own[attribute]
+                else:
+                    value = getattr(type(value), attribute)
+        except Exception:  # not there (yet), or a lazy attribute that failed: running the step says so
+            return _MISSING
+        if not isinstance(value, (type, types.ModuleType)):
+            return value  # the data read (``cfg.name`` of ``cfg.name.upper()``), not a method of it
+    return value
+
+
+#: How many functions of its own a step may bring into its key (decorator layers, functions in
+#: closure cells): a bound on a walk that could otherwise wander into a library.
+_MAX_PARTS = 32
+
+
+def _resolve(func: Callable[..., Any]) -> tuple[Any, tuple[tuple[str, Any], ...], list[types.FunctionType]]:
+    """The Python function whose code runs, the values bound to it outside that code, and the wrappers.
 
     A ``functools.partial`` binds arguments, a bound method binds ``self``, a
     callable object is its class's ``__call__`` bound to the object: each bound
-    value is read like a closure variable when a key is computed.
+    value is read like a closure variable when a key is computed. The functions
+    a decorator put around the step (``functools.wraps`` layers) are returned
+    too: their code and what they read (``@scale(K)``) change the result.
     """
     bound: list[tuple[str, Any]] = []
+    layers: list[types.FunctionType] = []
     target: Any = func
     while True:
-        target = inspect.unwrap(target)
+        seen = 0
+        while hasattr(target, "__wrapped__") and seen < _MAX_PARTS:  # inspect.unwrap, keeping the layers
+            if isinstance(target, types.FunctionType):
+                layers.append(target)
+            target = target.__wrapped__
+            seen += 1
         if isinstance(target, functools.partial):
             bound.append(("partial", (target.args, target.keywords)))
             target = target.func
@@ -445,17 +563,60 @@ def _resolve(func: Callable[..., Any]) -> tuple[Any, tuple[tuple[str, Any], ...]
         if isinstance(call, types.FunctionType):
             bound.append(("self", target))
             target = call
-    return target, tuple(bound)
+    return target, tuple(bound), layers
 
 
-def _step_by_reference(module_name: str, qualname: str) -> Step:
-    """Unpickle a Step sent by reference: import its module and look it up."""
+def _parts_of(target: Any, layers: list[types.FunctionType]) -> tuple[types.FunctionType, ...]:
+    """The Python functions whose code is this step's: the target, its decorators' wrappers, and
+    the functions held in their closure cells, recursively (a decorator without ``functools.wraps``
+    holds the decorated function only there; a helper defined in the enclosing function too).
+
+    Functions reached through globals are not: they are helpers, keyed by name (``version=``).
+    """
+    found: list[types.FunctionType] = []
+    pending: list[Any] = [target, *layers]
+    while pending and len(found) < _MAX_PARTS:
+        function = pending.pop(0)
+        if not isinstance(function, types.FunctionType) or any(function is f for f in found):
+            continue
+        found.append(function)
+        for cell in function.__closure__ or ():
+            try:
+                pending.append(cell.cell_contents)
+            except ValueError:  # a cell not assigned yet
+                continue
+    return tuple(found)
+
+
+def _step_by_reference(module_name: str, qualname: str, code_hash: str | None = None) -> Step:
+    """Unpickle a Step sent by reference: import its module, look it up, check it is the code that was keyed."""
     import importlib
 
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part)
+    if code_hash is not None and isinstance(obj, Step) and obj._code_hash != code_hash:
+        raise_code_changed(obj.name, obj.func)
     return obj
+
+
+def check_code_unchanged(func: Callable[..., Any], digest: str, step_name: str) -> None:
+    """Refuse to run ``func`` (just imported from disk) if its code is not the one whose digest is given.
+
+    For a process that receives a step's function by reference (``isolation =
+    "process"``): the digest is :func:`~flowyml_core.fingerprint.code_fingerprint`
+    of the function as the run's own process imported it, and the cache key was
+    computed from that code.
+    """
+    if code_fingerprint(inspect.unwrap(func)) != digest:
+        raise_code_changed(step_name, func)
+
+
+def raise_code_changed(step_name: str, func: Any) -> None:
+    raise DefinitionError(
+        f"step {step_name!r}{_defined_at(func)}: the file changed on disk after this run imported it; the new "
+        "code would run under the cache key of the old one, so the step is not run. Run the pipeline again"
+    )
 
 
 def step(

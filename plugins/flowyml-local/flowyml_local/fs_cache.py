@@ -294,7 +294,7 @@ class FsCacheStore(FsStore, CacheStore):
                 freed += size
         for path, size, age in list(self._entries()):
             what = None
-            if older_than is not None and age is not None and age >= older_than:
+            if older_than is not None and age is not None and age >= older_than and self._is_entry(path):
                 what = "entries"
             elif b.fs is None and size < 65536 and self._dangling(path):
                 what = "dangling references"
@@ -302,6 +302,19 @@ class FsCacheStore(FsStore, CacheStore):
                 removed[what] += 1
                 freed += size
         return {"removed": {k: v for k, v in removed.items() if v}, "bytes": freed, "dry_run": dry_run}
+
+    def _is_entry(self, path: str) -> bool:
+        """Whether a file is a cache entry (of this or another format version), read from its magic line.
+
+        A cache store's directory may be one a person also keeps other files in
+        (``path = "cache"``): ``prune(older_than=...)`` removes old entries, never
+        whatever else has grown old there.
+        """
+        try:
+            with self.backend.open_entry(path) as reader:
+                return reader.head.startswith(CACHE_FAMILY)
+        except OSError:  # gone meanwhile, or unreadable: not ours to remove
+            return False
 
     def _dangling(self, path: str) -> bool:
         try:

@@ -21,6 +21,7 @@ unit gets a fresh process.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import pickle
@@ -34,6 +35,7 @@ from typing import Any
 
 from flowyml_core.errors import RemoteStepError, StepTimeoutError, StopExecution
 from flowyml_core.execution import describe_error
+from flowyml_core.fingerprint import code_fingerprint
 from flowyml_core.pipeline import UNIT_RUNNER_ENV
 from flowyml_core.step import Step
 
@@ -88,8 +90,8 @@ def function_blob(step: Step) -> bytes:
     qualname = getattr(func, "__qualname__", None)
     if module_name and qualname and module_name != "__main__" and "<locals>" not in qualname:
         target = _lookup(module_name, qualname)
-        if target is func:
-            return pickle.dumps(("func", func), protocol=5)
+        if target is func:  # imported from disk there: with the digest of the code that was keyed here
+            return pickle.dumps(("func", func, code_fingerprint(inspect.unwrap(func)), step.name), protocol=5)
         if isinstance(target, Step) and target.func is func:
             return pickle.dumps(("step", target), protocol=5)
     try:

@@ -248,8 +248,12 @@ def _describe(exc: BaseException) -> str:
 def _call(channel: Channel, request: tuple[Any, ...], func_blob: bytes, kwargs_blob: bytes, held: dict[int, Any]) -> None:
     _, seq, timed, keep, refs = request
     try:
-        kind, target = pickle.loads(func_blob)
+        kind, target, *keyed = pickle.loads(func_blob)  # a step by reference checks its own code as it loads
         func = target.func if kind == "step" else target
+        if keyed:  # a function by reference: the code the parent keyed, or the file changed since
+            from flowyml_core.step import check_code_unchanged
+
+            check_code_unchanged(func, *keyed)
         kwargs = pickle.loads(kwargs_blob)
         for param, (ref_seq, path) in refs.items():
             value = held[ref_seq]
