@@ -12,15 +12,16 @@ import attrs
 
 from flowyml_core.errors import DefinitionError, UnfingerprintableError
 from flowyml_core.fingerprint import (
+    attribute_reads,
     code_fingerprint,
     combine,
     fingerprint,
-    attribute_reads,
     global_reads,
     module_identity,
     qualified_name,
     warn_once,
 )
+from flowyml_core.step_checks import a_type, check_definition, defined_at
 
 if TYPE_CHECKING:  # a step's resources are built by the user; importing the class costs every pipeline file ~2 ms
     from flowyml_core.resources import ResourceConfig
@@ -84,7 +85,7 @@ class Step:
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.func):
-            raise DefinitionError(f"a step wraps a function (a callable), got {self.func!r} ({_a(self.func)})")
+            raise DefinitionError(f"a step wraps a function (a callable), got {self.func!r} ({a_type(self.func)})")
         if self.name is None:
             self.name = getattr(self.func, "__name__", "step")
         self.param_names, self.accepts_any_kwargs = signature_names(self.func)
@@ -306,10 +307,24 @@ class Step:
             if owner is None or isinstance(owner, (type, types.ModuleType)):
                 return name
             return combine(name, self._read_value(owner, f"{where} (the object its method is bound to)"))
+        logging = sys.modules.get("logging")  # not imported for this: a step that logs has imported it
+        if logging is not None and isinstance(value, logging.Logger):
+            # A logger is where output goes, found by its name; fingerprinting its state (handlers,
+            # level) through pickle cost ~40 µs on every key of every step that logs.
+            return "logger:" + value.name
+        if quiet:
+            known = _UNKEYABLE.get(id(value))
+            if known is not None and known[0] is value:
+                return known[1]
         try:
             return fingerprint(value)
         except UnfingerprintableError as exc:
             if quiet:
+                # Such objects (os.environ, sys.stdout) are module singletons, read on every key of a
+                # step that reads them; failing to fingerprint one again each time cost ~100 µs.
+                if len(_UNKEYABLE) >= _MAX_UNKEYABLE:
+                    _UNKEYABLE.clear()
+                _UNKEYABLE[id(value)] = (value, "type:" + exc.type_name)
                 return "type:" + exc.type_name
             warn_once(
                 (self.name, where, exc.type_name),
@@ -321,172 +336,6 @@ class Step:
             return "type:" + exc.type_name
 
 
-def check_definition(s: Step) -> None:
-    """Refuse, when the step is defined, what would fail or be silently dropped when it runs.
-
-    A ``retry="2"`` used to surface as ``'<' not supported`` deep in a run, and
-    duplicate output names or an input with no parameter to receive it lost
-    data without a word. All problems of one step are reported at once, in one
-    line that names the step and where its function is defined. The checks
-    test the common types first: a pipeline file may define hundreds of steps.
-    """
-    problems: list[str] = []
-    name, inputs, outputs, cache, retry = s.name, s.inputs, s.outputs, s.cache, s.retry
-    if not isinstance(name, str) or not name.strip():
-        problems.append(f"name must be a non-empty string, got {name!r}")
-    if inputs:
-        problems += _name_problems("inputs", inputs)
-    if outputs:
-        problems += _name_problems("outputs", outputs)
-    if cache is not True and cache is not False:
-        problems.append(f"cache must be True or False, got {cache!r} ({_a(cache)})")
-    if type(retry) is not int and (isinstance(retry, bool) or not isinstance(retry, int)) or retry < 0:
-        problems.append(f"retry must be a whole number >= 0 (the extra attempts), got {retry!r} ({_a(retry)})")
-    if not _seconds(s.retry_delay):
-        problems.append(f"retry_delay must be a number of seconds >= 0, got {s.retry_delay!r} ({_a(s.retry_delay)})")
-    if s.timeout is not None and not _seconds(s.timeout):
-        problems.append(f"timeout must be None or a number of seconds >= 0, got {s.timeout!r} ({_a(s.timeout)})")
-    if s.condition is not None and not callable(s.condition):
-        problems.append(
-            f"condition must be a function of the parameters and assets it names (e.g. lambda deploy: deploy) "
-            f"or None, got {s.condition!r} ({_a(s.condition)})"
-        )
-    group = s.execution_group
-    if group is not None and (not isinstance(group, str) or not group):
-        problems.append(f"execution_group must be a non-empty string or None, got {group!r}")
-    tags = s.tags
-    if not isinstance(tags, dict) or tags and not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
-    ):
-        problems.append(f"tags must be a dict of strings (e.g. {{'team': 'ml'}}), got {tags!r}")
-    version = s.version
-    if version is not None and type(version) is not str and (isinstance(version, bool) or not isinstance(version, int)):
-        problems.append(f"version must be a string, an int or None, got {version!r} ({_a(version)})")
-    if s.resources is not None:
-        problems += _resource_problems(s)
-    if not problems and inputs and not s.accepts_any_kwargs:
-        _warn_unreceived_inputs(s)
-    if problems:
-        label = repr(name) if isinstance(name, str) and name.strip() else f"of function {_func_name(s.func)!r}"
-        raise DefinitionError(f"step {label}{_defined_at(s.func)}: " + "; ".join(problems))
-
-
-def _resource_problems(s: Step) -> list[str]:
-    """Check ``resources``; a dict of its fields becomes the :class:`ResourceConfig` it describes.
-
-    Every executor (and the grouping, which merges a group's resources) then
-    reads one type; a dict used to reach only the docker executor intact and
-    broke a group's merge elsewhere. A bad field is refused here, like in
-    ``ResourceConfig(...)``.
-    """
-    from flowyml_core.resources import ResourceConfig
-
-    value = s.resources
-    if isinstance(value, ResourceConfig):
-        return []
-    if not isinstance(value, Mapping):
-        return [f"resources must be a ResourceConfig(...), a dict of its fields or None, got {value!r}"]
-    fields = attrs.fields_dict(ResourceConfig)
-    unknown = [str(k) for k in value if k not in fields]
-    if unknown:
-        many = len(unknown) > 1
-        return [f"resources field{'s' if many else ''} {', '.join(map(repr, unknown))} {'are' if many else 'is'} "
-                f"unknown (fields: {', '.join(fields)})"]
-    try:
-        s.resources = ResourceConfig(**value)
-    except (TypeError, ValueError) as exc:
-        return [f"resources: {exc}"]
-    return []
-
-
-def _name_problems(field: str, names: tuple[Any, ...]) -> list[str]:
-    for n in names:
-        if type(n) is not str or not n:
-            break
-    else:
-        if len(set(names)) == len(names):
-            return []  # the common case, decided without building anything
-    bad = [n for n in names if not isinstance(n, str) or not n]
-    if bad:
-        return [f"{field} must be asset names (non-empty strings), got {', '.join(f'{n!r} ({_a(n)})' for n in bad)}"]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        return [
-            f"{field} {list(names)} name {', '.join(map(repr, twice))} more than once; "
-            f"each of a step's {field} needs its own name"
-        ]
-    return []
-
-
-def _warn_unreceived_inputs(s: Step) -> None:
-    """Warn about inputs neither the function nor its condition receives, binding as ``bind_inputs`` does.
-
-    An input goes to the parameter of its name, else to the parameter at its
-    position if that one is still free; a later input bound by name takes a
-    parameter from an earlier one bound by position. The executor passes
-    arguments by keyword only, so ``*args`` receives nothing; ``**kwargs`` receives all.
-    Such an input is not an error: the seed drops it, a condition may be what
-    reads it, and it still orders the step after its producer. But dropping
-    it without a word hid typos, so it is said once, when the step is defined.
-    """
-    params = s.param_names
-    holder: dict[str, str] = {}  # parameter -> input it receives
-    lost: list[str] = []
-    for i, asset in enumerate(s.inputs):
-        if asset in params:
-            previous = holder.get(asset)
-            if previous is not None:
-                lost.append(previous)
-            holder[asset] = asset
-        elif i < len(params) and params[i] not in holder:
-            holder[params[i]] = asset
-        else:
-            lost.append(asset)
-    if lost and s.condition is not None:
-        condition_params, condition_takes_any = signature_names(s.condition)
-        lost = [] if condition_takes_any else [a for a in lost if a not in condition_params]
-    if not lost:
-        return
-    import logging
-
-    lost = [a for a in s.inputs if a in lost]
-    takes = f"its parameters: {', '.join(params)}" if params else "it takes no named parameters"
-    func = _func_name(s.func)
-    these = f"inputs {', '.join(map(repr, lost))} reach" if len(lost) > 1 else f"input {lost[0]!r} reaches"
-    logging.getLogger("flowyml.step").warning(
-        "step %r%s: %s no parameter of %s() (%s)%s: not passed, only waited for. An input goes to the parameter "
-        "of its name, else to the one at its position; if %s() needs the value, add a parameter (or **kwargs)",
-        s.name, _defined_at(s.func), these, func, takes, " nor its condition" if s.condition is not None else "",
-        func,
-    )
-
-
-def _seconds(value: Any) -> bool:
-    """A duration: an int or float >= 0 (not a bool, not NaN)."""
-    kind = type(value)
-    if kind is not float and kind is not int and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        return False
-    return value >= 0
-
-
-def _a(value: Any) -> str:
-    """``a str``, ``an int``: the type of a refused value, for messages."""
-    name = type(value).__name__
-    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
-
-
-def _func_name(func: Any) -> str:
-    return getattr(func, "__name__", None) or type(func).__name__
-
-
-def _defined_at(func: Any) -> str:
-    """`` (pipe.py:12)`` where the function is written, when Python knows it."""
-    code = getattr(inspect.unwrap(func), "__code__", None)
-    if not isinstance(code, types.CodeType):
-        return ""
-    return f" ({code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})"
-
-
 #: Globals every module has, set by the import system: the module identity in the code hash
 #: already says which module it is, and ``__file__`` is an absolute path (another one in a
 #: container), ``__name__`` is ``__main__`` in a script and the file's stem elsewhere.
@@ -494,6 +343,11 @@ _MODULE_MACHINERY = frozenset(
     {"__file__", "__name__", "__spec__", "__loader__", "__package__", "__path__", "__cached__", "__builtins__"}
 )
 
+
+#: Objects read through a module or class that could not be fingerprinted, by id (each kept, so
+#: that its id is not reused): they are keyed by type, and trying again on every key is the cost.
+_UNKEYABLE: dict[int, tuple[Any, str]] = {}
+_MAX_UNKEYABLE = 1024
 
 _MISSING = object()  # an attribute a step reads that is not there when the key is computed
 _OWN_STATE = object()  # an attribute of an object's own state: in the key with the object
@@ -614,7 +468,7 @@ def check_code_unchanged(func: Callable[..., Any], digest: str, step_name: str) 
 
 def raise_code_changed(step_name: str, func: Any) -> None:
     raise DefinitionError(
-        f"step {step_name!r}{_defined_at(func)}: the file changed on disk after this run imported it; the new "
+        f"step {step_name!r}{defined_at(func)}: the file changed on disk after this run imported it; the new "
         "code would run under the cache key of the old one, so the step is not run. Run the pipeline again"
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import py_compile
 import subprocess
@@ -459,3 +460,23 @@ def test_cache_prune_older_than_removes_old_entries_and_nothing_else(project: Pa
     assert json.loads(out.stdout)["stores"]["cache_store"]["removed"] == {"entries": 1}
     assert not entries[0].exists()
     assert notes.read_text() == "kept by a person\n" and nested.read_text() == "a,b\n"
+
+
+_PROBE_LOG = logging.getLogger("probe.keys")
+
+
+def _logs_and_reads_the_environment(n: int = 1):
+    _PROBE_LOG.info("n=%s", n)
+    return n + len(os.environ.get("HOME", ""))
+
+
+def test_a_logger_is_keyed_by_its_name_and_an_unkeyable_module_attribute_by_its_type():
+    from flowyml_core import step as make_step
+
+    s = make_step(_logs_and_reads_the_environment)
+    reads = s._reads()
+    assert "g:_PROBE_LOG=logger:probe.keys" in reads, reads
+    assert any(r.startswith("g:os.environ.get=type:") for r in reads), reads
+    key = s.get_cache_key({}, {"n": 1})
+    _PROBE_LOG.setLevel(logging.DEBUG)  # where output goes is not the data: the same key
+    assert s.get_cache_key({}, {"n": 1}) == key != s.get_cache_key({}, {"n": 2})
