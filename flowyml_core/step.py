@@ -52,7 +52,12 @@ def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
         return (value,)  # type: ignore[return-value]
 
 
-@attrs.define(eq=False, repr=False, slots=False)
+#: The settings a person gives ``@step``: checked again when one is set on a defined step.
+_SETTINGS = frozenset({"name", "inputs", "outputs", "cache", "retry", "retry_delay", "timeout", "condition",
+                       "resources", "execution_group", "tags", "version"})
+
+
+@attrs.define(eq=False, repr=False, slots=False, on_setattr=attrs.setters.NO_OP)
 class Step:
     """A function plus what it consumes, produces and how it may be retried.
 
@@ -82,6 +87,26 @@ class Step:
     _global_reads: tuple[tuple[tuple[str, ...], ...], ...] = attrs.field(init=False, default=())
     _self_reads: tuple[tuple[str, ...], ...] = attrs.field(init=False, default=())
     _reads_values: bool = attrs.field(init=False, default=False)
+    _hashed: tuple[str, ...] = attrs.field(init=False, default=())
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        """A setting changed on a defined step (``s.retry = 2``) is checked as ``@step`` checks it.
+
+        A bad one is refused and the old value kept; a new ``version`` changes
+        the code hash, as ``version=`` given to ``@step`` does.
+        """
+        if key not in _SETTINGS or not self.__dict__.get("_code_hash"):  # not a setting, or still being defined
+            object.__setattr__(self, key, value)
+            return
+        old = self.__dict__[key]
+        object.__setattr__(self, key, _names(value) if key in ("inputs", "outputs") else value)
+        try:
+            check_definition(self)
+        except DefinitionError:
+            object.__setattr__(self, key, old)
+            raise
+        if key == "version":
+            object.__setattr__(self, "_code_hash", combine(*self._hashed, f"version={value!r}"))
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.func):
@@ -110,9 +135,8 @@ class Step:
         # The decorators' wrappers and the functions held in closure cells (a decorator's ``f``, a
         # local helper) are code of this step: their source is in the hash, not only their names.
         others = [code_fingerprint(part) for part in self._parts if part is not target]
-        self._code_hash = combine(
-            module_identity(target), code_fingerprint(target), *others, f"version={self.version!r}"
-        )
+        self._hashed = (module_identity(target), code_fingerprint(target), *others)
+        self._code_hash = combine(*self._hashed, f"version={self.version!r}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)

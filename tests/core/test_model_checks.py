@@ -401,3 +401,31 @@ def test_pipeline_and_run_on_stack_check_context_too():
 def test_a_dict_context_still_runs(project):
     result = Pipeline("ctx", [_source]).run(context={"k": 5})
     assert result.success and result.outputs == {"x": 5}
+
+
+# -- a setting changed on a defined step ----------------------------------------------------------------------
+def test_a_setting_changed_after_definition_is_checked_and_a_bad_one_refused():
+    @step(outputs=["y"], retry=1)
+    def settable(x: int = 1) -> int:
+        return x
+
+    with pytest.raises(DefinitionError, match=r"step 'settable' \(.*\): retry must be a whole number >= 0"):
+        settable.retry = -1
+    assert settable.retry == 1, "the refused value is not kept"
+    with pytest.raises(DefinitionError, match="cache must be True or False"):
+        settable.cache = "yes"
+    settable.retry = 3
+    settable.outputs = "z"
+    settable.resources = {"cpu": "2"}
+    assert (settable.retry, settable.outputs, settable.resources.cpu) == (3, ("z",), "2")
+
+
+def test_a_version_set_after_definition_changes_the_key_as_version_given_to_step_does():
+    def body(x: int = 1) -> int:
+        return x
+
+    plain, versioned = step(body, name="a"), step(body, name="a", version=2)
+    assert plain.get_code_hash() != versioned.get_code_hash()
+    plain.version = 2
+    assert plain.get_code_hash() == versioned.get_code_hash()
+    assert plain.get_cache_key({}, {"x": 1}) == versioned.get_cache_key({}, {"x": 1})
