@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import textwrap
 from pathlib import Path
+from types import ModuleType
 
 
 def write(path: Path, text: str) -> Path:
@@ -22,3 +25,17 @@ def env_with(**extra: str) -> dict[str, str]:
 def pythonpath(*dirs: Path) -> str:
     """``dirs`` first on ``PYTHONPATH``, keeping what is there (the test plugins, see conftest.py)."""
     return os.pathsep.join([*map(str, dirs), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def load_module(path: Path, name: str, register: bool = False) -> ModuleType:
+    """Import ``path`` as module ``name``, afresh (as a new process would after an edit).
+
+    ``register`` puts it in ``sys.modules`` (replacing an earlier import), as a
+    real import does: what unpickles a step by reference looks it up there.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

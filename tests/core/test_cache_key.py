@@ -5,7 +5,6 @@ that it is the same in another process, directory and project path."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import shutil
 import subprocess
@@ -17,13 +16,7 @@ import pytest
 
 from flowyml_core import Step, step
 from tests.core.helpers import env_with, write
-
-
-def load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.core.helpers import load_module as load
 
 
 def key(s: Step, **inputs) -> str:

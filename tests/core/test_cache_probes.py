@@ -23,16 +23,11 @@ import pytest
 
 from flowyml_core import Pipeline
 from tests.core.helpers import env_with, write
+from tests.core.helpers import load_module as _load
 
 
 def load_module(path: Path, name: str) -> Any:
-    """Import ``path`` as module ``name``, afresh (as a new process would after an edit)."""
-    sys.modules.pop(name, None)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return _load(path, name, register=True)
 
 
 def run(pipeline: Pipeline, stack: str | None = None) -> tuple[dict[str, Any], dict[str, bool]]:

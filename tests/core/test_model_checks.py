@@ -10,7 +10,6 @@ import inspect
 import threading
 import time
 import types
-from pathlib import Path
 
 import pytest
 

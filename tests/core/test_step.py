@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import attrs
 import pytest
@@ -14,7 +12,7 @@ import pytest
 import flowyml_core
 from flowyml_core import ResourceConfig, Step, step
 from flowyml_core.errors import UnfingerprintableError
-from tests.core.helpers import write
+from tests.core.helpers import load_module as _load_module, write
 
 
 def test_bare_decorator_makes_a_step_named_after_the_function():
@@ -87,13 +85,6 @@ def test_signature_facts_are_known_without_calling():
 
 
 # -- code hash -------------------------------------------------------------------
-def _load_module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 STEP_SOURCE = """
 from flowyml_core import step
 
