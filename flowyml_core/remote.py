@@ -339,8 +339,8 @@ class RemoteRun:
         """
         names, takes_all = signature_names(step.condition)
         params = step_params(self.context, step)
-        assets = self.initial.union(*(s.outputs for s in self.pipeline.steps))
-        if takes_all or any(name not in params or name in assets for name in names):
+        produced = self.pipeline.dag.producers
+        if takes_all or any(name not in params or name in produced or name in self.initial for name in names):
             return False
         try:
             return bool(step.condition(**{name: params[name] for name in names}))

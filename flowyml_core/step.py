@@ -122,10 +122,7 @@ class Step:
         self._target, self._bound, layers = _resolve(self.func)
         target = self._target
         self._parts = _parts_of(target, layers)
-        self._global_reads = tuple(
-            tuple(read for read in global_reads(part.__code__) if read[0] not in _MODULE_MACHINERY)
-            for part in self._parts
-        )
+        self._global_reads = tuple(_data_reads(part) for part in self._parts)
         code = getattr(target, "__code__", None)
         if self._bound and self._bound[-1][0] == "self" and isinstance(code, types.CodeType) and code.co_argcount:
             self._self_reads = tuple(r for r in attribute_reads(code, code.co_varnames[0]) if len(r) > 1)
@@ -322,8 +319,7 @@ class Step:
             if id(value) in seen:  # a local function that calls itself
                 return "recursion"
             inner: list[str] = []
-            reads = tuple(r for r in global_reads(value.__code__) if r[0] not in _MODULE_MACHINERY)
-            self._function_reads(value, reads, "", f" of {where}", inner, seen | {id(value)}, quiet)
+            self._function_reads(value, _data_reads(value), "", f" of {where}", inner, seen | {id(value)}, quiet)
             return "fn:" + combine(code_fingerprint(value), *inner)
         if isinstance(value, type) or inspect.isroutine(value):
             owner = getattr(value, "__self__", None)
@@ -366,6 +362,11 @@ class Step:
 _MODULE_MACHINERY = frozenset(
     {"__file__", "__name__", "__spec__", "__loader__", "__package__", "__path__", "__cached__", "__builtins__"}
 )
+
+
+def _data_reads(function: types.FunctionType) -> tuple[tuple[str, ...], ...]:
+    """The global reads of ``function`` (with their attribute chains) that the key covers."""
+    return tuple(read for read in global_reads(function.__code__) if read[0] not in _MODULE_MACHINERY)
 
 
 #: Objects read through a module or class that could not be fingerprinted, by id (each kept, so
