@@ -477,12 +477,17 @@ def cached_stack(name: str | None = None) -> ResolvedStack:
     re-resolving ``stacks.toml`` each time cost more than running a small
     pipeline. The stack is built again when anything it was built from
     changes: the current directory (local store paths are relative to it),
-    ``FLOWYML_STACKS_FILE``, ``FLOWYML_STACK``, ``XDG_CONFIG_HOME``/``HOME``, the
-    modification time, size or inode of the project and user stacks files and
-    of the active-stack file, the value of every ``${env:NAME}`` variable the
-    stack refers to, and the plugin registry (``reset_registry``). Runs in one
-    process therefore share the components, and the state they hold
+    ``FLOWYML_STACKS_FILE``, ``XDG_CONFIG_HOME``/``HOME``, the modification
+    time, size or inode of the project and user stacks files, the value of
+    every ``${env:NAME}`` variable the stack refers to, and the plugin registry
+    (``reset_registry``); for the active stack (no ``name``), also
+    ``FLOWYML_STACK`` and, when that is unset, the active-stack file. Runs in
+    one process therefore share the components, and the state they hold
     (connections, clients, a Dask cluster). Errors are not cached.
+
+    What cannot change the answer is not read: each ``os.stat`` here releases
+    the GIL, and while the history's thread has an entry to write, each
+    release hands it the interpreter for ~20 µs of the run's time.
     """
     from flowyml_core.plugins import get_registry
 
@@ -522,9 +527,11 @@ def _stack_inputs(name: str | None) -> tuple[Any, ...]:
     project = os.path.join(cwd, explicit) if explicit else f"{cwd}/stacks.toml"
     xdg, home = env.get("XDG_CONFIG_HOME"), env.get("HOME")
     user = f"{xdg or (home or str(Path.home())) + '/.config'}/flowyml/stacks.toml"
-    active = f"{os.path.dirname(project)}/{_ACTIVE_FILE}"
-    return (name, cwd, explicit, xdg, home, env.get("FLOWYML_STACK"),
-            _file_stamp(project), _file_stamp(user), _file_stamp(active))
+    if name:  # a named stack: neither FLOWYML_STACK nor the active-stack file is read (StackRegistry.active)
+        return name, cwd, explicit, xdg, home, _file_stamp(project), _file_stamp(user)
+    chosen = env.get("FLOWYML_STACK")  # when set, the active-stack file is not read either
+    active = None if chosen else _file_stamp(f"{os.path.dirname(project)}/{_ACTIVE_FILE}")
+    return (name, cwd, explicit, xdg, home, chosen, _file_stamp(project), _file_stamp(user), active)
 
 
 def _file_stamp(path: str) -> tuple[int, int, int, int] | None:

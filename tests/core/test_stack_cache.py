@@ -115,6 +115,26 @@ def test_the_active_stack_file_and_flowyml_stack_are_followed(project: Path, mon
     assert prefix() == "A"
 
 
+def test_what_does_not_choose_the_stack_does_not_rebuild_it(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A named stack ignores the active choice; FLOWYML_STACK overrides the active-stack file.
+
+    Each file the check reads is an ``os.stat`` on every run, and each one lets
+    the history's writer thread take the GIL from the run: only what can
+    change the answer is read.
+    """
+    write(project / "stacks.toml", TWO)
+    named = cached_stack("a")
+    monkeypatch.setenv("FLOWYML_STACK", "b")
+    chosen = cached_stack()
+    assert prefix() == "B"
+    write(project / ".flowyml" / "active-stack", "a\n")  # what `flowyml stack use a` writes
+    assert cached_stack("a") is named and cached_stack() is chosen  # the file chose neither
+    monkeypatch.setenv("FLOWYML_STACK", "a")
+    assert cached_stack("a") is named and prefix() == "A"  # nor did the variable choose the named one
+    monkeypatch.delenv("FLOWYML_STACK")
+    assert prefix() == "A"  # now the file chooses
+
+
 def test_env_references_are_read_again_when_their_value_changes(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(project / "stacks.toml", """
         [stacks.e]
