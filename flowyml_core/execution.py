@@ -31,6 +31,7 @@ from flowyml_core.errors import (
 )
 from flowyml_core.fingerprint import combine, fingerprint, warn_once
 from flowyml_core.grouping import StepGroup
+from flowyml_core.in_place import InPlaceGuard
 from flowyml_core.results import ExecutionResult
 from flowyml_core.step import Step
 
@@ -478,6 +479,7 @@ def run_step_group(
     by_name = {s.name: s for s in step_group.steps}
     order = list(step_group.execution_order)
     blocked: dict[str, str] = {}  # asset -> why it will not exist (as the walker does between units)
+    guard = InPlaceGuard(s.inputs for s in step_group.steps)  # a member that changes what others read
     for index, name in enumerate(order):
         step = by_name[name]
         why = next((blocked[a] for a in step.inputs if a in blocked), None)
@@ -494,8 +496,13 @@ def run_step_group(
         call_kwargs = dict(step_kwargs, input_fingerprints=fps)
         if step.condition is not None:
             call_kwargs["all_outputs"] = available
+        shared = guard.shared(a for a in step.inputs if a in known_fps)
+        for asset in shared:
+            guard.watch(asset, available[asset])  # from outside the group: not seen yet
         result = execute_step(step=step, inputs=kwargs, context_params=params, **call_kwargs)
         results.append(result)
+        if shared:
+            known_fps.update(guard.read(f"step {name}", shared, available, not result.cached and not result.skipped))
         assets = result_assets(step, result)
         if not result.success:
             for remaining in order[index + 1:]:
@@ -515,4 +522,5 @@ def run_step_group(
         # A None output is an asset like any other (as between units).
         available.update(assets)
         known_fps.update(asset_fingerprints(step, result.output_fingerprint, assets))
+        guard.produced(step, result, assets)
     return results

@@ -18,8 +18,10 @@ from typing import Any, Callable, Mapping
 from flowyml_core.calling import keyword_caller
 from flowyml_core.context import Context
 from flowyml_core.daemon_pool import DaemonThreadPool
-from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, result_assets, step_params
+from flowyml_core.errors import OutputContractError
+from flowyml_core.execution import Run, asset_fingerprints, bind_inputs, result_assets, split_outputs, step_params
 from flowyml_core.grouping import ExecutionUnit, StepGroup, unit_name, unit_steps
+from flowyml_core.in_place import InPlaceGuard, fingerprint_or_none
 from flowyml_core.results import ExecutionResult, ExecutionStatus, RunResult
 
 logger = logging.getLogger("flowyml.run")
@@ -81,6 +83,11 @@ def failure_reason(step_name: str) -> str:
 
 
 class PipelineWalker:
+    #: Whether ``self.assets`` holds the very objects the steps are given, so that a step that
+    #: changes one in place can be noticed (:mod:`flowyml_core.in_place`). A walker that hands
+    #: on references to values kept elsewhere (on Dask workers) sets it False.
+    holds_values = True
+
     def __init__(
         self,
         executor: Any,
@@ -133,6 +140,8 @@ class PipelineWalker:
         self.initial: Mapping[str, Any] = initial or {}
         self.not_run: dict[str, str] = {}  # step -> why it was not run (blocked input)
         self.results: dict[str, ExecutionResult] = {}
+        self._guard = InPlaceGuard([])  # made in run(), from the units walked
+        self._given: dict[str, dict[str, str]] = {}  # unit -> fingerprints of the shared assets it was given
 
     # -- bookkeeping -------------------------------------------------------
     def _inputs_of(self, unit: ExecutionUnit) -> tuple[dict[str, Any], dict[str, str], str | None]:
@@ -167,6 +176,9 @@ class PipelineWalker:
 
     def _record(self, unit: ExecutionUnit, results: list[ExecutionResult]) -> None:
         steps = {s.name: s for s in unit_steps(unit)}
+        given = self._given.pop(unit_name(unit), None) if self._given else None
+        if given:
+            self._check_shared_inputs(unit, steps, results, given)
         for result in results:
             step = steps[result.step_name]
             self.results[step.name] = self.run_info.steps[step.name] = result
@@ -182,8 +194,51 @@ class PipelineWalker:
                 self.assets.update(assets)
                 if result.output_fingerprint is not None:
                     self.fingerprints.update(asset_fingerprints(step, result.output_fingerprint, assets))
+                    self._guard.produced(step, result, assets)
             if self._step_end is not None:
                 self._step_end(run=self.run_info, result=result)
+
+    def _check_shared_inputs(
+        self, unit: ExecutionUnit, steps: Mapping[str, Any], results: list[ExecutionResult], given: dict[str, str]
+    ) -> None:
+        """Give the readers after ``unit`` the values as produced (see :mod:`flowyml_core.in_place`).
+
+        Run one at a time, a unit that changed a value it read is the one that
+        changed it, after reading it, as it would on a rerun: its own cache
+        entry stands. Run at the same time as others, it may have read a value
+        another was changing; its key does not describe that value, so its
+        cache entry is dropped, and the readers after are keyed by the value
+        left (it cannot be told which copy each read).
+        """
+        ran = [r for r in results if not r.cached and not r.skipped]
+        concurrent = self.pool is not None or self.max_workers > 1
+        original = None if concurrent else self._as_produced
+        reader = f"group {unit.group_name}" if isinstance(unit, StepGroup) else f"step {unit.name}"
+        self.fingerprints.update(self._guard.read(reader, given, self.assets, bool(ran), concurrent, original))
+        stale = {a for a, fp in given.items() if self.fingerprints.get(a) != fp}
+        cache_store = self.stores["cache_store"]
+        if not stale or cache_store is None or not concurrent:
+            return
+        for result in ran:
+            if result.cache_key is not None and stale.intersection(steps[result.step_name].inputs):
+                cache_store.invalidate(key=result.cache_key)
+                logger.info("step %s: not cached, its input changed while it ran", result.step_name)
+
+    def _as_produced(self, asset: str, seen: str) -> Any:
+        """``asset`` read again from its producer's cache entry, if that still holds what was ``seen``."""
+        cache_store = self.stores["cache_store"]
+        producer = self.pipeline.dag.producers.get(asset)
+        result = self.results.get(producer) if producer is not None else None
+        if cache_store is None or result is None or result.cache_key is None:
+            return None
+        entry = cache_store.get(result.cache_key)
+        if entry is None:
+            return None
+        try:
+            value = split_outputs(self.pipeline.dag.steps[producer], entry.value).get(asset)
+        except OutputContractError:
+            return None
+        return value if fingerprint_or_none(value) == seen else None
 
     def _assets_of(self, step: Any, result: ExecutionResult) -> dict[str, Any]:
         """The assets a finished step hands to the units after it."""
@@ -194,12 +249,19 @@ class PipelineWalker:
         if blocked is not None:
             logger.info("%s: %s", unit_name(unit), blocked)
             return self._skip_unit(unit, blocked)
+        shared = self._guard.shared(fps)
+        if shared:
+            for asset in shared:
+                self._guard.watch(asset, available[asset])  # given by units walked elsewhere: not seen yet
+            self._given[unit_name(unit)] = {asset: fps[asset] for asset in shared}
         return self.unit_runner, (self.executor, unit, available, fps, self.context, self.stores)
 
     # -- walking -------------------------------------------------------------
     def run(self) -> RunResult:
         started = time.perf_counter()
         units = self.units if self.units is not None else self.pipeline.execution_units()
+        if self.holds_values:
+            self._guard = InPlaceGuard([_outside_inputs(u) if isinstance(u, StepGroup) else u.inputs for u in units])
         if self.pool is None and self.max_workers == 1:
             for unit in units:
                 work = self._execute(unit)
@@ -290,3 +352,10 @@ class PipelineWalker:
                 ExecutionResult(step_name=s.name, success=False, error=f"worker failed: {exc!r}")
                 for s in unit_steps(unit)
             ]
+
+
+def _outside_inputs(unit: ExecutionUnit) -> list[str]:
+    """The assets ``unit`` reads from other units, each once."""
+    steps = unit_steps(unit)
+    inside = {a for s in steps for a in s.outputs}
+    return list(dict.fromkeys(a for s in steps for a in s.inputs if a not in inside))

@@ -53,6 +53,8 @@ class DaskWalker(PipelineWalker):
     core's remote walker overrides it too).
     """
 
+    holds_values = False  # references to values on the workers: a change in place there is not seen here
+
     def _assets_of(self, step: Any, result: ExecutionResult) -> dict[str, Any]:
         if isinstance(result.output, HeldValue):
             return result.output.assets() if result.success and not result.skipped else {}
