@@ -337,6 +337,21 @@ def test_leftover_temp_files_are_reported_and_old_ones_pruned(cache, tmp_path):
     assert cache.get(KEY).value == b"x" * 100
 
 
+def test_clear_removes_the_entries_and_nothing_a_person_put_beside_them(cache, tmp_path):
+    """A cache directory may be one a person keeps other files in (``path = "cache"``)."""
+    for i in range(3):
+        cache.set_value(f"{i:064d}", i, "s", "c")
+    root = tmp_path / "cache"
+    notes = root / "notes.txt"
+    notes.write_text("why the cache lives here\n")
+    leftover = root / ".3f2-1-0-a1b2c3.tmp"  # what a killed write leaves
+    leftover.write_bytes(b"\0" * 100)
+    cache.clear()
+    assert [cache.get(f"{i:064d}") for i in range(3)] == [None, None, None]
+    assert not leftover.exists()
+    assert notes.read_text() == "why the cache lives here\n"
+
+
 def test_prune_older_than_removes_old_entries(cache):
     for i in range(3):
         cache.set_value(f"{i:064d}", i, "s", "c")

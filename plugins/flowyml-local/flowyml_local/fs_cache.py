@@ -257,9 +257,11 @@ class FsCacheStore(FsStore, CacheStore):
         return dropped
 
     def clear(self) -> None:
+        """Remove every entry, and the temp files of interrupted writes; nothing else (see ``_is_entry``)."""
         b = self.backend
         for path, _, _ in list(b.walk(b.root)):
-            b.delete(path)
+            if is_temp_name(file_name(path)) or self._is_entry(path):
+                b.delete(path)
 
     def stats(self) -> dict[str, Any]:
         """``entries``, ``bytes`` on storage; ``temp_files``/``temp_bytes`` left by interrupted writes
