@@ -64,7 +64,9 @@ class InPlaceGuard:
 
     def read(self, reader: str, assets: Iterable[str], values: MutableMapping[str, Any], ran: bool,
              concurrent: bool = False, original: Callable[[str, str], Any] | None = None) -> dict[str, str]:
-        """After ``reader`` ("step NAME", "group NAME") ended, having read ``assets`` (their values in ``values``): what it left changed.
+        """What ``reader`` ("step NAME", "group NAME") left changed of the ``assets`` it read.
+
+        ``values`` holds their values now, by asset name.
 
         ``original(asset, fingerprint)`` may give the value as it was produced
         (read again from the cache); it then replaces the changed one in

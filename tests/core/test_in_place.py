@@ -77,7 +77,7 @@ def test_with_threads_an_entry_computed_from_a_value_changed_meanwhile_is_droppe
         executor = { flavor = "local", max_workers = 2 }
         cache_store = { flavor = "local", path = ".flowyml/cache" }
     """)
-    pipeline = sorting_pipeline("in-place-threads", pause=0.3)
+    pipeline = sorting_pipeline("in-place-threads", pause=0.5)
     outputs, _ = outputs_and_cached(pipeline, stack="threads")
     assert outputs["kept"] == [1, 2, 3]
     _, cached = outputs_and_cached(pipeline, stack="threads")
