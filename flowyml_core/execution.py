@@ -502,7 +502,8 @@ def run_step_group(
         result = execute_step(step=step, inputs=kwargs, context_params=params, **call_kwargs)
         results.append(result)
         if shared:
-            known_fps.update(guard.read(f"step {name}", shared, available, not result.cached and not result.skipped))
+            changed, _ = guard.read(f"step {name}", shared, available, not result.cached and not result.skipped)
+            known_fps.update(changed)
         assets = result_assets(step, result)
         if not result.success:
             for remaining in order[index + 1:]:

@@ -63,7 +63,8 @@ class InPlaceGuard:
                 self._seen[asset] = seen
 
     def read(self, reader: str, assets: Iterable[str], values: MutableMapping[str, Any], ran: bool,
-             concurrent: bool = False, original: Callable[[str, str], Any] | None = None) -> dict[str, str]:
+             concurrent: bool = False, original: Callable[[str, str], Any] | None = None
+             ) -> tuple[dict[str, str], list[str]]:
         """What ``reader`` ("step NAME", "group NAME") left changed of the ``assets`` it read.
 
         ``values`` holds their values now, by asset name.
@@ -71,11 +72,13 @@ class InPlaceGuard:
         ``original(asset, fingerprint)`` may give the value as it was produced
         (read again from the cache); it then replaces the changed one in
         ``values``, so that the readers after get what a remote run gives them.
-        Returns the new fingerprint of each asset left changed. The last reader
-        of an asset is not checked (no one reads the value after it) unless
-        others ran at the same time (``concurrent``), when the change may be theirs.
+        Returns the new fingerprint of each asset left changed, and the assets
+        whose value was replaced by the original. The last reader of an asset
+        is not checked (no one reads the value after it) unless others ran at
+        the same time (``concurrent``), when the change may be theirs.
         """
         changed: dict[str, str] = {}
+        restored: list[str] = []
         for asset in assets:
             if asset not in self._left or asset not in values:
                 continue
@@ -89,6 +92,7 @@ class InPlaceGuard:
             value = None if original is None else original(asset, before)
             if value is not None:
                 values[asset] = value
+                restored.append(asset)
                 after = "get it as it was produced, read again from the cache, as in a remote run"
             else:
                 self._seen[asset] = changed[asset] = now
@@ -99,7 +103,7 @@ class InPlaceGuard:
                        "changed it)") if concurrent else f"{reader} changed its input {asset!r} in place"
                 logger.warning("%s; the steps that read it after %s. Return a new value (e.g. a copy) instead",
                                who, after)
-        return changed
+        return changed, restored
 
 
 def fingerprint_or_none(value: Any) -> str | None:

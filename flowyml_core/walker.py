@@ -140,8 +140,15 @@ class PipelineWalker:
         self.initial: Mapping[str, Any] = initial or {}
         self.not_run: dict[str, str] = {}  # step -> why it was not run (blocked input)
         self.results: dict[str, ExecutionResult] = {}
+        # For steps that change a shared input in place (flowyml_core/in_place.py): per unit, the shared
+        # assets it was given, with their fingerprint and how many changes to each had been seen; the
+        # count of changes seen per asset; and, with threads, the entries of the units that read the
+        # current value, with when they ended (the clock counts dispatches and records).
         self._guard = InPlaceGuard([])  # made in run(), from the units walked
-        self._given: dict[str, dict[str, str]] = {}  # unit -> fingerprints of the shared assets it was given
+        self._given: dict[str, tuple[int, dict[str, tuple[str, int]]]] = {}
+        self._changes: dict[str, int] = {}
+        self._read_by: dict[str, list[tuple[int, str]]] = {}
+        self._clock = 0
 
     # -- bookkeeping -------------------------------------------------------
     def _inputs_of(self, unit: ExecutionUnit) -> tuple[dict[str, Any], dict[str, str], str | None]:
@@ -199,30 +206,45 @@ class PipelineWalker:
                 self._step_end(run=self.run_info, result=result)
 
     def _check_shared_inputs(
-        self, unit: ExecutionUnit, steps: Mapping[str, Any], results: list[ExecutionResult], given: dict[str, str]
+        self, unit: ExecutionUnit, steps: Mapping[str, Any], results: list[ExecutionResult],
+        given: tuple[int, dict[str, tuple[str, int]]],
     ) -> None:
         """Give the readers after ``unit`` the values as produced (see :mod:`flowyml_core.in_place`).
 
         Run one at a time, a unit that changed a value it read is the one that
         changed it, after reading it, as it would on a rerun: its own cache
-        entry stands. Run at the same time as others, it may have read a value
-        another was changing; its key does not describe that value, so its
-        cache entry is dropped, and the readers after are keyed by the value
-        left (it cannot be told which copy each read).
+        entry stands. With threads, a unit running beside the change may have
+        read either value, so the entries of every reader that ended after the
+        changing unit started, or started before the change was seen, are
+        dropped.
         """
+        started, assets = given
         ran = [r for r in results if not r.cached and not r.skipped]
         concurrent = self.pool is not None or self.max_workers > 1
-        original = None if concurrent else self._as_produced
         reader = f"group {unit.group_name}" if isinstance(unit, StepGroup) else f"step {unit.name}"
-        self.fingerprints.update(self._guard.read(reader, given, self.assets, bool(ran), concurrent, original))
-        stale = {a for a, fp in given.items() if self.fingerprints.get(a) != fp}
+        changed, restored = self._guard.read(reader, assets, self.assets, bool(ran), concurrent, self._as_produced)
+        self.fingerprints.update(changed)
         cache_store = self.stores["cache_store"]
-        if not stale or cache_store is None or not concurrent:
+        if not concurrent or cache_store is None:
             return
-        for result in ran:
-            if result.cache_key is not None and stale.intersection(steps[result.step_name].inputs):
-                cache_store.invalidate(key=result.cache_key)
-                logger.info("step %s: not cached, its input changed while it ran", result.step_name)
+        self._clock += 1
+        for asset in (*changed, *restored):
+            self._changes[asset] = self._changes.get(asset, 0) + 1
+            for ended, key in self._read_by.pop(asset, ()):
+                if ended > started:
+                    self._drop(cache_store, key)
+        for asset, (_, seen_changes) in assets.items():
+            keys = [r.cache_key for r in ran if r.cache_key is not None and asset in steps[r.step_name].inputs]
+            if seen_changes != self._changes.get(asset, 0):
+                for key in keys:
+                    self._drop(cache_store, key)
+            else:
+                self._read_by.setdefault(asset, []).extend((self._clock, key) for key in keys)
+
+    @staticmethod
+    def _drop(cache_store: Any, key: str) -> None:
+        if cache_store.invalidate(key=key):
+            logger.info("cache entry %s dropped: its step read a shared input while another changed it", key[:12])
 
     def _as_produced(self, asset: str, seen: str) -> Any:
         """``asset`` read again from its producer's cache entry, if that still holds what was ``seen``."""
@@ -253,7 +275,8 @@ class PipelineWalker:
         if shared:
             for asset in shared:
                 self._guard.watch(asset, available[asset])  # given by units walked elsewhere: not seen yet
-            self._given[unit_name(unit)] = {asset: fps[asset] for asset in shared}
+            self._clock += 1
+            self._given[unit_name(unit)] = (self._clock, {a: (fps[a], self._changes.get(a, 0)) for a in shared})
         return self.unit_runner, (self.executor, unit, available, fps, self.context, self.stores)
 
     # -- walking -------------------------------------------------------------

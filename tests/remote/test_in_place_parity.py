@@ -40,8 +40,9 @@ PIPELINE = """
 def kit(project: Path, monkeypatch: pytest.MonkeyPatch) -> KitProject:
     (project / "pipe.py").write_text(textwrap.dedent(PIPELINE))
     kit = KitProject(project, plugins={"kit-subprocess": SubprocessExecutorPlugin()})
-    for name, flavor in (("here", "local"), ("units", "kit-subprocess")):
-        kit.add_stack(name, flavor, artifact_store={"flavor": "local", "path": f".flowyml/{name}/artifacts"},
+    for name, flavor, options in (("here", "local", None), ("threads", "local", {"max_workers": 4}),
+                                  ("units", "kit-subprocess", None)):
+        kit.add_stack(name, flavor, options, artifact_store={"flavor": "local", "path": f".flowyml/{name}/artifacts"},
                       cache_store={"flavor": "local", "path": f".flowyml/{name}/cache"})
     monkeypatch.setenv("FLOWYML_STACKS_FILE", str(kit.stacks_file))
     return kit
@@ -59,3 +60,8 @@ def test_the_later_reader_gets_the_list_as_produced_locally_and_remotely(kit: Ki
     assert remote["kept"] == {"rows": [3, 1, 2], "smallest": 1}  # its own copy, loaded from the store
     assert outputs(kit, "here") == remote
     assert outputs(kit, "here") == remote  # and again, from the cache
+
+
+def test_with_threads_a_reader_that_starts_after_the_change_gets_the_list_as_produced(kit: KitProject) -> None:
+    first = outputs(kit, "threads")
+    assert first == outputs(kit, "units") == outputs(kit, "threads")
