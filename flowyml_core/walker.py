@@ -213,10 +213,10 @@ class PipelineWalker:
 
         Run one at a time, a unit that changed a value it read is the one that
         changed it, after reading it, as it would on a rerun: its own cache
-        entry stands. With threads, a unit running beside the change may have
-        read either value, so the entries of every reader that ended after the
-        changing unit started, or started before the change was seen, are
-        dropped.
+        entry stands. With threads, a unit that ran beside the change may have
+        read either value: the entries of the readers that ended after the
+        changing unit started, of those still running when the change was
+        seen, and of the changing unit itself, are dropped.
         """
         started, assets = given
         ran = [r for r in results if not r.cached and not r.skipped]
