@@ -158,7 +158,8 @@ class StackParityContract:
         assert describe(remote) == describe(local), "the run on the stack under test differs from the local run"
         assert values(remote) == values(local), "the outputs differ from the local run's"
 
-    @pytest.mark.parametrize("name", ["chain", "diamond", "group", "none_and_routed", "condition", "retry", "failure"])
+    @pytest.mark.parametrize("name", ["chain", "diamond", "group", "none_and_routed", "condition", "retry", "failure",
+                                      "in_place"])
     def test_pipeline_matches_the_local_run(self, parity: ParityRuns, name: str) -> None:
         local, remote = parity.run_both(name)
         self.assert_same(local, remote)

@@ -179,6 +179,25 @@ def independent():
 
 failure = Pipeline("parity-failure", [breaks, after_break, further, independent])
 
+# -- a step that changes a shared input in place ------------------------------------------------
+@step(outputs=["rows"])
+def rows():
+    return [3, 1, 2]
+
+
+@step(inputs=["rows"], outputs=["smallest"])
+def smallest(rows):
+    rows.sort()  # a mistake users make: every unit on a remote stack gets its own copy, so it changes no other's
+    return rows[0]
+
+
+@step(inputs=["rows", "smallest"], outputs=["as_read"])
+def as_read(rows, smallest):
+    return {"rows": list(rows), "smallest": smallest}
+
+
+in_place = Pipeline("parity-in-place", [rows, smallest, as_read])
+
 #: Every pipeline of the contract, by the name its test uses.
 PIPELINES = {
     "chain": chain,
@@ -188,4 +207,5 @@ PIPELINES = {
     "condition": condition,
     "retry": retry,
     "failure": failure,
+    "in_place": in_place,
 }
