@@ -179,6 +179,7 @@ def independent():
 
 failure = Pipeline("parity-failure", [breaks, after_break, further, independent])
 
+
 # -- a step that changes a shared input in place ------------------------------------------------
 @step(outputs=["rows"])
 def rows():
@@ -197,6 +198,7 @@ def as_read(rows, smallest):
 
 
 in_place = Pipeline("parity-in-place", [rows, smallest, as_read])
+
 
 #: Every pipeline of the contract, by the name its test uses.
 PIPELINES = {
