@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 
 def write(path: Path, text: str) -> Path:
@@ -39,3 +40,10 @@ def load_module(path: Path, name: str, register: bool = False) -> ModuleType:
         sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def outputs_and_cached(pipeline: Any, stack: str | None = None) -> tuple[dict[str, Any], dict[str, bool]]:
+    """Run ``pipeline`` (it must succeed): its outputs, and whether each step came from the cache."""
+    result = pipeline.run(stack=stack)
+    assert result.success, {n: r.error for n, r in result.steps.items() if r.error}
+    return result.outputs, {name: r.cached for name, r in result.steps.items()}

@@ -22,18 +22,12 @@ from typing import Any
 import pytest
 
 from flowyml_core import Pipeline
-from tests.core.helpers import env_with, write
+from tests.core.helpers import env_with, outputs_and_cached, write
 from tests.core.helpers import load_module as _load
 
 
 def load_module(path: Path, name: str) -> Any:
     return _load(path, name, register=True)
-
-
-def run(pipeline: Pipeline, stack: str | None = None) -> tuple[dict[str, Any], dict[str, bool]]:
-    result = pipeline.run(stack=stack)
-    assert result.success, {n: r.error for n, r in result.steps.items() if r.error}
-    return result.outputs, {name: r.cached for name, r in result.steps.items()}
 
 
 @pytest.fixture
@@ -79,18 +73,18 @@ pipeline = Pipeline("decorated", [doubled, scaled])
 
 def test_editing_a_step_under_a_decorator_without_wraps_is_a_miss(project: Path, module_name: str) -> None:
     path = write(project / "decorated.py", DECORATED.replace("BODY", "1"))
-    assert run(load_module(path, module_name).pipeline)[0]["doubled"] == 2
+    assert outputs_and_cached(load_module(path, module_name).pipeline)[0]["doubled"] == 2
     write(path, DECORATED.replace("BODY", "500"))
-    outputs, cached = run(load_module(path, module_name).pipeline)
+    outputs, cached = outputs_and_cached(load_module(path, module_name).pipeline)
     assert outputs["doubled"] == 1000 and not cached["doubled"]
     assert not cached["doubled"] and cached["scaled"]  # what did not change still hits
 
 
 def test_a_global_given_to_a_decorator_is_in_the_key(project: Path, module_name: str) -> None:
     path = write(project / "decorated.py", DECORATED.replace("BODY", "1"))
-    assert run(load_module(path, module_name).pipeline)[0]["scaled"] == 10
+    assert outputs_and_cached(load_module(path, module_name).pipeline)[0]["scaled"] == 10
     write(path, DECORATED.replace("BODY", "1").replace("FACTOR = 10", "FACTOR = 1000"))
-    outputs, cached = run(load_module(path, module_name).pipeline)
+    outputs, cached = outputs_and_cached(load_module(path, module_name).pipeline)
     assert outputs["scaled"] == 1000 and not cached["scaled"]
 
 
@@ -149,19 +143,19 @@ def reads(project: Path, module_name: str, monkeypatch: pytest.MonkeyPatch) -> A
 
 def test_a_class_attribute_read_through_a_global_class_is_in_the_key(reads: Path, module_name: str) -> None:
     write(reads, reads_file(class_rows=3))
-    assert run(load_module(reads, module_name).pipeline)[0]["by_class"] == [0, 1, 2]
+    assert outputs_and_cached(load_module(reads, module_name).pipeline)[0]["by_class"] == [0, 1, 2]
     write(reads, reads_file(class_rows=5))
-    outputs, cached = run(load_module(reads, module_name).pipeline)
+    outputs, cached = outputs_and_cached(load_module(reads, module_name).pipeline)
     assert outputs["by_class"] == [0, 1, 2, 3, 4] and not cached["by_class"]
     assert cached["by_module"]
 
 
 def test_a_module_attribute_read_by_a_step_is_in_the_key(reads: Path, module_name: str) -> None:
     write(reads, reads_file())
-    assert run(load_module(reads, module_name).pipeline)[0]["by_module"] == [0, 1, 2, 3]
+    assert outputs_and_cached(load_module(reads, module_name).pipeline)[0]["by_module"] == [0, 1, 2, 3]
     write(reads.parent / "settings_mod.py", "ROWS = 1\n")
     sys.modules.pop("settings_mod")
-    outputs, cached = run(load_module(reads, module_name).pipeline)
+    outputs, cached = outputs_and_cached(load_module(reads, module_name).pipeline)
     assert outputs["by_module"] == [0] and not cached["by_module"]
     assert cached["by_class"]
 
@@ -170,10 +164,10 @@ def test_class_attributes_read_through_an_object_are_in_the_key(reads: Path, mod
     """``self.FACTOR`` in a bound method or a callable object, ``MODEL.FACTOR`` on a global object:
     the object's own state does not hold its class's attributes."""
     write(reads, reads_file(factor=2))
-    outputs, _ = run(load_module(reads, module_name).pipeline)
+    outputs, _ = outputs_and_cached(load_module(reads, module_name).pipeline)
     assert (outputs["method"], outputs["callable"], outputs["by_instance"]) == (21, 201, 2)
     write(reads, reads_file(factor=3))
-    outputs, cached = run(load_module(reads, module_name).pipeline)
+    outputs, cached = outputs_and_cached(load_module(reads, module_name).pipeline)
     assert (outputs["method"], outputs["callable"], outputs["by_instance"]) == (31, 301, 3)
     assert not cached["method"] and not cached["callable"] and not cached["by_instance"]
 
@@ -193,9 +187,9 @@ def test_a_method_called_on_a_class_attribute_keys_the_attribute(project: Path, 
         pipeline = Pipeline("shout", [shout])
     """
     path = write(project / "shout.py", source.replace("VALUE", "abc"))
-    assert run(load_module(path, module_name).pipeline) == ({"shout": "ABC"}, {"shout": False})
+    assert outputs_and_cached(load_module(path, module_name).pipeline) == ({"shout": "ABC"}, {"shout": False})
     write(path, source.replace("VALUE", "xyz"))
-    assert run(load_module(path, module_name).pipeline) == ({"shout": "XYZ"}, {"shout": False})
+    assert outputs_and_cached(load_module(path, module_name).pipeline) == ({"shout": "XYZ"}, {"shout": False})
 
 
 def test_an_attribute_that_is_not_there_yet_does_not_break_the_key(project: Path, module_name: str) -> None:
@@ -212,9 +206,9 @@ def test_an_attribute_that_is_not_there_yet_does_not_break_the_key(project: Path
         pipeline = Pipeline("late", [value])
     """)
     module = load_module(path, module_name)
-    assert run(module.pipeline)[0]["value"] == 0
+    assert outputs_and_cached(module.pipeline)[0]["value"] == 0
     module.Config.LATE = 7
-    outputs, cached = run(module.pipeline)
+    outputs, cached = outputs_and_cached(module.pipeline)
     assert outputs["value"] == 7 and not cached["value"]
 
 
@@ -255,7 +249,7 @@ def test_with_process_isolation_code_edited_after_import_never_fills_the_old_key
         assert "changed on disk after this run imported it" in error and f"step {name!r}" in error
     write(project / f"{module_name}.py", EDITED.replace("VALUE", "old"))
     sys.modules.pop(module_name)
-    outputs, cached = run(importlib.import_module(module_name).pipeline, stack="isolated")
+    outputs, cached = outputs_and_cached(importlib.import_module(module_name).pipeline, stack="isolated")
     assert outputs == {"decorated": "DECORATED-old", "plain": "PLAIN-old"}
     assert not any(cached.values())
 
@@ -332,17 +326,17 @@ def anonymous_file(lambda_factor: int, scaler_factor: int) -> str:
 
 def test_a_global_lambda_is_keyed_by_its_code_not_its_name(project: Path, module_name: str) -> None:
     path = write(project / "anonymous.py", anonymous_file(2, 10))
-    assert run(load_module(path, module_name).pipeline)[0]["by_lambda"] == 6
+    assert outputs_and_cached(load_module(path, module_name).pipeline)[0]["by_lambda"] == 6
     write(path, anonymous_file(5, 10))
-    outputs, cached = run(load_module(path, module_name).pipeline)
+    outputs, cached = outputs_and_cached(load_module(path, module_name).pipeline)
     assert outputs["by_lambda"] == 15 and not cached["by_lambda"] and cached["by_closure"]
 
 
 def test_a_global_made_by_a_factory_is_keyed_by_what_it_closes_over(project: Path, module_name: str) -> None:
     path = write(project / "anonymous.py", anonymous_file(2, 10))
-    assert run(load_module(path, module_name).pipeline)[0]["by_closure"] == 30
+    assert outputs_and_cached(load_module(path, module_name).pipeline)[0]["by_closure"] == 30
     write(path, anonymous_file(2, 7))
-    outputs, cached = run(load_module(path, module_name).pipeline)
+    outputs, cached = outputs_and_cached(load_module(path, module_name).pipeline)
     assert outputs["by_closure"] == 21 and not cached["by_closure"] and cached["by_lambda"]
 
 
@@ -356,8 +350,8 @@ def test_a_recursive_local_function_read_by_a_step_does_not_hang(project: Path) 
 
     counter = make()
     pipeline = Pipeline("recursive", [step(lambda: counter(5), name="count", outputs=["n"])])
-    assert run(pipeline) == ({"n": 5}, {"count": False})
-    assert run(pipeline) == ({"n": 5}, {"count": True})
+    assert outputs_and_cached(pipeline) == ({"n": 5}, {"count": False})
+    assert outputs_and_cached(pipeline) == ({"n": 5}, {"count": True})
 
 
 # -- values that compare alike but are not the same ---------------------------------------------
@@ -404,11 +398,11 @@ pipeline = Pipeline("objects", [bias, rows])
 
 def test_an_attribute_of_a_global_object_is_in_the_key(project: Path, module_name: str) -> None:
     path = write(project / "objects.py", OBJECTS.replace("BIAS", "1").replace("ROWS", "3"))
-    assert run(load_module(path, module_name).pipeline)[0] == {"bias": 1, "rows": 3}
+    assert outputs_and_cached(load_module(path, module_name).pipeline)[0] == {"bias": 1, "rows": 3}
     write(path, OBJECTS.replace("BIAS", "2").replace("ROWS", "4"))
-    outputs, cached = run(load_module(path, module_name).pipeline)
+    outputs, cached = outputs_and_cached(load_module(path, module_name).pipeline)
     assert outputs == {"bias": 2, "rows": 4} and cached == {"bias": False, "rows": False}
-    assert run(load_module(path, module_name).pipeline)[1] == {"bias": True, "rows": True}
+    assert outputs_and_cached(load_module(path, module_name).pipeline)[1] == {"bias": True, "rows": True}
 
 
 def test_a_lambda_step_called_by_another_step_is_keyed_by_its_code(project: Path, module_name: str) -> None:
@@ -426,9 +420,9 @@ def test_a_lambda_step_called_by_another_step_is_keyed_by_its_code(project: Path
         pipeline = Pipeline("helper_steps", [six])
     """
     path = write(project / "helper_steps.py", source.replace("VALUE", "5"))
-    assert run(load_module(path, module_name).pipeline) == ({"six": 5}, {"six": False})
+    assert outputs_and_cached(load_module(path, module_name).pipeline) == ({"six": 5}, {"six": False})
     write(path, source.replace("VALUE", "7"))
-    assert run(load_module(path, module_name).pipeline) == ({"six": 7}, {"six": False})
+    assert outputs_and_cached(load_module(path, module_name).pipeline) == ({"six": 7}, {"six": False})
 
 
 # -- housekeeping on a real store ------------------------------------------------------------------

@@ -10,18 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from flowyml_core import Pipeline, step
-from tests.core.helpers import write
-
-
-def outputs_and_cached(pipeline: Pipeline, stack: str | None = None) -> tuple[dict[str, Any], dict[str, bool]]:
-    result = pipeline.run(stack=stack)
-    assert result.success, {n: r.error for n, r in result.steps.items() if r.error}
-    return result.outputs, {name: r.cached for name, r in result.steps.items()}
+from tests.core.helpers import outputs_and_cached, write
 
 
 def sorting_pipeline(name: str, group: str | None = None, pause: float = 0.0) -> Pipeline:

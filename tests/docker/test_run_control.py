@@ -7,6 +7,7 @@ its records.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -38,6 +40,24 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextlib.contextmanager
+def _sleepy_run(docker_project, run_id: str, client, **popen: Any) -> Iterator[subprocess.Popen]:
+    """``flowyml run`` of the sleepy pipeline in another process, given once its nap unit's container
+    runs; killed on the way out if it is still going."""
+    walker = subprocess.Popen(
+        [str(FLOWYML), "run", "dockerpipes.py:sleepy", "--stack", "d", "--run-id", run_id],
+        cwd=docker_project.pipes_dir, env=_cli_env(docker_project), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, **popen)
+    try:
+        _wait_for(lambda: [c for c in containers(client, run_id=run_id, role="unit") if c.status == "running"],
+                  120, "the nap unit's container to run")
+        yield walker
+    finally:
+        if walker.poll() is None:
+            walker.kill()
+            walker.communicate()
+
+
 def test_run_follow_shows_progress_and_each_containers_output(docker_project, run_cli):
     result = run_cli("run", "dockerpipes.py:chain", "--stack", "d", "--follow", "--param", "size=4",
                      cwd=docker_project.pipes_dir, env={"FLOWYML_STACKS_FILE": str(docker_project.stacks_file)},
@@ -53,14 +73,8 @@ def test_run_follow_shows_progress_and_each_containers_output(docker_project, ru
 def test_status_logs_and_stop_from_other_processes(docker_project, run_cli, docker_engine):
     env = {"FLOWYML_STACKS_FILE": str(docker_project.stacks_file)}
     run_id = "stopme" + os.urandom(4).hex()
-    walker = subprocess.Popen(
-        [str(FLOWYML), "run", "dockerpipes.py:sleepy", "--stack", "d", "--run-id", run_id],
-        cwd=docker_project.pipes_dir, env=_cli_env(docker_project), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        client = docker_engine.client()
-        _wait_for(lambda: [c for c in containers(client, run_id=run_id, role="unit") if c.status == "running"],
-                  120, "the nap unit's container to run")
+    client = docker_engine.client()
+    with _sleepy_run(docker_project, run_id, client) as walker:
         status = run_cli("runs", "status", run_id, "--stack", "d", env=env)
         assert (status.returncode, status.stdout.strip()) == (0, "running"), status.stderr
         _wait_for(lambda: "running nap" in run_cli("runs", "logs", run_id, "--stack", "d", env=env).stdout,
@@ -68,10 +82,6 @@ def test_status_logs_and_stop_from_other_processes(docker_project, run_cli, dock
         stop = run_cli("runs", "stop", run_id, "--stack", "d", env=env)
         assert stop.returncode == 0, stop.stderr
         out, err = walker.communicate(timeout=60)
-    finally:
-        if walker.poll() is None:
-            walker.kill()
-            walker.communicate()
     assert walker.returncode == 1, out + err
     assert f"run {run_id} FAILED in" in out and "1 skipped, 1 failed" in out
     assert "error: step 'nap' failed: stopped: stopped by request (flowyml runs stop)" in err
@@ -197,22 +207,13 @@ def test_ctrl_c_stops_the_run_records_why_and_leaves_no_container(docker_project
     and the step had no record; the message said the run "goes on remotely".
     """
     docker_project.stack(remove=True)
-    env = {**os.environ, "FLOWYML_STACKS_FILE": str(docker_project.stacks_file)}
+    env = _cli_env(docker_project)
     run_id = "ctrlc" + os.urandom(4).hex()
-    walker = subprocess.Popen(
-        [str(FLOWYML), "run", "dockerpipes.py:sleepy", "--stack", "d", "--run-id", run_id],
-        cwd=docker_project.pipes_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     client = docker_engine.client()
-    try:
-        _wait_for(lambda: [c for c in containers(client, run_id=run_id, role="unit") if c.status == "running"],
-                  120, "the nap unit's container to run")
+    with _sleepy_run(docker_project, run_id, client,
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as walker:
         walker.send_signal(signal.SIGINT)
         out, err = walker.communicate(timeout=60)
-    finally:
-        if walker.poll() is None:
-            walker.kill()
-            walker.communicate()
     assert walker.returncode == 130, out + err
     assert "goes on remotely" not in err, err
     assert f"run {run_id} was stopped" in err, err
